@@ -1,0 +1,1 @@
+//! Shared pieces of the neffos-rs examples (nothing yet; each example is a binary).

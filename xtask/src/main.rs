@@ -1,0 +1,2 @@
+//! Project automation. Placeholder.
+fn main() {}
