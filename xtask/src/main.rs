@@ -1,2 +1,61 @@
-//! Project automation. Placeholder.
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! - `test`: every test of the workspace, interop peers and brokers included.
+//! - `lint`: formatting, clippy with `-D warnings`, cargo-deny.
+//! - `demo`: the chat demo in the browser (no broker needed).
+//! - `fuzz`: the protocol fuzz targets for a bounded time.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod tools;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "neffos-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every test: unit, property, interop (neffos.js, Go neffos, Chromium) and broker tests.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the tests that need a broker (Redis, NATS) against locally started brokers.
+    Integration {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Check formatting, clippy (-D warnings) and cargo-deny.
+    Lint,
+    /// Run the protocol fuzz targets, each for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Command::Test { args } => tools::test(&root, &args),
+        Command::Integration { args } => tools::integration(&root, &args),
+        Command::Lint => tools::lint(&root),
+        Command::Fuzz { seconds } => tools::fuzz(&root, seconds),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

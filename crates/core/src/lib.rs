@@ -1,8 +1,72 @@
-//! `neffos`: a real-time WebSocket framework that speaks the neffos wire protocol.
+//! `neffos`: a real-time WebSocket framework that speaks the
+//! [neffos](https://github.com/kataras/neffos) wire protocol, so neffos.js and Go neffos
+//! clients work against it unchanged, and scales out through pluggable exchanges.
 //!
-//! Status: in progress. This crate will own the `Server`, connections, namespaces, rooms,
-//! events, Ask/reply, broadcast fan-out, the `Exchange` trait with the in-process
-//! `MemoryExchange`, the Rust client (feature `client`), the axum route (feature `axum`)
-//! and the exchange conformance suite (feature `testkit`).
+//! # Concepts
+//!
+//! - A [`Server`] serves [`Namespaces`]; each namespace has [`Events`] with handlers.
+//!   A client connects to namespaces, joins rooms inside them, emits events, and Asks
+//!   (request/reply) in both directions.
+//! - Handlers receive an [`NsConn`] (the connection within one namespace) and the
+//!   [`Message`]; they return `()`, a [`Reply`], or a `Result` whose error becomes the
+//!   neffos error reply.
+//! - [`Server::broadcast`] sends to a [`Target`]: a namespace, a room, or one connection
+//!   ID, optionally except one connection. It is encoded once and reaches local recipients
+//!   directly, and other instances through the [`Exchange`] (one publication).
+//! - [`MemoryExchange`] joins several servers in one process; `neffos-redis` and
+//!   `neffos-nats` join processes.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use neffos::{Events, Namespaces, Reply, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder(
+//!     Namespaces::new().namespace(
+//!         "default",
+//!         Events::new()
+//!             .on("chat", |ns, msg| async move { ns.broadcast_others(msg) })
+//!             .on("ping", |_ns, _msg| async { Reply::new("pong") }),
+//!     ),
+//! )
+//! .build();
+//! let app = axum::Router::new().route("/echo", server.route());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! | Name | Description | Default |
+//! |---|---|---|
+//! | `axum` | [`Server::route`] and the [`axum::Upgrade`] extractor | yes |
+//! | `client` | the Rust client, [`Client`] | no |
+//! | `testkit` | the exchange conformance suite and test helpers | no |
 
+mod config;
+mod conn;
+mod error;
+mod exchange;
+mod handler;
+mod server;
+mod transport;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+#[cfg(feature = "client")]
+pub use client::{Client, ClientBuilder};
+pub use config::{Config, SlowConsumerPolicy};
+pub use conn::{Conn, NsConn, Room};
+pub use error::{Error, Result};
+pub use exchange::{Exchange, ExchangeStats, Inbound, MemoryExchange, Topic};
+pub use handler::{Events, IntoOutcome, Namespaces, Outcome, Reply};
 pub use neffos_protocol as protocol;
+pub use neffos_protocol::{Message, WaitToken, events};
+pub use server::{Server, ServerBuilder, StatsSnapshot, Target};

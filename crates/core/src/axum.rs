@@ -1,0 +1,168 @@
+//! Mounting a [`Server`] in an axum application (feature `axum`, on by default).
+//!
+//! The simplest form is [`Server::route`]:
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::Router;
+//! use neffos::{Events, Namespaces, Server};
+//!
+//! let server = Server::builder(Namespaces::new().namespace("default", Events::new())).build();
+//! let app: Router = Router::new().route("/echo", server.route());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! For authentication before the upgrade, write your own handler with your extractors and
+//! finish with the [`Upgrade`] extractor: reject with any HTTP response, or accept and attach
+//! state to the connection.
+//!
+//! ```no_run
+//! use axum::{extract::State, http::{HeaderMap, StatusCode}, response::{IntoResponse, Response}};
+//! use neffos::{Server, axum::Upgrade};
+//!
+//! #[derive(Clone)]
+//! struct User(String);
+//!
+//! async fn ws(State(server): State<Server>, headers: HeaderMap, upgrade: Upgrade) -> Response {
+//!     let Some(user) = headers.get("x-user").and_then(|v| v.to_str().ok()) else {
+//!         return StatusCode::UNAUTHORIZED.into_response();
+//!     };
+//!     upgrade.with(User(user.to_owned())).serve(&server)
+//! }
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any};
+
+use crate::conn::RequestInfo;
+use crate::server::Server;
+use crate::transport::axum_ws;
+
+/// The query-parameter prefix neffos.js uses to send headers from browsers.
+pub const HEADER_QUERY_PREFIX: &str = "x-websocket-header-";
+
+/// Adds every `X-Websocket-Header-<Name>=<value>` query parameter (case-insensitive) to the
+/// request headers as `<Name>: <value>` (PROTOCOL.md §1.1). The query string is kept.
+pub fn query_params_to_headers(parts: &mut Parts) {
+    let Some(query) = parts.uri.query() else {
+        return;
+    };
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .filter_map(|(k, v)| {
+            let lower = k.to_ascii_lowercase();
+            let name = lower.strip_prefix(HEADER_QUERY_PREFIX)?;
+            (!name.is_empty()).then(|| (name.to_owned(), v.into_owned()))
+        })
+        .collect();
+    for (name, value) in pairs {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            parts.headers.append(name, value);
+        }
+    }
+}
+
+/// An axum extractor for a neffos endpoint: either the neffos.js reconnection probe
+/// (`HEAD`, answered with 302 as neffos does) or a WebSocket upgrade.
+#[derive(Debug)]
+pub struct Upgrade {
+    kind: Kind,
+    extensions: http::Extensions,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Probe,
+    Ws(Box<WebSocketUpgrade>, Box<Parts>),
+    Rejected(Response),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let kind = if parts.method == Method::HEAD {
+            Kind::Probe
+        } else {
+            query_params_to_headers(parts);
+            match WebSocketUpgrade::from_request_parts(parts, state).await {
+                Ok(ws) => Kind::Ws(Box::new(ws), Box::new(parts.clone())),
+                Err(rejection) => Kind::Rejected(rejection.into_response()),
+            }
+        };
+        Ok(Upgrade {
+            kind,
+            extensions: http::Extensions::new(),
+        })
+    }
+}
+
+impl Upgrade {
+    /// Attaches a typed value to the connection (read it with [`Conn::get`](crate::Conn::get)),
+    /// e.g. the user your auth extractor found.
+    pub fn with<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Answers the request: 302 for the probe, 503 while shutting down, else the upgrade,
+    /// after which `server` serves the socket.
+    pub fn serve(self, server: &Server) -> Response {
+        let (ws, parts) = match self.kind {
+            Kind::Probe => return StatusCode::FOUND.into_response(),
+            Kind::Rejected(response) => return response,
+            Kind::Ws(ws, parts) => (ws, parts),
+        };
+        if server.is_shutting_down() {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        let config = server.config();
+        let ws = ws
+            .read_buffer_size(config.read_buffer_size)
+            .write_buffer_size(config.write_buffer_size)
+            .max_message_size(config.max_frame_size)
+            .max_frame_size(config.max_frame_size);
+        let server = server.clone();
+        let extensions = self.extensions;
+        ws.on_upgrade(move |socket| async move {
+            let remote_addr = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| *addr);
+            let request = RequestInfo {
+                headers: parts.headers.clone(),
+                uri: parts.uri.clone(),
+                remote_addr,
+            };
+            let (stream, sink) = axum_ws::split(socket);
+            server
+                .serve_socket(request, Some(&parts), stream, sink, extensions)
+                .await;
+        })
+    }
+}
+
+impl Server {
+    /// A route to mount at any path of an axum `Router`, whatever its state type:
+    /// `Router::new().route("/echo", server.route())`.
+    pub fn route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        let server = self.clone();
+        any(move |request: Request| {
+            let server = server.clone();
+            async move {
+                let (mut parts, _body) = request.into_parts();
+                match Upgrade::from_request_parts(&mut parts, &()).await {
+                    Ok(upgrade) => upgrade.serve(&server),
+                    Err(never) => match never {},
+                }
+            }
+        })
+    }
+}

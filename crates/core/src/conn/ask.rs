@@ -1,0 +1,94 @@
+//! Asks this side sent and is waiting for: matched strictly by token, per connection, and
+//! removed on every exit (reply, deadline, cancellation, close).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytestring::ByteString;
+use neffos_protocol::{Message, WaitToken};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::{ConnInner, Role};
+use crate::error::{Error, Result};
+
+pub(crate) struct PendingAsks {
+    next: AtomicU64,
+    limit: usize,
+    waiters: Mutex<HashMap<ByteString, oneshot::Sender<Message>>>,
+}
+
+impl PendingAsks {
+    pub(crate) fn new(limit: usize) -> Self {
+        PendingAsks {
+            next: AtomicU64::new(1),
+            limit,
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Hands a reply to its waiter; false when nobody waits for this token (late or unknown).
+    pub(crate) fn resolve(&self, msg: Message) -> Result<(), Message> {
+        let waiter = self.waiters.lock().remove(msg.wait.as_byte_string());
+        match waiter {
+            // A waiter that gave up in the meantime is the same as no waiter.
+            Some(tx) => tx.send(msg),
+            None => Err(msg),
+        }
+    }
+
+    /// Drops every waiter: their asks fail with "connection closed".
+    pub(crate) fn clear(&self) {
+        self.waiters.lock().clear();
+    }
+}
+
+/// Removes the waiter when the asking future ends, whatever the way.
+struct Registration<'a> {
+    asks: &'a PendingAsks,
+    token: ByteString,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.asks.waiters.lock().remove(&self.token);
+    }
+}
+
+impl ConnInner {
+    /// Sends `msg` with a fresh token and waits for the reply carrying it.
+    pub(crate) async fn ask(&self, mut msg: Message, deadline: Duration) -> Result<Message> {
+        let n = self.asks.next.fetch_add(1, Ordering::Relaxed);
+        msg.wait = match self.role {
+            Role::Client => WaitToken::client(n),
+            Role::Server => WaitToken::server(n),
+        };
+        let (tx, rx) = oneshot::channel();
+        let token = msg.wait.as_byte_string().clone();
+        {
+            let mut waiters = self.asks.waiters.lock();
+            if waiters.len() >= self.asks.limit {
+                return Err(Error::TooManyAsks(self.asks.limit));
+            }
+            waiters.insert(token.clone(), tx);
+        }
+        let _registration = Registration {
+            asks: &self.asks,
+            token,
+        };
+        self.write(&msg)?;
+        let reply = tokio::select! {
+            reply = tokio::time::timeout(deadline, rx) => match reply {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => return Err(Error::ConnectionClosed),
+                Err(_) => return Err(Error::Timeout(deadline)),
+            },
+            () = self.cancel.cancelled() => return Err(Error::ConnectionClosed),
+        };
+        match reply.error() {
+            Some(text) => Err(Error::Remote(text.to_owned())),
+            None => Ok(reply),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The reader/dispatcher: handshake, then read frames, route replies to waiting Asks at
+//! once, and run handlers one at a time in arrival order (reading on while a handler
+//! runs, so a handler may Ask its own peer).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures_util::future::OptionFuture;
+use futures_util::{Sink, Stream, StreamExt};
+use neffos_protocol::handshake::{self, ClientHello, ServerAck};
+use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind, decode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{ConnInner, Role, close_code, system, writer};
+use crate::error::{Error, Result};
+use crate::handler::BoxFuture;
+use crate::transport::{TransportError, WsIn, WsOut};
+
+/// A frame read but not yet handled.
+pub(crate) struct Incoming {
+    bytes: Bytes,
+    binary: bool,
+}
+
+fn decode_options(inner: &ConnInner) -> DecodeOptions {
+    DecodeOptions::default()
+        .max_frame_size(inner.config.max_frame_size)
+        .max_field_len(inner.config.max_field_len)
+        .native(inner.native)
+}
+
+/// Spawns the writer task.
+pub(crate) fn spawn_writer<W>(
+    inner: &Arc<ConnInner>,
+    sink: W,
+    rx: mpsc::Receiver<WsOut>,
+) -> tokio::task::JoinHandle<()>
+where
+    W: Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
+{
+    tokio::spawn(writer::run(inner.clone(), sink, rx))
+}
+
+/// Server side: wait for `M` (queueing early frames), run the server's accept hook, answer
+/// `A<id>` or `H<reason>`, then serve the connection until it closes.
+pub(crate) async fn serve<R>(
+    inner: Arc<ConnInner>,
+    mut stream: R,
+    accept: BoxFuture<Result<(), String>>,
+) where
+    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
+{
+    let mut early = VecDeque::new();
+    if inner.native == NativeMode::Only {
+        inner.acknowledged.store(true, Ordering::Release);
+        if let Err(reason) = accept.await {
+            inner.close(close_code::POLICY, reason);
+            return;
+        }
+        system::connect_native(&inner);
+    } else {
+        match read_ack_request(&inner, &mut stream, &mut early).await {
+            Ok(()) => {}
+            Err(reason) => {
+                inner.close(close_code::POLICY, reason);
+                return;
+            }
+        }
+        if let Err(reason) = accept.await {
+            let _ = inner.enqueue(WsOut::Frame(neffos_protocol::Frame::text(
+                handshake::encode_reject(&reason),
+            )));
+            inner.close(close_code::POLICY, reason);
+            return;
+        }
+        let accept_frame = match handshake::encode_accept(&inner.id) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(id = %inner.id, error = %e, "ID generator produced an invalid ID");
+                let _ = inner.enqueue(WsOut::Frame(neffos_protocol::Frame::text(
+                    handshake::encode_reject("internal error"),
+                )));
+                inner.close(close_code::POLICY, "invalid connection ID");
+                return;
+            }
+        };
+        // `A<id>` is the very first frame; nothing can be queued before it because writes
+        // are refused until `acknowledged` is set.
+        if inner
+            .enqueue(WsOut::Frame(neffos_protocol::Frame::text(accept_frame)))
+            .is_err()
+        {
+            return;
+        }
+        inner.acknowledged.store(true, Ordering::Release);
+    }
+    if let Some(server) = &inner.server {
+        server.connection_ready(&inner);
+    }
+    run_loop(&inner, stream, early).await;
+}
+
+async fn read_ack_request<R>(
+    inner: &Arc<ConnInner>,
+    stream: &mut R,
+    early: &mut VecDeque<Incoming>,
+) -> Result<(), String>
+where
+    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
+{
+    let deadline = Instant::now() + inner.config.handshake_timeout;
+    loop {
+        let item = tokio::select! {
+            item = tokio::time::timeout_at(deadline, stream.next()) => match item {
+                Ok(item) => item,
+                Err(_) => return Err("handshake timeout: no acknowledgement request".into()),
+            },
+            () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
+        };
+        let (bytes, binary) = match item {
+            Some(Ok(WsIn::Text(b))) => (b, false),
+            Some(Ok(WsIn::Binary(b))) => (b, true),
+            Some(Ok(WsIn::Control)) => continue,
+            Some(Ok(WsIn::Close)) | None | Some(Err(_)) => {
+                return Err("closed during handshake".into());
+            }
+        };
+        match handshake::classify_client_frame(&bytes) {
+            Ok(ClientHello::AckRequest) => return Ok(()),
+            Ok(_) => {
+                if early.len() >= inner.config.max_early_frames {
+                    return Err("too many frames before the acknowledgement".into());
+                }
+                early.push_back(Incoming { bytes, binary });
+            }
+            // Zero-length frames are skipped, as neffos does.
+            Err(neffos_protocol::HandshakeError::Empty) => {}
+            Err(e) => {
+                tracing::warn!(id = %inner.id, error = %e, "refused handshake frame");
+                return Err(e.to_string());
+            }
+        }
+    }
+}
+
+/// Client side: send `M` and wait for `A<id>` or `H<reason>`. Returns the ID.
+pub(crate) async fn client_handshake<R>(
+    stream: &mut R,
+    tx: &mpsc::Sender<WsOut>,
+    timeout: std::time::Duration,
+) -> Result<String>
+where
+    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
+{
+    tx.send(WsOut::Frame(neffos_protocol::Frame::text(
+        handshake::ack_request(),
+    )))
+    .await
+    .map_err(|_| Error::ConnectionClosed)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let item = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| Error::Handshake("no acknowledgement from the server".into()))?;
+        let bytes = match item {
+            Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) => b,
+            Some(Ok(WsIn::Control)) => continue,
+            Some(Ok(WsIn::Close)) | None => {
+                return Err(Error::Handshake("closed by the server".into()));
+            }
+            Some(Err(e)) => return Err(Error::Transport(e.0)),
+        };
+        return match handshake::decode_server_ack(bytes) {
+            Ok(ServerAck::Accepted(id)) => Ok(id.to_string()),
+            Ok(ServerAck::Rejected(reason)) => Err(Error::Refused(reason.to_string())),
+            Ok(_) => Err(Error::Handshake("unknown acknowledgement".into())),
+            Err(e) => Err(Error::Handshake(e.to_string())),
+        };
+    }
+}
+
+/// What the reader does with a decoded message.
+enum Route {
+    Dispatch(Message),
+    Consumed,
+    Forbidden(&'static str),
+}
+
+fn route(inner: &ConnInner, msg: Message) -> Route {
+    match (inner.role, msg.wait.kind()) {
+        (_, WaitKind::None) => Route::Dispatch(msg),
+        (Role::Server, WaitKind::Exclusion | WaitKind::ExchangeMarked) => {
+            Route::Forbidden("a client may not send server-internal wait tokens")
+        }
+        (Role::Server, WaitKind::ClientAsk | WaitKind::Confirmation) => Route::Dispatch(msg),
+        // Any other token from a client answers one of our Asks on this connection only.
+        (Role::Server, _) => {
+            if let Err(msg) = inner.asks.resolve(msg) {
+                system::late_reply(inner, &msg);
+            }
+            Route::Consumed
+        }
+        (Role::Client, _) => match inner.asks.resolve(msg) {
+            Ok(()) => Route::Consumed,
+            Err(msg) if msg.wait.is_client_wait() => {
+                system::late_reply(inner, &msg);
+                Route::Consumed
+            }
+            // A server's request.
+            Err(msg) => Route::Dispatch(msg),
+        },
+    }
+}
+
+/// Reads until the connection closes, handling queued frames first.
+pub(crate) async fn run_loop<R>(inner: &Arc<ConnInner>, mut stream: R, early: VecDeque<Incoming>)
+where
+    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
+{
+    let opts = decode_options(inner);
+    let mut pending: VecDeque<Message> = VecDeque::new();
+    for frame in early {
+        if !accept_frame(inner, &opts, frame, &mut pending) {
+            break;
+        }
+    }
+    let idle = inner.config.idle_timeout;
+    let mut last_seen = Instant::now();
+    let mut current: Option<BoxFuture<()>> = None;
+    loop {
+        if current.is_none() {
+            if let Some(msg) = pending.pop_front() {
+                current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
+            }
+        }
+        let can_read = pending.len() < inner.config.inbound_queue;
+        let idle_at = idle.map(|d| last_seen + d);
+        tokio::select! {
+            biased;
+            () = inner.cancel.cancelled() => break,
+            Some(()) = OptionFuture::from(current.as_mut()) => current = None,
+            item = stream.next(), if can_read => {
+                last_seen = Instant::now();
+                match item {
+                    Some(Ok(WsIn::Text(bytes))) => {
+                        if !accept_frame(inner, &opts, Incoming { bytes, binary: false }, &mut pending) { break }
+                    }
+                    Some(Ok(WsIn::Binary(bytes))) => {
+                        if !accept_frame(inner, &opts, Incoming { bytes, binary: true }, &mut pending) { break }
+                    }
+                    Some(Ok(WsIn::Control)) => {}
+                    Some(Ok(WsIn::Close)) | None => { inner.close(close_code::NORMAL, ""); break }
+                    Some(Err(e)) => {
+                        tracing::debug!(id = %inner.id, error = %e, "read failed");
+                        let too_big = e.0.contains("too long") || e.0.contains("too big");
+                        if too_big {
+                            inner.close(close_code::TOO_BIG, "frame too large");
+                        } else {
+                            inner.close(close_code::POLICY, "read error");
+                        }
+                        break;
+                    }
+                }
+            }
+            () = async { match idle_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                inner.close(close_code::GOING_AWAY, "idle timeout");
+                break;
+            }
+        }
+    }
+    // Let a handler that was running finish its cleanup-free part? No: drop it, the
+    // connection is gone; its Asks fail with ConnectionClosed.
+    drop(current);
+    inner.cancel.cancel();
+    inner.asks.clear();
+    system::leave_all(inner).await;
+    if let Some(server) = &inner.server {
+        server.connection_closed(inner).await;
+    }
+}
+
+/// Decodes one frame and routes it. False when the connection must close.
+fn accept_frame(
+    inner: &Arc<ConnInner>,
+    opts: &DecodeOptions,
+    frame: Incoming,
+    pending: &mut VecDeque<Message>,
+) -> bool {
+    match decode(frame.bytes, frame.binary, opts) {
+        Ok(msg) => match route(inner, msg) {
+            Route::Dispatch(msg) => {
+                pending.push_back(msg);
+                true
+            }
+            Route::Consumed => true,
+            Route::Forbidden(reason) => {
+                tracing::warn!(id = %inner.id, reason, "closing a connection that sent a forbidden frame");
+                inner.close(close_code::POLICY, reason);
+                false
+            }
+        },
+        Err(DecodeError::FrameTooLarge { .. }) => {
+            inner.close(close_code::TOO_BIG, "frame too large");
+            false
+        }
+        // As neffos does, an invalid frame is dropped and the connection stays open.
+        Err(e) => {
+            tracing::debug!(id = %inner.id, error = %e, "dropped an invalid frame");
+            if let Some(server) = &inner.server {
+                server.stats.invalid_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            true
+        }
+    }
+}
+
+/// Pre-connects namespace `""` for native-only connections.
+pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
+    system::connect_native(inner);
+}

@@ -1,0 +1,485 @@
+//! One connection, from either side: its state, its handles ([`Conn`], [`NsConn`],
+//! [`Room`]) and its engine (reader/dispatcher and writer tasks).
+
+mod ask;
+pub(crate) mod engine;
+mod system;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use http::{HeaderMap, Uri};
+use neffos_protocol::{Frame, Message, NativeMode, events};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use ask::PendingAsks;
+
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::error::{Error, Result};
+use crate::handler::Namespaces;
+use crate::server::{Server, ServerShared, Target};
+use crate::transport::WsOut;
+
+/// Which side of the connection we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Server,
+    Client,
+}
+
+/// Close codes we send.
+pub(crate) mod close_code {
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const POLICY: u16 = 1008;
+    pub(crate) const TOO_BIG: u16 = 1009;
+}
+
+/// The HTTP request that opened a server-side connection.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestInfo {
+    pub(crate) headers: HeaderMap,
+    pub(crate) uri: Uri,
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+/// Connected namespaces and their joined rooms.
+pub(crate) type NsTable = HashMap<ByteString, HashSet<ByteString>>;
+
+pub(crate) struct ConnInner {
+    /// Unique per process; IDs need not be unique (several tabs of one user may share one).
+    pub(crate) key: u64,
+    pub(crate) id: ByteString,
+    pub(crate) role: Role,
+    pub(crate) tx: mpsc::Sender<WsOut>,
+    pub(crate) cancel: CancellationToken,
+    close_reason: Mutex<Option<(u16, String)>>,
+    pub(crate) acknowledged: AtomicBool,
+    pub(crate) namespaces: Mutex<NsTable>,
+    pub(crate) asks: PendingAsks,
+    extensions: Mutex<http::Extensions>,
+    pub(crate) request: RequestInfo,
+    pub(crate) handlers: Arc<Namespaces>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) native: NativeMode,
+    pub(crate) server: Option<Arc<ServerShared>>,
+    pub(crate) dropped_frames: AtomicU64,
+}
+
+impl fmt::Debug for ConnInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct NewConn {
+    pub(crate) key: u64,
+    pub(crate) id: ByteString,
+    pub(crate) role: Role,
+    pub(crate) request: RequestInfo,
+    pub(crate) handlers: Arc<Namespaces>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) server: Option<Arc<ServerShared>>,
+}
+
+impl ConnInner {
+    pub(crate) fn new(new: NewConn) -> (Arc<Self>, mpsc::Receiver<WsOut>) {
+        let (tx, rx) = mpsc::channel(new.config.outbound_queue.max(1));
+        let native = new.handlers.native_mode();
+        let inner = Arc::new(ConnInner {
+            key: new.key,
+            id: new.id,
+            role: new.role,
+            tx,
+            cancel: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+            acknowledged: AtomicBool::new(false),
+            namespaces: Mutex::new(HashMap::new()),
+            asks: PendingAsks::new(new.config.max_pending_asks),
+            extensions: Mutex::new(http::Extensions::new()),
+            request: new.request,
+            handlers: new.handlers,
+            config: new.config,
+            native,
+            server: new.server,
+            dropped_frames: AtomicU64::new(0),
+        });
+        (inner, rx)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Closes with `code` and `reason` (the first reason wins).
+    pub(crate) fn close(&self, code: u16, reason: impl Into<String>) {
+        {
+            let mut slot = self.close_reason.lock();
+            if slot.is_none() {
+                *slot = Some((code, reason.into()));
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<(u16, String)> {
+        self.close_reason.lock().clone()
+    }
+
+    /// Queues an encoded frame without waiting; a full queue applies the slow-consumer policy.
+    pub(crate) fn enqueue(&self, out: WsOut) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::ConnectionClosed);
+        }
+        match self.tx.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ConnectionClosed),
+            Err(mpsc::error::TrySendError::Full(_)) => match self.config.slow_consumer {
+                SlowConsumerPolicy::Close => {
+                    tracing::warn!(id = %self.id, "outbound queue full: closing slow consumer");
+                    if let Some(server) = &self.server {
+                        server
+                            .stats
+                            .slow_consumer_closes
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.close(close_code::POLICY, "slow consumer: outbound queue full");
+                    Err(Error::ConnectionClosed)
+                }
+                SlowConsumerPolicy::DropMessage => {
+                    self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                #[allow(unreachable_patterns)]
+                _ => Err(Error::ConnectionClosed),
+            },
+        }
+    }
+
+    /// Whether `namespace` is connected and, if `room` is not empty, `room` joined.
+    pub(crate) fn can_receive(&self, namespace: &str, room: &str) -> bool {
+        let table = self.namespaces.lock();
+        match table.get(namespace) {
+            Some(rooms) => room.is_empty() || rooms.contains(room),
+            None => false,
+        }
+    }
+
+    /// The write filter of PROTOCOL.md §5.3, then encode and queue.
+    pub(crate) fn write(&self, msg: &Message) -> Result<()> {
+        if !self.acknowledged.load(Ordering::Acquire) {
+            return Err(Error::Handshake("not acknowledged yet".into()));
+        }
+        let event = &*msg.event;
+        let bypass_ns =
+            event == events::ON_NAMESPACE_CONNECT || event == events::ON_NAMESPACE_DISCONNECT;
+        let bypass_room = event == events::ON_ROOM_JOIN
+            || event == events::ON_ROOM_LEFT
+            || event == events::ON_ROOM_LEAVE;
+        if !bypass_ns && !msg.is_native {
+            let table = self.namespaces.lock();
+            let Some(rooms) = table.get(&*msg.namespace) else {
+                return Err(Error::BadNamespace);
+            };
+            if !msg.room.is_empty() && !bypass_room && !rooms.contains(&*msg.room) {
+                return Err(Error::BadRoom);
+            }
+        }
+        if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
+            return Err(Error::InvalidText);
+        }
+        self.enqueue(WsOut::Frame(msg.to_frame()))
+    }
+
+    pub(crate) fn write_frame(&self, frame: Frame) -> Result<()> {
+        self.enqueue(WsOut::Frame(frame))
+    }
+
+    pub(crate) fn set_extension<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.extensions.lock().insert(value);
+    }
+
+    pub(crate) fn extend(&self, extensions: http::Extensions) {
+        self.extensions.lock().extend(extensions);
+    }
+
+    pub(crate) fn get_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.extensions.lock().get::<T>().cloned()
+    }
+}
+
+/// A connection, on the server (one per client) or the client side. Cheap to clone.
+#[derive(Clone)]
+pub struct Conn(pub(crate) Arc<ConnInner>);
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Conn {
+    /// The connection ID (chosen by the server's ID generator; not necessarily unique).
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// True on the client side.
+    pub fn is_client(&self) -> bool {
+        self.0.role == Role::Client
+    }
+
+    /// Headers of the upgrade request (server side), with `X-Websocket-Header-*` query
+    /// parameters already turned into headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.0.request.headers
+    }
+
+    /// URI of the upgrade request (server side).
+    pub fn uri(&self) -> &Uri {
+        &self.0.request.uri
+    }
+
+    /// Query string of the upgrade request, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.0.request.uri.query()
+    }
+
+    /// Remote address of the peer, when the transport knows it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.0.request.remote_addr
+    }
+
+    /// The reconnection counter sent by neffos.js (`X-Websocket-Reconnect`), 0 if none.
+    pub fn reconnect_tries(&self) -> u32 {
+        self.headers()
+            .get("x-websocket-reconnect")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Stores a typed value in this connection's state (one value per type).
+    pub fn set<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.0.set_extension(value);
+    }
+
+    /// A typed value stored with [`Conn::set`].
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.0.get_extension()
+    }
+
+    /// The connected namespace `ns`, if connected.
+    pub fn namespace(&self, ns: &str) -> Option<NsConn> {
+        let table = self.0.namespaces.lock();
+        table.get_key_value(ns).map(|(k, _)| NsConn {
+            conn: self.clone(),
+            ns: k.clone(),
+        })
+    }
+
+    /// Names of the connected namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.0
+            .namespaces
+            .lock()
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// Asks the peer to connect namespace `ns` (a client connects; a server forces).
+    pub async fn connect(&self, ns: &str) -> Result<NsConn> {
+        system::ask_connect(&self.0, ByteString::from(ns)).await?;
+        Ok(NsConn {
+            conn: self.clone(),
+            ns: ByteString::from(ns),
+        })
+    }
+
+    /// Sends any neffos message through the write filter (namespace connected, room joined).
+    pub fn write(&self, msg: &Message) -> Result<()> {
+        self.0.write(msg)
+    }
+
+    /// Asks the peer and waits for its reply (until [`Config::ask_timeout`]).
+    pub async fn ask(&self, msg: Message) -> Result<Message> {
+        self.0.ask(msg, self.0.config.ask_timeout).await
+    }
+
+    /// Closes the connection normally (1000).
+    pub fn close(&self) {
+        self.0.close(close_code::NORMAL, "");
+    }
+
+    /// Closes with a close code and reason.
+    pub fn close_with(&self, code: u16, reason: impl Into<String>) {
+        self.0.close(code, reason);
+    }
+
+    /// True once the connection is closed or closing.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Waits until the connection is closed.
+    pub async fn closed(&self) {
+        self.0.cancel.cancelled().await;
+    }
+
+    /// The server this connection belongs to (server side).
+    pub fn server(&self) -> Option<Server> {
+        self.0.server.clone().map(Server)
+    }
+}
+
+/// A connection within one connected namespace: what event handlers receive. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NsConn {
+    conn: Conn,
+    ns: ByteString,
+}
+
+impl NsConn {
+    pub(crate) fn new(conn: Conn, ns: ByteString) -> Self {
+        NsConn { conn, ns }
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The namespace name.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Sends `event` with a text `body` to the peer (fire-and-forget).
+    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.conn
+            .0
+            .write(&Message::new(self.ns.clone(), event, body))
+    }
+
+    /// Sends `event` with a binary `body` (binary WebSocket frame).
+    pub fn emit_binary(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
+        self.conn
+            .0
+            .write(&Message::new(self.ns.clone(), event, body).with_binary(true))
+    }
+
+    /// Asks the peer and waits for its reply body (an error reply becomes [`Error::Remote`]).
+    pub async fn ask(&self, event: &str, body: impl Into<Bytes>) -> Result<Message> {
+        self.conn
+            .ask(Message::new(self.ns.clone(), event, body))
+            .await
+    }
+
+    /// Joins `room` (asks the peer).
+    pub async fn join_room(&self, room: &str) -> Result<Room> {
+        system::ask_join(&self.conn.0, self.ns.clone(), ByteString::from(room)).await?;
+        Ok(Room {
+            ns: self.clone(),
+            name: ByteString::from(room),
+        })
+    }
+
+    /// Leaves `room` (asks the peer). [`Error::BadRoom`] if not joined.
+    pub async fn leave_room(&self, room: &str) -> Result<()> {
+        system::ask_leave(&self.conn.0, self.ns.clone(), ByteString::from(room)).await
+    }
+
+    /// The joined room `name`, if joined.
+    pub fn room(&self, name: &str) -> Option<Room> {
+        let table = self.conn.0.namespaces.lock();
+        table
+            .get(&*self.ns)
+            .and_then(|rooms| rooms.get(name))
+            .map(|r| Room {
+                ns: self.clone(),
+                name: r.clone(),
+            })
+    }
+
+    /// Names of the joined rooms.
+    pub fn rooms(&self) -> Vec<String> {
+        let table = self.conn.0.namespaces.lock();
+        table
+            .get(&*self.ns)
+            .map(|rooms| rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Disconnects this namespace (asks the peer).
+    pub async fn disconnect(&self) -> Result<()> {
+        system::ask_disconnect(&self.conn.0, self.ns.clone()).await
+    }
+
+    /// Broadcasts `msg` to every connection of this namespace (its namespace is set to this
+    /// one), this connection included, on every instance. Server side only.
+    pub fn broadcast(&self, msg: Message) -> Result<()> {
+        self.server()?.broadcast(Target::namespace(&self.ns), msg)
+    }
+
+    /// Broadcasts `msg` to every other connection of this namespace, on every instance.
+    pub fn broadcast_others(&self, msg: Message) -> Result<()> {
+        self.server()?
+            .broadcast(Target::namespace(&self.ns).except(&self.conn), msg)
+    }
+
+    fn server(&self) -> Result<Server> {
+        self.conn.server().ok_or(Error::Handshake(
+            "broadcast is a server-side operation".into(),
+        ))
+    }
+}
+
+/// A joined room of an [`NsConn`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Room {
+    ns: NsConn,
+    name: ByteString,
+}
+
+impl Room {
+    /// The room name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace connection.
+    pub fn ns_conn(&self) -> &NsConn {
+        &self.ns
+    }
+
+    /// Sends `event` in this room to the peer.
+    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
+        let msg = Message::new(self.ns.ns.clone(), event, body).with_room(self.name.clone());
+        self.ns.conn.0.write(&msg)
+    }
+
+    /// Leaves the room.
+    pub async fn leave(&self) -> Result<()> {
+        self.ns.leave_room(&self.name).await
+    }
+
+    /// Broadcasts `msg` to every other member of this room, on every instance.
+    pub fn broadcast_others(&self, msg: Message) -> Result<()> {
+        self.ns.server()?.broadcast(
+            Target::room(&self.ns.ns, &self.name).except(&self.ns.conn),
+            msg,
+        )
+    }
+}

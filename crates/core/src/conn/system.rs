@@ -1,0 +1,398 @@
+//! The namespace and room protocol (PROTOCOL.md §3) from both ends: answering the peer's
+//! requests, asking the peer, and dispatching custom events to handlers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytestring::ByteString;
+use neffos_protocol::{Message, encode_empty_reply, events, known_errors};
+
+use super::{Conn, ConnInner, NsConn, Role};
+use crate::error::{Error, Result};
+use crate::handler::Outcome;
+
+/// Runs the handler of `event` in namespace `ns` (or its `_OnAnyEvent` fallback).
+pub(crate) async fn fire(inner: &Arc<ConnInner>, ns: &ByteString, msg: Message) -> Outcome {
+    let handler = inner
+        .handlers
+        .get(ns)
+        .and_then(|events| events.get(&msg.event))
+        .cloned();
+    match handler {
+        Some(handler) => handler(NsConn::new(Conn(inner.clone()), ns.clone()), msg).await,
+        None => Outcome::Done,
+    }
+}
+
+fn local_event(ns: &ByteString, room: &ByteString, event: &'static str) -> Message {
+    Message::new(ns.clone(), event, bytes::Bytes::new()).with_room(room.clone())
+}
+
+fn reply_empty(inner: &ConnInner, msg: &Message) {
+    let _ = inner.write_frame(encode_empty_reply(&msg.wait));
+}
+
+fn reply_error(inner: &ConnInner, msg: &Message, text: &str) {
+    let reply = request_echo(msg).error_reply(bytes::Bytes::copy_from_slice(text.as_bytes()));
+    let _ = inner.write_frame(reply.to_frame());
+}
+
+fn request_echo(msg: &Message) -> Message {
+    Message::new(
+        msg.namespace.clone(),
+        msg.event.clone(),
+        bytes::Bytes::new(),
+    )
+    .with_room(msg.room.clone())
+    .with_wait(msg.wait.clone())
+}
+
+/// Handles one incoming message that is not a reply to our own Ask.
+pub(crate) async fn dispatch(inner: Arc<ConnInner>, msg: Message) {
+    if msg.is_native {
+        // Native messages belong to namespace "" and need it connected (PROTOCOL.md §1.6).
+        if inner.can_receive("", "") {
+            let ns = ByteString::new();
+            let _ = fire(&inner, &ns, msg).await;
+        }
+        return;
+    }
+    let is_request = !msg.wait.is_empty();
+    match &*msg.event {
+        events::ON_NAMESPACE_CONNECT => {
+            if is_request && !msg.is_noop {
+                reply_connect(&inner, msg).await;
+            }
+        }
+        events::ON_NAMESPACE_DISCONNECT => {
+            if is_request && !msg.is_noop {
+                reply_disconnect(&inner, msg).await;
+            }
+        }
+        events::ON_ROOM_JOIN => {
+            if is_request && !msg.is_noop {
+                reply_join(&inner, msg).await;
+            }
+        }
+        // neffos.js `leaveAll()` asks with `_OnRoomLeft`: treat it as a leave so it settles.
+        events::ON_ROOM_LEAVE | events::ON_ROOM_LEFT => {
+            if is_request && !msg.is_noop {
+                reply_leave(&inner, msg).await;
+            }
+        }
+        // Local-only system events are never accepted from the wire.
+        events::ON_NAMESPACE_CONNECTED
+        | events::ON_ROOM_JOINED
+        | events::ON_ANY_EVENT
+        | events::ON_NATIVE_MESSAGE => {
+            tracing::debug!(id = %inner.id, event = %msg.event, "dropped a local-only event from the peer");
+        }
+        _ => dispatch_custom(&inner, msg).await,
+    }
+}
+
+async fn dispatch_custom(inner: &Arc<ConnInner>, msg: Message) {
+    let is_request = !msg.wait.is_empty();
+    if !inner.can_receive(&msg.namespace, "") {
+        tracing::debug!(id = %inner.id, ns = %msg.namespace, "event for a namespace that is not connected");
+        if is_request && !msg.is_error {
+            reply_error(inner, &msg, known_errors::BAD_NAMESPACE);
+        }
+        return;
+    }
+    if !msg.room.is_empty() && !inner.can_receive(&msg.namespace, &msg.room) {
+        if is_request && !msg.is_error {
+            reply_error(inner, &msg, known_errors::BAD_ROOM);
+        }
+        return;
+    }
+    let ns = msg.namespace.clone();
+    let echo = request_echo(&msg);
+    let incoming_error = msg.is_error;
+    match fire(inner, &ns, msg).await {
+        Outcome::Done => {}
+        Outcome::Reply(body) => {
+            let mut reply = echo;
+            reply.body = body;
+            if let Err(e) = inner.write(&reply) {
+                tracing::debug!(id = %inner.id, error = %e, "reply not written");
+            }
+        }
+        // Never answer an error with an error: two peers would ping-pong forever.
+        Outcome::Error(_) if incoming_error => {}
+        Outcome::Error(text) => reply_error(inner, &echo, &text),
+    }
+}
+
+async fn reply_connect(inner: &Arc<ConnInner>, msg: Message) {
+    let ns = msg.namespace.clone();
+    if inner.namespaces.lock().contains_key(&ns) {
+        return reply_empty(inner, &msg);
+    }
+    if inner.handlers.get(&ns).is_none() {
+        return reply_error(inner, &msg, known_errors::BAD_NAMESPACE);
+    }
+    if inner.namespaces.lock().len() >= inner.config.max_namespaces {
+        return reply_error(inner, &msg, "too many namespaces");
+    }
+    // The JS client cannot refuse a server's connect; neither do we on the client side.
+    if inner.role == Role::Server {
+        if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
+            return reply_error(inner, &msg, &text);
+        }
+    }
+    if !add_namespace(inner, &ns) {
+        return reply_empty(inner, &msg);
+    }
+    reply_empty(inner, &msg);
+    let _ = fire(
+        inner,
+        &ns,
+        local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECTED),
+    )
+    .await;
+}
+
+async fn reply_disconnect(inner: &Arc<ConnInner>, msg: Message) {
+    let ns = msg.namespace.clone();
+    if !inner.namespaces.lock().contains_key(&ns) {
+        return reply_empty(inner, &msg);
+    }
+    if inner.role == Role::Server {
+        if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
+            return reply_error(inner, &msg, &text);
+        }
+        leave_namespace(inner, &ns).await;
+        reply_empty(inner, &msg);
+    } else {
+        leave_namespace(inner, &ns).await;
+        reply_empty(inner, &msg);
+        let _ = fire(inner, &ns, request_echo(&msg)).await;
+    }
+}
+
+async fn reply_join(inner: &Arc<ConnInner>, msg: Message) {
+    let (ns, room) = (msg.namespace.clone(), msg.room.clone());
+    let joined = {
+        let table = inner.namespaces.lock();
+        match table.get(&ns) {
+            None => None,
+            Some(rooms) => Some((rooms.contains(&room), rooms.len())),
+        }
+    };
+    match joined {
+        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE),
+        Some((true, _)) => return reply_empty(inner, &msg),
+        Some((false, n)) if n >= inner.config.max_rooms => {
+            return reply_error(inner, &msg, "too many rooms");
+        }
+        Some((false, _)) => {}
+    }
+    if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
+        return reply_error(inner, &msg, &text);
+    }
+    add_room(inner, &ns, &room);
+    let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_JOINED)).await;
+    reply_empty(inner, &msg);
+}
+
+async fn reply_leave(inner: &Arc<ConnInner>, msg: Message) {
+    let (ns, room) = (msg.namespace.clone(), msg.room.clone());
+    let member = {
+        let table = inner.namespaces.lock();
+        table.get(&ns).map(|rooms| rooms.contains(&room))
+    };
+    match member {
+        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE),
+        Some(false) => return reply_empty(inner, &msg),
+        Some(true) => {}
+    }
+    let leave = local_event(&ns, &room, events::ON_ROOM_LEAVE).with_wait(msg.wait.clone());
+    let outcome = fire(inner, &ns, leave).await;
+    if inner.role == Role::Server {
+        if let Outcome::Error(text) = outcome {
+            return reply_error(inner, &msg, &text);
+        }
+    }
+    remove_room(inner, &ns, &room);
+    let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEFT)).await;
+    reply_empty(inner, &msg);
+}
+
+/// Records `ns` as connected; false if it already was.
+fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
+    let added = inner
+        .namespaces
+        .lock()
+        .insert(ns.clone(), Default::default())
+        .is_none();
+    if added {
+        if let Some(server) = &inner.server {
+            server.namespace_added(inner, ns);
+        }
+    }
+    added
+}
+
+fn add_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
+    let added = inner
+        .namespaces
+        .lock()
+        .get_mut(ns)
+        .is_some_and(|rooms| rooms.insert(room.clone()));
+    if added {
+        if let Some(server) = &inner.server {
+            server.room_added(inner, ns, room);
+        }
+    }
+}
+
+fn remove_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
+    let removed = inner
+        .namespaces
+        .lock()
+        .get_mut(ns)
+        .is_some_and(|rooms| rooms.remove(room));
+    if removed {
+        if let Some(server) = &inner.server {
+            server.room_removed(inner, ns, room);
+        }
+    }
+}
+
+/// Leaves every room of `ns` (firing leave/left), forgets `ns`, and fires its disconnect
+/// event. Used by disconnect from either side and by close.
+pub(crate) async fn leave_namespace(inner: &Arc<ConnInner>, ns: &ByteString) {
+    let rooms: Vec<ByteString> = inner
+        .namespaces
+        .lock()
+        .get(ns)
+        .map(|r| r.iter().cloned().collect())
+        .unwrap_or_default();
+    for room in rooms {
+        let _ = fire(inner, ns, local_event(ns, &room, events::ON_ROOM_LEAVE)).await;
+        remove_room(inner, ns, &room);
+        let _ = fire(inner, ns, local_event(ns, &room, events::ON_ROOM_LEFT)).await;
+    }
+    let removed = inner.namespaces.lock().remove(ns).is_some();
+    if removed {
+        if let Some(server) = &inner.server {
+            server.namespace_removed(inner, ns);
+        }
+    }
+}
+
+/// Fires the local disconnect events of every namespace (on close).
+pub(crate) async fn leave_all(inner: &Arc<ConnInner>) {
+    let namespaces: Vec<ByteString> = inner.namespaces.lock().keys().cloned().collect();
+    for ns in namespaces {
+        leave_namespace(inner, &ns).await;
+        let _ = fire(
+            inner,
+            &ns,
+            local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_DISCONNECT),
+        )
+        .await;
+    }
+}
+
+fn request(ns: &ByteString, room: &ByteString, event: &'static str) -> Message {
+    local_event(ns, room, event)
+}
+
+pub(crate) async fn ask_connect(inner: &Arc<ConnInner>, ns: ByteString) -> Result<()> {
+    if inner.namespaces.lock().contains_key(&ns) {
+        return Ok(());
+    }
+    if inner.handlers.get(&ns).is_none() {
+        return Err(Error::BadNamespace);
+    }
+    let req = request(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
+    if let Outcome::Error(text) = fire(inner, &ns, req.clone()).await {
+        return Err(Error::Remote(text));
+    }
+    inner.ask(req, inner.config.ask_timeout).await?;
+    if add_namespace(inner, &ns) {
+        let _ = fire(
+            inner,
+            &ns,
+            local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECTED),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+pub(crate) async fn ask_disconnect(inner: &Arc<ConnInner>, ns: ByteString) -> Result<()> {
+    if !inner.namespaces.lock().contains_key(&ns) {
+        return Err(Error::BadNamespace);
+    }
+    let req = request(&ns, &ByteString::new(), events::ON_NAMESPACE_DISCONNECT);
+    inner.ask(req.clone(), inner.config.ask_timeout).await?;
+    leave_namespace(inner, &ns).await;
+    let _ = fire(inner, &ns, req).await;
+    Ok(())
+}
+
+pub(crate) async fn ask_join(
+    inner: &Arc<ConnInner>,
+    ns: ByteString,
+    room: ByteString,
+) -> Result<()> {
+    let member = inner
+        .namespaces
+        .lock()
+        .get(&ns)
+        .map(|r| (r.contains(&room), r.len()));
+    match member {
+        None => return Err(Error::BadNamespace),
+        Some((true, _)) => return Ok(()),
+        Some((false, n)) if n >= inner.config.max_rooms => return Err(Error::Limit("rooms")),
+        Some((false, _)) => {}
+    }
+    inner
+        .ask(
+            request(&ns, &room, events::ON_ROOM_JOIN),
+            inner.config.ask_timeout,
+        )
+        .await?;
+    add_room(inner, &ns, &room);
+    let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_JOINED)).await;
+    Ok(())
+}
+
+pub(crate) async fn ask_leave(
+    inner: &Arc<ConnInner>,
+    ns: ByteString,
+    room: ByteString,
+) -> Result<()> {
+    let member = inner.namespaces.lock().get(&ns).map(|r| r.contains(&room));
+    match member {
+        None => return Err(Error::BadNamespace),
+        Some(false) => return Err(Error::BadRoom),
+        Some(true) => {}
+    }
+    inner
+        .ask(
+            request(&ns, &room, events::ON_ROOM_LEAVE),
+            inner.config.ask_timeout,
+        )
+        .await?;
+    let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEAVE)).await;
+    remove_room(inner, &ns, &room);
+    let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEFT)).await;
+    Ok(())
+}
+
+/// Pre-connects namespace `""` for native-only connections (no wire exchange).
+pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
+    add_namespace(inner, &ByteString::new());
+}
+
+/// Counts a reply nobody waits for.
+pub(crate) fn late_reply(inner: &ConnInner, msg: &Message) {
+    tracing::debug!(id = %inner.id, wait = %msg.wait, "reply without a waiter (late or unknown): dropped");
+    if let Some(server) = &inner.server {
+        server.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+    }
+}

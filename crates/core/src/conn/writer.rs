@@ -1,0 +1,81 @@
+//! The writer task: owns the socket's sink, drains the bounded outbound queue, writes
+//! several queued frames before one flush, pings, and sends the close frame.
+
+use std::sync::Arc;
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+
+use super::ConnInner;
+use crate::transport::{TransportError, WsOut};
+
+/// Frames written before a flush when the queue holds many.
+const MAX_BATCH: usize = 64;
+
+pub(crate) async fn run<W>(inner: Arc<ConnInner>, mut sink: W, mut rx: mpsc::Receiver<WsOut>)
+where
+    W: Sink<WsOut, Error = TransportError> + Unpin,
+{
+    let ping_every = inner.config.ping_interval;
+    let mut ping = ping_every.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let result: Result<(), TransportError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                () = inner.cancel.cancelled() => return Ok(()),
+                item = rx.recv() => {
+                    let Some(item) = item else { return Ok(()) };
+                    sink.feed(item).await?;
+                    for _ in 0..MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(item) => sink.feed(item).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await?;
+                }
+                _ = async { match ping.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => {
+                    if inner.acknowledged.load(std::sync::atomic::Ordering::Acquire) {
+                        sink.send(WsOut::Ping).await?;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(id = %inner.id, error = %e, "write failed; dropping the connection");
+        inner.cancel.cancel();
+        return;
+    }
+    // Closing: deliver what was queued before the close (e.g. the `H` refusal), then the
+    // close frame, all within the close timeout.
+    let (code, reason) = inner
+        .close_reason()
+        .unwrap_or((super::close_code::NORMAL, String::new()));
+    let graceful = async {
+        while let Ok(item) = rx.try_recv() {
+            sink.feed(item).await?;
+        }
+        sink.feed(WsOut::Close(code, truncate(reason, 123))).await?;
+        sink.flush().await?;
+        sink.close().await
+    };
+    let _ = tokio::time::timeout(inner.config.close_timeout, graceful).await;
+}
+
+/// A close reason may hold at most 123 bytes; cut on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

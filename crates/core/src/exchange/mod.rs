@@ -1,0 +1,119 @@
+//! Scale-out: the [`Exchange`] trait that carries envelopes between server instances, and
+//! the in-process [`MemoryExchange`].
+//!
+//! An exchange is a byte pipe with topics. The server does everything else: it keeps
+//! the reference counts of local interest and tells the exchange only about 0→1 and 1→0
+//! transitions, encodes each [`Envelope`](neffos_protocol::Envelope) once, delivers to local
+//! recipients itself (local first), ignores its own envelopes, and correlates cross-instance
+//! Asks through its inbox topic. So every backend gets the same semantics for free, and a
+//! backend only has to move bytes.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+pub use memory::MemoryExchange;
+
+/// What an instance listens to on the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Topic {
+    /// Every broadcast to a namespace (room broadcasts included).
+    Namespace(String),
+    /// Sends and Asks addressed to one connection ID.
+    Conn(String),
+    /// Replies to the Asks one instance sent.
+    Inbox(Uuid),
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::Namespace(ns) => write!(f, "namespace {ns:?}"),
+            Topic::Conn(id) => write!(f, "connection {id:?}"),
+            Topic::Inbox(id) => write!(f, "inbox {id}"),
+        }
+    }
+}
+
+/// Where an exchange delivers what it receives: the server's inbound queue.
+///
+/// Delivery never blocks the exchange's reader: when the queue is full the envelope is
+/// dropped and counted (see [`Inbound::dropped`]).
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    tx: mpsc::Sender<Bytes>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Inbound {
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            Inbound {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Hands one received payload to the server. Never blocks.
+    pub fn deliver(&self, payload: Bytes) {
+        if self.tx.try_send(payload).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Payloads dropped because the server's inbound queue was full or gone.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// True once the server stopped listening.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Counters every exchange keeps.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ExchangeStats {
+    /// Payloads published.
+    pub published: AtomicU64,
+    /// Publishes that failed (broker down, timeout).
+    pub publish_errors: AtomicU64,
+    /// Payloads received from the broker.
+    pub received: AtomicU64,
+    /// Reconnections to the broker.
+    pub reconnects: AtomicU64,
+}
+
+/// A broker connection shared by one server instance (DESIGN.md §5).
+///
+/// Implementations hold a fixed number of broker connections whatever the number of
+/// WebSocket clients, and must never block the caller: `publish`, `subscribe` and
+/// `unsubscribe` queue work for the exchange's own task(s). Errors are counted and logged
+/// there, and a lost broker is reconnected with every current subscription restored.
+pub trait Exchange: Send + Sync + fmt::Debug + 'static {
+    /// Starts the exchange for instance `instance`; received payloads go to `inbound`.
+    /// Called once, inside a tokio runtime. The exchange subscribes `Topic::Inbox(instance)`.
+    fn start(&self, instance: Uuid, inbound: Inbound);
+    /// Publishes `payload` on `topic`.
+    fn publish(&self, topic: Topic, payload: Bytes);
+    /// Starts receiving `topic` (the server calls this on its 0→1 interest transition).
+    fn subscribe(&self, topic: Topic);
+    /// Stops receiving `topic` (the server calls this on its 1→0 interest transition).
+    fn unsubscribe(&self, topic: Topic);
+    /// Flushes what is queued and releases the broker connections.
+    fn close(&self) -> futures_util::future::BoxFuture<'_, ()>;
+    /// The exchange's counters.
+    fn stats(&self) -> &ExchangeStats;
+}

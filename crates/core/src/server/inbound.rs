@@ -1,0 +1,99 @@
+//! Envelopes arriving from the exchange: local delivery, Asks on behalf of another
+//! instance, and replies to our own cross-instance Asks.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use neffos_protocol::{Envelope, EnvelopeKind, EnvelopeTarget};
+use tokio::sync::mpsc;
+
+use super::{ServerShared, Target};
+use crate::exchange::Topic;
+
+pub(crate) async fn run(shared: Weak<ServerShared>, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(payload) = rx.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let env = match Envelope::decode(&payload) {
+            Ok(env) => env,
+            Err(e) => {
+                shared
+                    .stats
+                    .malformed_envelopes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, len = payload.len(), "dropped a malformed envelope from the exchange");
+                continue;
+            }
+        };
+        if env.origin == shared.instance {
+            continue;
+        }
+        handle(&shared, env);
+    }
+}
+
+fn handle(shared: &Arc<ServerShared>, env: Envelope) {
+    match env.kind {
+        EnvelopeKind::Broadcast | EnvelopeKind::Targeted => {
+            let target = Target::from_envelope(&env.target);
+            shared.deliver_local(&target, &env.to_message());
+        }
+        EnvelopeKind::Ask => {
+            let Some(id) = env.target.conn.clone() else {
+                return;
+            };
+            let conn = shared
+                .registry
+                .read()
+                .by_id
+                .get(id.as_str())
+                .and_then(|m| m.values().next().cloned());
+            let Some(conn) = conn else {
+                return;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let timeout = shared.config.ask_timeout;
+                let (body, is_error) = match conn.ask(env.to_message(), timeout).await {
+                    Ok(reply) => (reply.body, false),
+                    Err(crate::Error::Remote(text)) => (Bytes::from(text), true),
+                    Err(e) => (Bytes::from(e.to_string()), true),
+                };
+                let mut reply = Envelope::new(
+                    shared.instance,
+                    shared.next_seq(),
+                    EnvelopeKind::Reply,
+                    EnvelopeTarget::namespace(env.target.namespace.clone()),
+                    &neffos_protocol::Message::new(
+                        env.target.namespace.clone(),
+                        env.event.clone(),
+                        body,
+                    ),
+                );
+                reply.is_error = is_error;
+                reply.token = env.token;
+                if let (Some(exchange), Ok(bytes)) = (&shared.exchange, shared.encode(&reply)) {
+                    exchange.publish(Topic::Inbox(env.origin), bytes);
+                }
+            });
+        }
+        EnvelopeKind::Reply => {
+            let Some(token) = env.token else {
+                return;
+            };
+            let waiter = shared.remote_asks.lock().remove(&token);
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(env);
+                }
+                None => {
+                    shared.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(token, "late cross-instance reply dropped");
+                }
+            }
+        }
+        _ => {}
+    }
+}

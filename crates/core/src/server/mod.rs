@@ -1,0 +1,608 @@
+//! The [`Server`]: accepts connections, keeps the indexes, broadcasts, asks, and bridges
+//! to an [`Exchange`] for scale-out.
+
+mod inbound;
+mod registry;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use neffos_protocol::{Envelope, EnvelopeKind, EnvelopeTarget, Message};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnInner, NewConn, RequestInfo, Role, close_code, engine};
+use crate::error::{Error, Result};
+use crate::exchange::{Exchange, Inbound, Topic};
+use crate::handler::{BoxFuture, Namespaces};
+use crate::transport::{TransportError, WsIn, WsOut};
+use registry::{Interest, Registry};
+
+type OnConnect = Arc<dyn Fn(Conn) -> BoxFuture<Result<(), String>> + Send + Sync>;
+type OnDisconnect = Arc<dyn Fn(Conn) -> BoxFuture<()> + Send + Sync>;
+type IdGenerator = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;
+
+/// Server-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) late_replies: AtomicU64,
+    pub(crate) invalid_frames: AtomicU64,
+    pub(crate) malformed_envelopes: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+}
+
+/// A snapshot of the server's counters and index sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Connections currently registered.
+    pub connections: usize,
+    /// Distinct connection IDs in the ID index.
+    pub ids: usize,
+    /// Namespaces with at least one local connection.
+    pub namespaces: usize,
+    /// Rooms with at least one local member.
+    pub rooms: usize,
+    /// Connections ever accepted.
+    pub accepted: u64,
+    /// Connections closed because their outbound queue was full.
+    pub slow_consumer_closes: u64,
+    /// Replies that arrived after their Ask gave up (or for no Ask): dropped.
+    pub late_replies: u64,
+    /// Frames that were not neffos messages: dropped.
+    pub invalid_frames: u64,
+    /// Envelopes from the exchange that could not be decoded: dropped.
+    pub malformed_envelopes: u64,
+    /// Cross-instance Asks still waiting.
+    pub pending_remote_asks: usize,
+}
+
+/// Who a broadcast is for.
+///
+/// ```
+/// use neffos::Target;
+/// let everyone = Target::namespace("chat");
+/// let room = Target::room("chat", "lobby");
+/// let one = Target::conn("chat", "user-42");
+/// # let _ = (everyone, room, one);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub(crate) namespace: ByteString,
+    pub(crate) room: Option<ByteString>,
+    pub(crate) to: Option<ByteString>,
+    pub(crate) except_key: Option<u64>,
+    pub(crate) except_id: Option<ByteString>,
+}
+
+impl Target {
+    /// Every connection of `namespace`, on every instance.
+    pub fn namespace(namespace: &str) -> Self {
+        Target {
+            namespace: ByteString::from(namespace),
+            ..Target::default()
+        }
+    }
+
+    /// Every member of `room` in `namespace`, on every instance.
+    pub fn room(namespace: &str, room: &str) -> Self {
+        Target {
+            room: Some(ByteString::from(room)),
+            ..Target::namespace(namespace)
+        }
+    }
+
+    /// The connection(s) with ID `id` in `namespace`, on whichever instance they are.
+    pub fn conn(namespace: &str, id: &str) -> Self {
+        Target {
+            to: Some(ByteString::from(id)),
+            ..Target::namespace(namespace)
+        }
+    }
+
+    /// Skips `conn` (and, on other instances, connections with its ID).
+    pub fn except(mut self, conn: &Conn) -> Self {
+        self.except_key = Some(conn.0.key);
+        self.except_id = Some(conn.0.id.clone());
+        self
+    }
+
+    /// Skips every connection with ID `id`.
+    pub fn except_id(mut self, id: &str) -> Self {
+        self.except_id = Some(ByteString::from(id));
+        self
+    }
+
+    fn envelope_target(&self) -> EnvelopeTarget {
+        let mut t = EnvelopeTarget::namespace(self.namespace.to_string());
+        t.room = self.room.as_ref().map(|r| r.to_string());
+        t.conn = self.to.as_ref().map(|r| r.to_string());
+        t.except = self.except_id.as_ref().map(|r| r.to_string());
+        t
+    }
+
+    pub(crate) fn from_envelope(t: &EnvelopeTarget) -> Self {
+        Target {
+            namespace: ByteString::from(t.namespace.as_str()),
+            room: t.room.as_deref().map(ByteString::from),
+            to: t.conn.as_deref().map(ByteString::from),
+            except_key: None,
+            except_id: t.except.as_deref().map(ByteString::from),
+        }
+    }
+}
+
+pub(crate) struct ServerShared {
+    pub(crate) instance: Uuid,
+    pub(crate) config: Arc<Config>,
+    pub(crate) namespaces: Arc<Namespaces>,
+    on_connect: Option<OnConnect>,
+    on_disconnect: Option<OnDisconnect>,
+    id_generator: Option<IdGenerator>,
+    registry: RwLock<Registry>,
+    pub(crate) exchange: Option<Arc<dyn Exchange>>,
+    remote_asks: Mutex<HashMap<u64, oneshot::Sender<Envelope>>>,
+    next_key: AtomicU64,
+    seq: AtomicU64,
+    pub(crate) stats: Stats,
+    shutting_down: AtomicBool,
+    changed: Notify,
+}
+
+/// A neffos server. Cheap to clone (an `Arc`); every clone is the same server.
+///
+/// Build it with [`Server::builder`], mount it with [`Server::route`] (feature `axum`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use neffos::{Events, Namespaces, Server};
+/// let server = Server::builder(
+///     Namespaces::new().namespace("default", Events::new().on("chat", |ns, msg| async move {
+///         ns.broadcast_others(msg)
+///     })),
+/// )
+/// .build();
+/// assert_eq!(server.connection_count(), 0);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server(pub(crate) Arc<ServerShared>);
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("instance", &self.0.instance)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Server`].
+#[must_use]
+pub struct ServerBuilder {
+    namespaces: Namespaces,
+    config: Config,
+    on_connect: Option<OnConnect>,
+    on_disconnect: Option<OnDisconnect>,
+    id_generator: Option<IdGenerator>,
+    exchange: Option<Arc<dyn Exchange>>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder").finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Sets the limits and timings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Runs after the client's acknowledgement request and before the server's answer:
+    /// `Err(reason)` refuses the connection (the client gets `H<reason>`, then close 1008).
+    pub fn on_connect<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |c| Box::pin(f(c))));
+        self
+    }
+
+    /// Runs once after a connection is gone (its namespaces and rooms already left).
+    pub fn on_disconnect<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(Arc::new(move |c| Box::pin(f(c))));
+        self
+    }
+
+    /// Chooses each connection's ID from its upgrade request (default: a random UUID v4).
+    /// IDs must not contain `;`.
+    pub fn id_generator<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> String + Send + Sync + 'static,
+    {
+        self.id_generator = Some(Arc::new(f));
+        self
+    }
+
+    /// Scales out through `exchange`.
+    pub fn exchange(mut self, exchange: impl Exchange) -> Self {
+        self.exchange = Some(Arc::new(exchange));
+        self
+    }
+
+    /// Scales out through an already shared exchange.
+    pub fn exchange_arc(mut self, exchange: Arc<dyn Exchange>) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Builds the server. With an exchange, must run inside a tokio runtime (the exchange
+    /// and the inbound task start here).
+    pub fn build(self) -> Server {
+        let shared = Arc::new(ServerShared {
+            instance: Uuid::new_v4(),
+            config: Arc::new(self.config),
+            namespaces: Arc::new(self.namespaces),
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
+            id_generator: self.id_generator,
+            registry: RwLock::new(Registry::default()),
+            exchange: self.exchange,
+            remote_asks: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            seq: AtomicU64::new(0),
+            stats: Stats::default(),
+            shutting_down: AtomicBool::new(false),
+            changed: Notify::new(),
+        });
+        if let Some(exchange) = &shared.exchange {
+            let (inbound, rx) = Inbound::new(shared.config.outbound_queue.max(1024));
+            exchange.start(shared.instance, inbound);
+            tokio::spawn(inbound::run(Arc::downgrade(&shared), rx));
+        }
+        Server(shared)
+    }
+}
+
+impl Server {
+    /// Starts building a server that serves `namespaces`.
+    pub fn builder(namespaces: Namespaces) -> ServerBuilder {
+        ServerBuilder {
+            namespaces,
+            config: Config::default(),
+            on_connect: None,
+            on_disconnect: None,
+            id_generator: None,
+            exchange: None,
+        }
+    }
+
+    /// This instance's ID (origin of its envelopes).
+    pub fn instance_id(&self) -> Uuid {
+        self.0.instance
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// Connections currently open on this instance.
+    pub fn connection_count(&self) -> usize {
+        self.0.registry.read().conns.len()
+    }
+
+    /// The local connections with ID `id`.
+    pub fn connections_by_id(&self, id: &str) -> Vec<Conn> {
+        self.0
+            .registry
+            .read()
+            .by_id
+            .get(id)
+            .map(|m| m.values().map(|c| Conn(c.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes every local connection with ID `id` (1000); returns how many.
+    pub fn disconnect(&self, id: &str) -> usize {
+        let conns = self.connections_by_id(id);
+        for c in &conns {
+            c.close();
+        }
+        conns.len()
+    }
+
+    /// Counters and index sizes.
+    pub fn stats(&self) -> StatsSnapshot {
+        let (connections, ids, namespaces, rooms) = self.0.registry.read().sizes();
+        let s = &self.0.stats;
+        StatsSnapshot {
+            connections,
+            ids,
+            namespaces,
+            rooms,
+            accepted: s.accepted.load(Ordering::Relaxed),
+            slow_consumer_closes: s.slow_consumer_closes.load(Ordering::Relaxed),
+            late_replies: s.late_replies.load(Ordering::Relaxed),
+            invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
+            malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
+            pending_remote_asks: self.0.remote_asks.lock().len(),
+        }
+    }
+
+    /// The exchange, if any.
+    pub fn exchange(&self) -> Option<&Arc<dyn Exchange>> {
+        self.0.exchange.as_ref()
+    }
+
+    /// Sends `msg` (its namespace and room are taken from `target`) to every recipient:
+    /// local ones directly, then one publication to the exchange for the other instances.
+    /// The frame is encoded once for all local recipients.
+    pub fn broadcast(&self, target: Target, mut msg: Message) -> Result<()> {
+        msg.namespace = target.namespace.clone();
+        msg.room = target.room.clone().unwrap_or_default();
+        if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
+            return Err(Error::InvalidText);
+        }
+        self.0.deliver_local(&target, &msg);
+        if let Some(exchange) = &self.0.exchange {
+            let kind = if target.to.is_some() {
+                EnvelopeKind::Targeted
+            } else {
+                EnvelopeKind::Broadcast
+            };
+            let topic = match &target.to {
+                Some(id) => Topic::Conn(id.to_string()),
+                None => Topic::Namespace(target.namespace.to_string()),
+            };
+            let env = Envelope::new(
+                self.0.instance,
+                self.0.next_seq(),
+                kind,
+                target.envelope_target(),
+                &msg,
+            );
+            exchange.publish(topic, self.0.encode(&env)?);
+        }
+        Ok(())
+    }
+
+    /// Asks the connection with ID `id` (on this or, through the exchange, any instance)
+    /// and waits for its reply until `timeout`.
+    pub async fn ask(
+        &self,
+        namespace: &str,
+        id: &str,
+        mut msg: Message,
+        timeout: Duration,
+    ) -> Result<Message> {
+        msg.namespace = ByteString::from(namespace);
+        if let Some(conn) = self.connections_by_id(id).into_iter().next() {
+            return conn.0.ask(msg, timeout).await;
+        }
+        let Some(exchange) = &self.0.exchange else {
+            return Err(Error::UnknownConnection(id.to_owned()));
+        };
+        let token = self.0.next_seq();
+        let (tx, rx) = oneshot::channel();
+        self.0.remote_asks.lock().insert(token, tx);
+        let _guard = RemoteAskGuard {
+            shared: &self.0,
+            token,
+        };
+        let target = Target::conn(namespace, id);
+        let env = Envelope::new(
+            self.0.instance,
+            token,
+            EnvelopeKind::Ask,
+            target.envelope_target(),
+            &msg,
+        )
+        .with_token(token);
+        exchange.publish(Topic::Conn(id.to_owned()), self.0.encode(&env)?);
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(Error::ShuttingDown),
+            Err(_) => return Err(Error::Timeout(timeout)),
+        };
+        let mut reply_msg = reply.to_message();
+        reply_msg.namespace = ByteString::from(namespace);
+        match reply_msg.error() {
+            Some(text) => Err(Error::Remote(text.to_owned())),
+            None => Ok(reply_msg),
+        }
+    }
+
+    /// Stops accepting, closes every connection with 1001 "server shutting down", waits for
+    /// them to be gone (at most `deadline`), then closes the exchange. Returns the number of
+    /// connections still open at the deadline.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.0.shutting_down.store(true, Ordering::Release);
+        let conns: Vec<Arc<ConnInner>> = self.0.registry.read().conns.values().cloned().collect();
+        for c in conns {
+            c.close(close_code::GOING_AWAY, "server shutting down");
+        }
+        let wait_empty = async {
+            loop {
+                let notified = self.0.changed.notified();
+                if self.connection_count() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait_empty).await;
+        if let Some(exchange) = &self.0.exchange {
+            let _ = tokio::time::timeout(deadline, exchange.close()).await;
+        }
+        self.connection_count()
+    }
+
+    /// True once [`Server::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Serves one upgraded WebSocket (any transport mapped to the engine's frames) until it
+    /// closes. Used by the axum integration and the test harness.
+    pub(crate) async fn serve_socket<R, W>(
+        &self,
+        request: RequestInfo,
+        parts: Option<&http::request::Parts>,
+        stream: R,
+        sink: W,
+        extensions: http::Extensions,
+    ) where
+        R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
+        W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
+    {
+        let id = match (&self.0.id_generator, parts) {
+            (Some(generate), Some(parts)) => generate(parts),
+            _ => Uuid::new_v4().to_string(),
+        };
+        let (inner, rx) = ConnInner::new(NewConn {
+            key: self.0.next_key.fetch_add(1, Ordering::Relaxed),
+            id: ByteString::from(id),
+            role: Role::Server,
+            request,
+            handlers: self.0.namespaces.clone(),
+            config: self.0.config.clone(),
+            server: Some(self.0.clone()),
+        });
+        inner.extend(extensions);
+        let writer = engine::spawn_writer(&inner, sink, rx);
+        if self.is_shutting_down() {
+            inner.close(close_code::GOING_AWAY, "server shutting down");
+        } else {
+            let accept: BoxFuture<Result<(), String>> = match &self.0.on_connect {
+                Some(hook) => hook(Conn(inner.clone())),
+                None => Box::pin(async { Ok(()) }),
+            };
+            engine::serve(inner.clone(), stream, accept).await;
+        }
+        inner.cancel.cancel();
+        let _ = writer.await;
+    }
+}
+
+struct RemoteAskGuard<'a> {
+    shared: &'a ServerShared,
+    token: u64,
+}
+
+impl Drop for RemoteAskGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.remote_asks.lock().remove(&self.token);
+    }
+}
+
+impl ServerShared {
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn encode(&self, env: &Envelope) -> Result<Bytes> {
+        env.encode()
+            .map(Bytes::from)
+            .map_err(|e| Error::Exchange(e.to_string()))
+    }
+
+    fn apply(&self, changes: impl IntoIterator<Item = Interest>) {
+        let Some(exchange) = &self.exchange else {
+            return;
+        };
+        for change in changes {
+            match change {
+                Interest::Gained(topic) => exchange.subscribe(topic),
+                Interest::Lost(topic) => exchange.unsubscribe(topic),
+            }
+        }
+    }
+
+    /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per recipient.
+    pub(crate) fn deliver_local(&self, target: &Target, msg: &Message) -> usize {
+        let frame = msg.to_frame();
+        let registry = self.registry.read();
+        let members = match (&target.to, &target.room) {
+            (Some(id), _) => registry.by_id.get(&**id),
+            (None, Some(room)) => registry
+                .by_room
+                .get(&(target.namespace.clone(), room.clone())),
+            (None, None) => registry.by_ns.get(&target.namespace),
+        };
+        let Some(members) = members else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for conn in members.values() {
+            if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
+                continue;
+            }
+            // A targeted send must still respect the namespace/room filter.
+            if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
+                continue;
+            }
+            if conn.write_frame(frame.clone()).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    pub(crate) fn connection_ready(&self, conn: &Arc<ConnInner>) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let change = self.registry.write().add_conn(conn);
+        self.apply(change);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) async fn connection_closed(&self, conn: &Arc<ConnInner>) {
+        let (was_registered, changes) = {
+            let mut registry = self.registry.write();
+            let was = registry.conns.contains_key(&conn.key);
+            (was, registry.remove_conn(conn))
+        };
+        self.apply(changes);
+        if was_registered {
+            if let Some(hook) = &self.on_disconnect {
+                hook(Conn(conn.clone())).await;
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn namespace_added(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
+        let change = self.registry.write().add_ns(ns, conn);
+        self.apply(change);
+    }
+
+    pub(crate) fn namespace_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
+        let change = self.registry.write().remove_ns(ns, conn.key);
+        self.apply(change);
+    }
+
+    pub(crate) fn room_added(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
+        self.registry.write().add_room(ns, room, conn);
+    }
+
+    pub(crate) fn room_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
+        self.registry.write().remove_room(ns, room, conn.key);
+    }
+}

@@ -1,0 +1,1 @@
+//! The exchange conformance suite (filled in below).

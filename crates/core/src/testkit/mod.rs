@@ -1,0 +1,67 @@
+//! Test helpers and the exchange conformance suite (feature `testkit`).
+//!
+//! [`serve`] runs a [`Server`] on a free loopback port; [`conformance`] holds the suite
+//! every [`Exchange`](crate::Exchange) must pass, given a factory of exchanges sharing one
+//! broker.
+
+pub mod conformance;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::Server;
+
+/// A server listening on a free loopback port; stops when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The neffos server.
+    pub server: Server,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// The WebSocket URL of the endpoint (`ws://addr/echo`).
+    pub fn url(&self) -> String {
+        format!("ws://{}/echo", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `server` at `/echo` on `127.0.0.1:0`.
+pub async fn serve(server: Server) -> std::io::Result<TestServer> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/echo", server.route());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(TestServer { server, addr, task })
+}
+
+/// Polls `condition` every millisecond until it holds or `timeout` passes; returns whether
+/// it held. For state that has no event to await (counters of another task).
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

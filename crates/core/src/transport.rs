@@ -1,0 +1,130 @@
+//! The WebSocket as the connection engine sees it, independent of the WebSocket library.
+//! Adapters for axum's socket (server) and tokio-tungstenite (client) map to these types.
+
+use std::fmt;
+
+use bytes::Bytes;
+use neffos_protocol::Frame;
+
+/// An incoming WebSocket message.
+#[derive(Debug)]
+pub(crate) enum WsIn {
+    Text(Bytes),
+    Binary(Bytes),
+    /// Ping or pong: proof of life, no content for us.
+    Control,
+    Close,
+}
+
+/// An outgoing WebSocket message.
+#[derive(Debug, Clone)]
+pub(crate) enum WsOut {
+    Frame(Frame),
+    Ping,
+    Close(u16, String),
+}
+
+/// A transport failure, already logged by whoever saw it first.
+#[derive(Debug)]
+pub(crate) struct TransportError(pub(crate) String);
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+#[cfg(feature = "axum")]
+pub(crate) mod axum_ws {
+    use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+    use futures_util::{Sink, SinkExt, Stream, StreamExt, future};
+
+    use super::{TransportError, WsIn, WsOut};
+
+    pub(crate) fn split(
+        socket: WebSocket,
+    ) -> (
+        impl Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
+        impl Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
+    ) {
+        let (sink, stream) = socket.split();
+        let stream = stream.map(|item| match item {
+            Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
+            Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
+            Ok(Message::Ping(_) | Message::Pong(_)) => Ok(WsIn::Control),
+            Ok(Message::Close(_)) => Ok(WsIn::Close),
+            Err(e) => Err(TransportError(e.to_string())),
+        });
+        let sink = sink
+            .sink_map_err(|e| TransportError(e.to_string()))
+            .with(|out: WsOut| future::ready(to_axum(out)));
+        (stream, sink)
+    }
+
+    fn to_axum(out: WsOut) -> Result<Message, TransportError> {
+        Ok(match out {
+            WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
+            WsOut::Frame(f) => Message::Text(
+                Utf8Bytes::try_from(f.bytes)
+                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+            ),
+            WsOut::Ping => Message::Ping(bytes::Bytes::new()),
+            WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        })
+    }
+}
+
+#[cfg(feature = "client")]
+pub(crate) mod tungstenite_ws {
+    use futures_util::{Sink, SinkExt, Stream, StreamExt, future};
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+    use super::{TransportError, WsIn, WsOut};
+
+    pub(crate) fn split<S>(
+        socket: WebSocketStream<S>,
+    ) -> (
+        impl Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
+        impl Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
+    )
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sink, stream) = socket.split();
+        let stream = stream.map(|item| match item {
+            Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
+            Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(WsIn::Control),
+            Ok(Message::Close(_)) => Ok(WsIn::Close),
+            Err(e) => Err(TransportError(e.to_string())),
+        });
+        let sink = sink
+            .sink_map_err(|e| TransportError(e.to_string()))
+            .with(|out: WsOut| future::ready(to_tungstenite(out)));
+        (stream, sink)
+    }
+
+    fn to_tungstenite(out: WsOut) -> Result<Message, TransportError> {
+        Ok(match out {
+            WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
+            WsOut::Frame(f) => Message::Text(
+                Utf8Bytes::try_from(f.bytes)
+                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+            ),
+            WsOut::Ping => Message::Ping(bytes::Bytes::new()),
+            WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            })),
+        })
+    }
+}
