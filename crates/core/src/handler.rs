@@ -63,6 +63,12 @@ impl IntoOutcome for Outcome {
     }
 }
 
+impl<T: IntoOutcome> IntoOutcome for Option<T> {
+    fn into_outcome(self) -> Outcome {
+        self.map_or(Outcome::Done, IntoOutcome::into_outcome)
+    }
+}
+
 impl<T: IntoOutcome, E: fmt::Display> IntoOutcome for Result<T, E> {
     fn into_outcome(self) -> Outcome {
         match self {

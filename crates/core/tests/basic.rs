@@ -1,5 +1,6 @@
 //! End-to-end behaviour of one server with the Rust client.
 #![cfg(feature = "testkit")]
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -28,13 +28,14 @@ impl PendingAsks {
         }
     }
 
-    /// Hands a reply to its waiter; false when nobody waits for this token (late or unknown).
-    pub(crate) fn resolve(&self, msg: Message) -> Result<(), Message> {
+    /// Hands a reply to its waiter; gives the message back when nobody waits for its
+    /// token (late or unknown).
+    pub(crate) fn resolve(&self, msg: Message) -> Option<Message> {
         let waiter = self.waiters.lock().remove(msg.wait.as_byte_string());
         match waiter {
             // A waiter that gave up in the meantime is the same as no waiter.
-            Some(tx) => tx.send(msg),
-            None => Err(msg),
+            Some(tx) => tx.send(msg).err(),
+            None => Some(msg),
         }
     }
 

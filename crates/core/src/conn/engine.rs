@@ -198,19 +198,19 @@ fn route(inner: &ConnInner, msg: Message) -> Route {
         (Role::Server, WaitKind::ClientAsk | WaitKind::Confirmation) => Route::Dispatch(msg),
         // Any other token from a client answers one of our Asks on this connection only.
         (Role::Server, _) => {
-            if let Err(msg) = inner.asks.resolve(msg) {
+            if let Some(msg) = inner.asks.resolve(msg) {
                 system::late_reply(inner, &msg);
             }
             Route::Consumed
         }
         (Role::Client, _) => match inner.asks.resolve(msg) {
-            Ok(()) => Route::Consumed,
-            Err(msg) if msg.wait.is_client_wait() => {
+            None => Route::Consumed,
+            Some(msg) if msg.wait.is_client_wait() => {
                 system::late_reply(inner, &msg);
                 Route::Consumed
             }
             // A server's request.
-            Err(msg) => Route::Dispatch(msg),
+            Some(msg) => Route::Dispatch(msg),
         },
     }
 }
@@ -231,10 +231,10 @@ where
     let mut last_seen = Instant::now();
     let mut current: Option<BoxFuture<()>> = None;
     loop {
-        if current.is_none() {
-            if let Some(msg) = pending.pop_front() {
-                current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
-            }
+        if current.is_none()
+            && let Some(msg) = pending.pop_front()
+        {
+            current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
         }
         let can_read = pending.len() < inner.config.inbound_queue;
         let idle_at = idle.map(|d| last_seen + d);

@@ -178,6 +178,27 @@ impl ConnInner {
 
     /// The write filter of PROTOCOL.md §5.3, then encode and queue.
     pub(crate) fn write(&self, msg: &Message) -> Result<()> {
+        let frame = self.filter_and_encode(msg)?;
+        self.enqueue(WsOut::Frame(frame))
+    }
+
+    /// Like [`Self::write`], but waits for room in the queue instead of applying the
+    /// slow-consumer policy: for answers to the peer's own requests, where waiting only
+    /// slows down that peer (its reader pauses, TCP pushes back).
+    pub(crate) async fn write_async(&self, msg: &Message) -> Result<()> {
+        let frame = self.filter_and_encode(msg)?;
+        self.send_frame(frame).await
+    }
+
+    /// Queues `frame`, waiting for room; fails once the connection closes.
+    pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
+        tokio::select! {
+            sent = self.tx.send(WsOut::Frame(frame)) => sent.map_err(|_| Error::ConnectionClosed),
+            () = self.cancel.cancelled() => Err(Error::ConnectionClosed),
+        }
+    }
+
+    fn filter_and_encode(&self, msg: &Message) -> Result<Frame> {
         if !self.acknowledged.load(Ordering::Acquire) {
             return Err(Error::Handshake("not acknowledged yet".into()));
         }
@@ -199,7 +220,7 @@ impl ConnInner {
         if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
             return Err(Error::InvalidText);
         }
-        self.enqueue(WsOut::Frame(msg.to_frame()))
+        Ok(msg.to_frame())
     }
 
     pub(crate) fn write_frame(&self, frame: Frame) -> Result<()> {

@@ -28,13 +28,13 @@ fn local_event(ns: &ByteString, room: &ByteString, event: &'static str) -> Messa
     Message::new(ns.clone(), event, bytes::Bytes::new()).with_room(room.clone())
 }
 
-fn reply_empty(inner: &ConnInner, msg: &Message) {
-    let _ = inner.write_frame(encode_empty_reply(&msg.wait));
+async fn reply_empty(inner: &ConnInner, msg: &Message) {
+    let _ = inner.send_frame(encode_empty_reply(&msg.wait)).await;
 }
 
-fn reply_error(inner: &ConnInner, msg: &Message, text: &str) {
+async fn reply_error(inner: &ConnInner, msg: &Message, text: &str) {
     let reply = request_echo(msg).error_reply(bytes::Bytes::copy_from_slice(text.as_bytes()));
-    let _ = inner.write_frame(reply.to_frame());
+    let _ = inner.send_frame(reply.to_frame()).await;
 }
 
 fn request_echo(msg: &Message) -> Message {
@@ -96,13 +96,13 @@ async fn dispatch_custom(inner: &Arc<ConnInner>, msg: Message) {
     if !inner.can_receive(&msg.namespace, "") {
         tracing::debug!(id = %inner.id, ns = %msg.namespace, "event for a namespace that is not connected");
         if is_request && !msg.is_error {
-            reply_error(inner, &msg, known_errors::BAD_NAMESPACE);
+            reply_error(inner, &msg, known_errors::BAD_NAMESPACE).await;
         }
         return;
     }
     if !msg.room.is_empty() && !inner.can_receive(&msg.namespace, &msg.room) {
         if is_request && !msg.is_error {
-            reply_error(inner, &msg, known_errors::BAD_ROOM);
+            reply_error(inner, &msg, known_errors::BAD_ROOM).await;
         }
         return;
     }
@@ -114,37 +114,37 @@ async fn dispatch_custom(inner: &Arc<ConnInner>, msg: Message) {
         Outcome::Reply(body) => {
             let mut reply = echo;
             reply.body = body;
-            if let Err(e) = inner.write(&reply) {
+            if let Err(e) = inner.write_async(&reply).await {
                 tracing::debug!(id = %inner.id, error = %e, "reply not written");
             }
         }
         // Never answer an error with an error: two peers would ping-pong forever.
         Outcome::Error(_) if incoming_error => {}
-        Outcome::Error(text) => reply_error(inner, &echo, &text),
+        Outcome::Error(text) => reply_error(inner, &echo, &text).await,
     }
 }
 
 async fn reply_connect(inner: &Arc<ConnInner>, msg: Message) {
     let ns = msg.namespace.clone();
     if inner.namespaces.lock().contains_key(&ns) {
-        return reply_empty(inner, &msg);
+        return reply_empty(inner, &msg).await;
     }
     if inner.handlers.get(&ns).is_none() {
-        return reply_error(inner, &msg, known_errors::BAD_NAMESPACE);
+        return reply_error(inner, &msg, known_errors::BAD_NAMESPACE).await;
     }
     if inner.namespaces.lock().len() >= inner.config.max_namespaces {
-        return reply_error(inner, &msg, "too many namespaces");
+        return reply_error(inner, &msg, "too many namespaces").await;
     }
     // The JS client cannot refuse a server's connect; neither do we on the client side.
-    if inner.role == Role::Server {
-        if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
-            return reply_error(inner, &msg, &text);
-        }
+    if inner.role == Role::Server
+        && let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await
+    {
+        return reply_error(inner, &msg, &text).await;
     }
     if !add_namespace(inner, &ns) {
-        return reply_empty(inner, &msg);
+        return reply_empty(inner, &msg).await;
     }
-    reply_empty(inner, &msg);
+    reply_empty(inner, &msg).await;
     let _ = fire(
         inner,
         &ns,
@@ -156,17 +156,17 @@ async fn reply_connect(inner: &Arc<ConnInner>, msg: Message) {
 async fn reply_disconnect(inner: &Arc<ConnInner>, msg: Message) {
     let ns = msg.namespace.clone();
     if !inner.namespaces.lock().contains_key(&ns) {
-        return reply_empty(inner, &msg);
+        return reply_empty(inner, &msg).await;
     }
     if inner.role == Role::Server {
         if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
-            return reply_error(inner, &msg, &text);
+            return reply_error(inner, &msg, &text).await;
         }
         leave_namespace(inner, &ns).await;
-        reply_empty(inner, &msg);
+        reply_empty(inner, &msg).await;
     } else {
         leave_namespace(inner, &ns).await;
-        reply_empty(inner, &msg);
+        reply_empty(inner, &msg).await;
         let _ = fire(inner, &ns, request_echo(&msg)).await;
     }
 }
@@ -175,25 +175,24 @@ async fn reply_join(inner: &Arc<ConnInner>, msg: Message) {
     let (ns, room) = (msg.namespace.clone(), msg.room.clone());
     let joined = {
         let table = inner.namespaces.lock();
-        match table.get(&ns) {
-            None => None,
-            Some(rooms) => Some((rooms.contains(&room), rooms.len())),
-        }
+        table
+            .get(&ns)
+            .map(|rooms| (rooms.contains(&room), rooms.len()))
     };
     match joined {
-        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE),
-        Some((true, _)) => return reply_empty(inner, &msg),
+        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE).await,
+        Some((true, _)) => return reply_empty(inner, &msg).await,
         Some((false, n)) if n >= inner.config.max_rooms => {
-            return reply_error(inner, &msg, "too many rooms");
+            return reply_error(inner, &msg, "too many rooms").await;
         }
         Some((false, _)) => {}
     }
     if let Outcome::Error(text) = fire(inner, &ns, request_echo(&msg)).await {
-        return reply_error(inner, &msg, &text);
+        return reply_error(inner, &msg, &text).await;
     }
     add_room(inner, &ns, &room);
     let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_JOINED)).await;
-    reply_empty(inner, &msg);
+    reply_empty(inner, &msg).await;
 }
 
 async fn reply_leave(inner: &Arc<ConnInner>, msg: Message) {
@@ -203,20 +202,20 @@ async fn reply_leave(inner: &Arc<ConnInner>, msg: Message) {
         table.get(&ns).map(|rooms| rooms.contains(&room))
     };
     match member {
-        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE),
-        Some(false) => return reply_empty(inner, &msg),
+        None => return reply_error(inner, &msg, known_errors::BAD_NAMESPACE).await,
+        Some(false) => return reply_empty(inner, &msg).await,
         Some(true) => {}
     }
     let leave = local_event(&ns, &room, events::ON_ROOM_LEAVE).with_wait(msg.wait.clone());
     let outcome = fire(inner, &ns, leave).await;
-    if inner.role == Role::Server {
-        if let Outcome::Error(text) = outcome {
-            return reply_error(inner, &msg, &text);
-        }
+    if inner.role == Role::Server
+        && let Outcome::Error(text) = outcome
+    {
+        return reply_error(inner, &msg, &text).await;
     }
     remove_room(inner, &ns, &room);
     let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEFT)).await;
-    reply_empty(inner, &msg);
+    reply_empty(inner, &msg).await;
 }
 
 /// Records `ns` as connected; false if it already was.
@@ -226,10 +225,8 @@ fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
         .lock()
         .insert(ns.clone(), Default::default())
         .is_none();
-    if added {
-        if let Some(server) = &inner.server {
-            server.namespace_added(inner, ns);
-        }
+    if added && let Some(server) = &inner.server {
+        server.namespace_added(inner, ns);
     }
     added
 }
@@ -240,10 +237,8 @@ fn add_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         .lock()
         .get_mut(ns)
         .is_some_and(|rooms| rooms.insert(room.clone()));
-    if added {
-        if let Some(server) = &inner.server {
-            server.room_added(inner, ns, room);
-        }
+    if added && let Some(server) = &inner.server {
+        server.room_added(inner, ns, room);
     }
 }
 
@@ -253,10 +248,8 @@ fn remove_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         .lock()
         .get_mut(ns)
         .is_some_and(|rooms| rooms.remove(room));
-    if removed {
-        if let Some(server) = &inner.server {
-            server.room_removed(inner, ns, room);
-        }
+    if removed && let Some(server) = &inner.server {
+        server.room_removed(inner, ns, room);
     }
 }
 
@@ -275,10 +268,8 @@ pub(crate) async fn leave_namespace(inner: &Arc<ConnInner>, ns: &ByteString) {
         let _ = fire(inner, ns, local_event(ns, &room, events::ON_ROOM_LEFT)).await;
     }
     let removed = inner.namespaces.lock().remove(ns).is_some();
-    if removed {
-        if let Some(server) = &inner.server {
-            server.namespace_removed(inner, ns);
-        }
+    if removed && let Some(server) = &inner.server {
+        server.namespace_removed(inner, ns);
     }
 }
 

@@ -115,6 +115,11 @@ impl Exchange for MemoryExchange {
         }
     }
 
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        // Every operation is applied synchronously.
+        Box::pin(async {})
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if let Some(me) = self.me.lock().take() {

@@ -112,6 +112,10 @@ pub trait Exchange: Send + Sync + fmt::Debug + 'static {
     fn subscribe(&self, topic: Topic);
     /// Stops receiving `topic` (the server calls this on its 1→0 interest transition).
     fn unsubscribe(&self, topic: Topic);
+    /// Resolves once every publish, subscribe and unsubscribe queued before the call has
+    /// been applied by the broker (subscriptions confirmed). Used before shutdown and by
+    /// tests that must not race a subscription.
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()>;
     /// Flushes what is queued and releases the broker connections.
     fn close(&self) -> futures_util::future::BoxFuture<'_, ()>;
     /// The exchange's counters.

@@ -30,6 +30,10 @@ pub(crate) async fn run(shared: Weak<ServerShared>, mut rx: mpsc::Receiver<Bytes
         if env.origin == shared.instance {
             continue;
         }
+        shared
+            .stats
+            .envelopes_received
+            .fetch_add(1, Ordering::Relaxed);
         handle(&shared, env);
     }
 }

@@ -38,6 +38,7 @@ pub(crate) struct Stats {
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) malformed_envelopes: AtomicU64,
     pub(crate) accepted: AtomicU64,
+    pub(crate) envelopes_received: AtomicU64,
 }
 
 /// A snapshot of the server's counters and index sizes.
@@ -64,6 +65,8 @@ pub struct StatsSnapshot {
     pub malformed_envelopes: u64,
     /// Cross-instance Asks still waiting.
     pub pending_remote_asks: usize,
+    /// Envelopes from other instances received through the exchange (own ones excluded).
+    pub envelopes_received: u64,
 }
 
 /// Who a broadcast is for.
@@ -344,6 +347,7 @@ impl Server {
             invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
             malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
             pending_remote_asks: self.0.remote_asks.lock().len(),
+            envelopes_received: s.envelopes_received.load(Ordering::Relaxed),
         }
     }
 
@@ -580,10 +584,8 @@ impl ServerShared {
             (was, registry.remove_conn(conn))
         };
         self.apply(changes);
-        if was_registered {
-            if let Some(hook) = &self.on_disconnect {
-                hook(Conn(conn.clone())).await;
-            }
+        if was_registered && let Some(hook) = &self.on_disconnect {
+            hook(Conn(conn.clone())).await;
         }
         self.changed.notify_waiters();
     }
