@@ -1,0 +1,100 @@
+//! In-process broadcast fan-out: one broadcast to 1,000 connected WebSocket clients on
+//! loopback, measured until every client has read it (encode, queue, write, read).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::{SinkExt, StreamExt};
+use neffos::testkit::{TestServer, serve};
+use neffos::{Config, Events, Message, Namespaces, Server, Target};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+const CLIENTS: u64 = 1000;
+
+struct Fixture {
+    ts: TestServer,
+    received: Arc<AtomicU64>,
+    target: Arc<AtomicU64>,
+    done: Arc<Notify>,
+}
+
+async fn setup() -> Fixture {
+    let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+        .config(Config::default().outbound_queue(1024))
+        .build();
+    let ts = serve(server).await.unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let done = Arc::new(Notify::new());
+    for _ in 0..CLIENTS {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
+        ws.send(Ws::text("M")).await.unwrap();
+        let _ack = ws.next().await.unwrap().unwrap();
+        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;")).await.unwrap();
+        let _ok = ws.next().await.unwrap().unwrap();
+        let (received, target, done) = (received.clone(), target.clone(), done.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = ws.next().await {
+                if matches!(frame, Ws::Text(_)) {
+                    let n = received.fetch_add(1, Ordering::AcqRel) + 1;
+                    if n == target.load(Ordering::Acquire) {
+                        done.notify_one();
+                    }
+                }
+            }
+        });
+    }
+    Fixture {
+        ts,
+        received,
+        target,
+        done,
+    }
+}
+
+fn fanout(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fx = rt.block_on(setup());
+    let mut group = c.benchmark_group("fanout_1000_clients");
+    group.throughput(Throughput::Elements(CLIENTS));
+    group.measurement_time(Duration::from_secs(5));
+    for size in [64usize, 1024] {
+        let msg = Message::new("", "chat", "x".repeat(size));
+        group.bench_function(format!("broadcast_{size}B"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let msg = msg.clone();
+                let fx = &fx;
+                async move {
+                    let start_count = fx.received.load(Ordering::Acquire);
+                    fx.target.store(start_count + iters * CLIENTS, Ordering::Release);
+                    let notified = fx.done.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        fx.ts.server.broadcast(Target::namespace("chat"), msg.clone()).unwrap();
+                        // Give the writers a chance between broadcasts, as a real sender would.
+                        tokio::task::yield_now().await;
+                    }
+                    if fx.received.load(Ordering::Acquire) < start_count + iters * CLIENTS {
+                        notified.await;
+                    }
+                    start.elapsed()
+                }
+            });
+        });
+    }
+    group.finish();
+    assert_eq!(fx.ts.server.stats().slow_consumer_closes, 0, "the bench must not drop clients");
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);
