@@ -6,6 +6,7 @@
 //! - `fuzz`: the protocol fuzz targets for a bounded time.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
 mod tools;
 
 use std::path::PathBuf;
@@ -36,6 +37,15 @@ enum Command {
     },
     /// Check formatting, clippy (-D warnings) and cargo-deny.
     Lint,
+    /// Run the chat example for the browser (installs neffos.js into target/npm-demo).
+    Demo {
+        /// Port of the chat page.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Extra arguments passed to the chat example (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the protocol fuzz targets, each for a bounded time.
     Fuzz {
         /// Seconds per target.
@@ -51,6 +61,7 @@ fn main() -> Result<()> {
         Command::Test { args } => tools::test(&root, &args),
         Command::Integration { args } => tools::integration(&root, &args),
         Command::Lint => tools::lint(&root),
+        Command::Demo { port, args } => demo::demo(&root, port, &args),
         Command::Fuzz { seconds } => tools::fuzz(&root, seconds),
     }
 }

@@ -1,0 +1,333 @@
+//! The chat application served by the `chat` and `scale-out` examples.
+//!
+//! - Namespace [`NAMESPACE`] (`default`) at the WebSocket endpoint [`ENDPOINT`] (`/echo`).
+//! - The browser page asks a username and dials with the header `X-Username`; neffos.js
+//!   sends it from browsers as the query parameter `X-Websocket-Header-X-Username`, which
+//!   the server turns back into a header. The [`server`]'s ID generator uses it as the
+//!   connection ID, and its `on_connect` refuses connections without one.
+//! - Rooms: the page joins and leaves rooms by name; the server tells the other members
+//!   (`notice` event) when someone joins or leaves.
+//! - `chat`: a message sent inside a room goes to the other members of that room, on every
+//!   instance; outside a room it goes to the whole namespace.
+//!
+//! Events the page receives (bodies are JSON):
+//!
+//! | event | body |
+//! |---|---|
+//! | `chat` | `{"from": "alice", "room": "lobby" or null, "text": "hi"}` |
+//! | `notice` | `{"room": "lobby" or null, "text": "alice joined lobby"}` |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use neffos::{Events, Exchange, Message, Namespaces, NsConn, Server, Target, events};
+use serde::Serialize;
+
+/// The namespace of the chat.
+pub const NAMESPACE: &str = "default";
+/// The path of the WebSocket endpoint.
+pub const ENDPOINT: &str = "/echo";
+/// The header carrying the username (browsers send it as a query parameter).
+pub const USERNAME_HEADER: &str = "x-username";
+/// Longest accepted username, in characters.
+pub const MAX_USERNAME: usize = 32;
+/// Longest accepted room name, in characters.
+pub const MAX_ROOM: usize = 32;
+/// Longest accepted chat message, in characters.
+pub const MAX_TEXT: usize = 2000;
+
+const PAGE: &str = include_str!("../static/chat.html");
+const SCRIPT: &str = include_str!("../static/chat.js");
+const STYLE: &str = include_str!("../static/chat.css");
+
+/// Where the page comes from and how it labels this instance.
+#[derive(Debug, Clone)]
+pub struct ChatOptions {
+    /// The neffos.js browser bundle (`node_modules/neffos.js/dist/neffos.js`, an ES module),
+    /// served at `/neffos.js`.
+    pub neffos_js: PathBuf,
+    /// Shown in the page header (e.g. `instance 2 (:8081)`).
+    pub instance: String,
+}
+
+impl ChatOptions {
+    /// Serves the neffos.js bundle found at `neffos_js`.
+    pub fn new(neffos_js: impl Into<PathBuf>) -> Self {
+        ChatOptions {
+            neffos_js: neffos_js.into(),
+            instance: "neffos-rs".to_owned(),
+        }
+    }
+
+    /// Sets the label shown in the page header.
+    pub fn instance(mut self, label: impl Into<String>) -> Self {
+        self.instance = label.into();
+        self
+    }
+}
+
+/// Where `cargo xtask demo` installs neffos.js: `<workspace>/target/npm-demo`.
+pub fn default_neffos_js() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target/npm-demo/node_modules/neffos.js/dist/neffos.js")
+}
+
+/// Fails with a hint when the neffos.js bundle is missing.
+pub fn check_bundle(path: &Path) -> anyhow::Result<()> {
+    if !path.is_file() {
+        bail!(
+            "the neffos.js browser bundle was not found at {}.\n\
+             Run `cargo xtask demo` (it installs neffos.js 0.1.34 with npm), or install it \
+             yourself (`npm install --prefix target/npm-demo neffos.js@0.1.34`) and pass \
+             `--neffos-js <node_modules/neffos.js/dist/neffos.js>` (or env NEFFOS_JS).",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The namespaces and events of the chat.
+pub fn namespaces() -> Namespaces {
+    let events = Events::new()
+        .on(
+            events::ON_NAMESPACE_CONNECTED,
+            |ns: NsConn, _msg: Message| async move {
+                tracing::info!(user = ns.conn().id(), "online");
+                let text = format!("{} is online", ns.conn().id());
+                notice(&ns, Target::namespace(NAMESPACE), None, text);
+            },
+        )
+        .on(
+            events::ON_NAMESPACE_DISCONNECT,
+            |ns: NsConn, _msg: Message| async move {
+                tracing::info!(user = ns.conn().id(), "offline");
+                let text = format!("{} is offline", ns.conn().id());
+                notice(&ns, Target::namespace(NAMESPACE), None, text);
+            },
+        )
+        // Before a join: refusing here answers the client's joinRoom() with the error.
+        .on(
+            events::ON_ROOM_JOIN,
+            |_ns: NsConn, msg: Message| async move {
+                match msg.room.chars().count() {
+                    0 => Err("a room needs a name"),
+                    n if n > MAX_ROOM => Err("room names are at most 32 characters"),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .on(
+            events::ON_ROOM_JOINED,
+            |ns: NsConn, msg: Message| async move {
+                let (user, room) = (ns.conn().id(), &*msg.room);
+                tracing::info!(user, room, "joined");
+                let text = format!("{user} joined {room}");
+                notice(&ns, Target::room(NAMESPACE, room), Some(room), text);
+            },
+        )
+        .on(
+            events::ON_ROOM_LEFT,
+            |ns: NsConn, msg: Message| async move {
+                let (user, room) = (ns.conn().id(), &*msg.room);
+                tracing::info!(user, room, "left");
+                let text = format!("{user} left {room}");
+                notice(&ns, Target::room(NAMESPACE, room), Some(room), text);
+            },
+        )
+        .on(
+            "chat",
+            |ns: NsConn, msg: Message| async move { chat(&ns, &msg) },
+        );
+    Namespaces::new().namespace(NAMESPACE, events)
+}
+
+/// Builds the chat server: usernames as IDs, optional exchange for scale-out.
+pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
+    let builder = Server::builder(namespaces())
+        .id_generator(|parts| {
+            parts
+                .headers
+                .get(USERNAME_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(clean_username)
+                .unwrap_or_default()
+        })
+        .on_connect(|conn| async move {
+            if conn.id().is_empty() {
+                return Err("choose a username first (header X-Username)".to_owned());
+            }
+            tracing::info!(user = conn.id(), addr = ?conn.remote_addr(), "connected");
+            Ok(())
+        })
+        .on_disconnect(|conn| async move {
+            tracing::info!(user = conn.id(), "disconnected");
+        });
+    match exchange {
+        Some(exchange) => builder.exchange_arc(exchange).build(),
+        None => builder.build(),
+    }
+}
+
+/// The HTTP application: the page at `/`, its script and style, the neffos.js bundle at
+/// `/neffos.js`, and the WebSocket endpoint at [`ENDPOINT`].
+pub fn router(server: &Server, options: ChatOptions) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/chat.js", get(script))
+        .route("/chat.css", get(style))
+        .route("/neffos.js", get(bundle))
+        .route(ENDPOINT, server.route())
+        .with_state(Arc::new(options))
+}
+
+/// Trims the username, drops characters that cannot be in an ID, and caps its length.
+fn clean_username(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .filter(|c| *c != ';' && !c.is_control())
+        .take(MAX_USERNAME)
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ChatBody<'a> {
+    from: &'a str,
+    room: Option<&'a str>,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct NoticeBody<'a> {
+    room: Option<&'a str>,
+    text: &'a str,
+}
+
+/// A `chat` message: to the other members of its room, or of the namespace outside rooms.
+fn chat(ns: &NsConn, msg: &Message) -> Result<(), String> {
+    let text = std::str::from_utf8(&msg.body)
+        .map_err(|_| "messages must be UTF-8 text")?
+        .trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    if text.chars().count() > MAX_TEXT {
+        return Err(format!("messages are at most {MAX_TEXT} characters"));
+    }
+    let room = (!msg.room.is_empty()).then_some(&*msg.room);
+    let body = serde_json::to_string(&ChatBody {
+        from: ns.conn().id(),
+        room,
+        text,
+    })
+    .map_err(|e| e.to_string())?;
+    let target = match room {
+        Some(room) => Target::room(NAMESPACE, room),
+        None => Target::namespace(NAMESPACE),
+    };
+    let server = ns.conn().server().ok_or("not a server connection")?;
+    server
+        .broadcast(
+            target.except(ns.conn()),
+            Message::new(NAMESPACE, "chat", body),
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// Sends a `notice` to `target` except `ns`'s connection. Failures are logged only: a
+/// notice must never refuse the join, leave or disconnect that caused it.
+fn notice(ns: &NsConn, target: Target, room: Option<&str>, text: String) {
+    let Some(server) = ns.conn().server() else {
+        return;
+    };
+    let body = match serde_json::to_string(&NoticeBody { room, text: &text }) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, "notice not encoded");
+            return;
+        }
+    };
+    let msg = Message::new(NAMESPACE, "notice", body);
+    if let Err(e) = server.broadcast(target.except(ns.conn()), msg) {
+        tracing::warn!(error = %e, "notice not sent");
+    }
+}
+
+async fn page(State(options): State<Arc<ChatOptions>>) -> Html<String> {
+    Html(PAGE.replace("{{INSTANCE}}", &html_escape(&options.instance)))
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// Serves the installed neffos.js bundle (read at each request: it is small, and a
+/// re-install is picked up without a restart).
+async fn bundle(State(options): State<Arc<ChatOptions>>) -> Response {
+    match tokio::fs::read(&options.neffos_js)
+        .await
+        .with_context(|| format!("cannot read {}", options.neffos_js.display()))
+    {
+        Ok(js) => (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            js,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "neffos.js bundle missing");
+            (
+                StatusCode::NOT_FOUND,
+                "neffos.js bundle not found: run `cargo xtask demo` or pass --neffos-js",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_cleaned() {
+        assert_eq!(clean_username("  alice "), "alice");
+        assert_eq!(clean_username("a;b\nc"), "abc");
+        assert_eq!(clean_username(&"x".repeat(40)).len(), MAX_USERNAME);
+    }
+
+    #[test]
+    fn instance_label_is_escaped() {
+        assert_eq!(html_escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
+    }
+}

@@ -1,0 +1,150 @@
+//! The chat example in real headless Chromium, driven by playwright-core.
+//!
+//! Starts the chat app (the same router as the `chat` binary) on a free loopback port,
+//! installs `interop/browser/package.json` (playwright-core, neffos.js 0.1.34) into
+//! `target/browser-npm` when missing, and runs `interop/browser/chat.mjs`: three pages log
+//! in with different usernames, two join a room and talk, one leaves, a message to
+//! everyone reaches the third. Screenshots go to `target/browser/`.
+//!
+//! Needs Node.js 20+, npm (first run only) and Chromium (`/usr/bin/chromium`, or env
+//! `CHROMIUM`); it fails, never skips, when one is missing.
+#![allow(clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use neffos::MemoryExchange;
+use neffos_examples::chat::{self, ChatOptions};
+use tokio::process::Command;
+
+const NPM_TIMEOUT: Duration = Duration::from_secs(300);
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The cargo target directory (parent of `CARGO_TARGET_TMPDIR`), wherever it is.
+fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
+/// Runs `cmd` to completion within `timeout`; panics with its output otherwise.
+async fn run(mut cmd: Command, what: &str, timeout: Duration) -> String {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{text}",
+        output.status
+    );
+    text
+}
+
+async fn require_node() {
+    let found = Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "Node.js 20+ is required for the browser test but `node` was not found on PATH \
+         (install it, e.g. `apt-get install nodejs npm`)"
+    );
+}
+
+fn chromium_path() -> PathBuf {
+    let path = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "Chromium is required for the browser test but {} does not exist \
+         (install it with `apt-get install -y chromium`, or set CHROMIUM to its path)",
+        path.display()
+    );
+    path
+}
+
+/// Copies the driver into `dir` and installs its npm dependencies there when they are
+/// missing or `package.json` changed.
+async fn install_driver(dir: &Path) {
+    let source = workspace_root().join("interop/browser");
+    std::fs::create_dir_all(dir).expect("create the npm folder");
+    let manifest = std::fs::read_to_string(source.join("package.json"))
+        .expect("read interop/browser/package.json");
+    let installed = std::fs::read_to_string(dir.join("package.json")).ok();
+    let complete = ["playwright-core", "neffos.js"].iter().all(|p| {
+        dir.join("node_modules")
+            .join(p)
+            .join("package.json")
+            .is_file()
+    });
+    std::fs::copy(source.join("chat.mjs"), dir.join("chat.mjs")).expect("copy chat.mjs");
+    if complete && installed.as_deref() == Some(manifest.as_str()) {
+        return;
+    }
+    std::fs::write(dir.join("package.json"), &manifest).expect("write package.json");
+    let mut npm = Command::new("npm");
+    npm.args(["install", "--no-audit", "--no-fund", "--no-package-lock"])
+        .current_dir(dir);
+    run(npm, "`npm install` (is npm installed?)", NPM_TIMEOUT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_in_a_room_in_chromium() {
+    require_node().await;
+    let chromium = chromium_path();
+    let npm_dir = target_dir().join("browser-npm");
+    install_driver(&npm_dir).await;
+
+    let bundle = npm_dir.join("node_modules/neffos.js/dist/neffos.js");
+    chat::check_bundle(&bundle).expect("neffos.js bundle");
+    let server = chat::server(Some(std::sync::Arc::new(MemoryExchange::new())));
+    let app = chat::router(&server, ChatOptions::new(&bundle).instance("browser test"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    let serving = tokio::spawn(neffos_examples::serve::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+
+    let screenshots = target_dir().join("browser");
+    let mut node = Command::new("node");
+    node.arg(npm_dir.join("chat.mjs"))
+        .arg("--url")
+        .arg(format!("http://{addr}"))
+        .arg("--chromium")
+        .arg(&chromium)
+        .arg("--screenshots")
+        .arg(&screenshots);
+    let output = run(node, "the Chromium driver (chat.mjs)", BROWSER_TIMEOUT).await;
+    eprintln!("{output}");
+    assert!(output.contains("browser test: passed"), "{output}");
+    assert!(screenshots.join("chat.png").is_file());
+
+    // The server saw the three users.
+    assert!(server.stats().accepted >= 3, "{:?}", server.stats());
+    serving.abort();
+}
