@@ -1,6 +1,6 @@
 //! The neffos message frame: `wait;namespace;room;event;isError;isNoOp;body` (PROTOCOL.md §2).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use memchr::memmem;
 
@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 1 << 20;
 pub const DEFAULT_MAX_FIELD_LEN: usize = 1024;
 
 const SEPARATOR: u8 = b';';
+/// How many leading bytes [`decode`] scans byte by byte for separators before using `memchr`.
+const SCALAR_SCAN: usize = 128;
 const HEADER_FIELDS: [Field; 6] = [
     Field::Wait,
     Field::Namespace,
@@ -231,6 +233,11 @@ impl Message {
     /// Appends the wire form of this message to `out` (the exact inverse of [`decode`]).
     pub fn encode(&self, out: &mut BytesMut) {
         out.reserve(self.encoded_len());
+        self.encode_reserved(out);
+    }
+
+    /// [`Self::encode`] into a buffer that already has room for [`Self::encoded_len`] bytes.
+    fn encode_reserved(&self, out: &mut BytesMut) {
         if self.is_raw() {
             out.extend_from_slice(&self.body);
             return;
@@ -253,7 +260,7 @@ impl Message {
     /// Encodes once into a shareable [`Frame`] of the right type.
     pub fn to_frame(&self) -> Frame {
         let mut out = BytesMut::with_capacity(self.encoded_len());
-        self.encode(&mut out);
+        self.encode_reserved(&mut out);
         Frame {
             bytes: out.freeze(),
             binary: self.binary,
@@ -288,11 +295,27 @@ pub fn decode(frame: Bytes, binary: bool, opts: &DecodeOptions) -> Result<Messag
     }
 
     // Positions of the first six separators; the body is everything after the sixth.
+    // Header fields are short: a plain loop over the first bytes beats setting up `memchr`
+    // six times; `memchr` takes over for long headers and separator-less frames.
     let mut seps = [0usize; 6];
     let mut found = 0;
-    for (slot, pos) in seps.iter_mut().zip(memchr::memchr_iter(SEPARATOR, &frame)) {
-        *slot = pos;
-        found += 1;
+    let mut pos = 0;
+    let scalar_end = frame.len().min(SCALAR_SCAN);
+    while found < 6 && pos < scalar_end {
+        if frame[pos] == SEPARATOR {
+            seps[found] = pos;
+            found += 1;
+        }
+        pos += 1;
+    }
+    if found < 6 {
+        for (slot, at) in seps[found..]
+            .iter_mut()
+            .zip(memchr::memchr_iter(SEPARATOR, &frame[pos..]))
+        {
+            *slot = pos + at;
+            found += 1;
+        }
     }
     if found < 6 {
         return match opts.native {
@@ -301,9 +324,13 @@ pub fn decode(frame: Bytes, binary: bool, opts: &DecodeOptions) -> Result<Messag
         };
     }
 
+    // Header fields are validated and sliced out of the frame (one reference-count increment
+    // each, none for an empty field); the flags are only looked at; the body takes the frame
+    // itself, so decoding never copies or allocates unless a field has to be unescaped.
     let mut start = 0;
-    let mut header: [ByteString; 6] = Default::default();
-    for ((value, &end), field) in header.iter_mut().zip(seps.iter()).zip(HEADER_FIELDS) {
+    let mut strings: [ByteString; 4] = Default::default();
+    let mut flags = [false; 2];
+    for (i, (&end, field)) in seps.iter().zip(HEADER_FIELDS).enumerate() {
         let len = end - start;
         if len > opts.max_field_len {
             return Err(DecodeError::FieldTooLong {
@@ -312,34 +339,62 @@ pub fn decode(frame: Bytes, binary: bool, opts: &DecodeOptions) -> Result<Messag
                 max: opts.max_field_len,
             });
         }
-        let raw = ByteString::try_from(frame.slice(start..end))
-            .map_err(|_| DecodeError::InvalidUtf8 { field })?;
-        *value = match field {
-            Field::Namespace | Field::Room | Field::Event => unescape_field(raw),
-            _ => raw,
-        };
+        match field {
+            Field::IsError | Field::IsNoOp => {
+                let raw = &frame[start..end];
+                // Only the exact byte `1` is true; anything else is false, but still text.
+                if std::str::from_utf8(raw).is_err() {
+                    return Err(DecodeError::InvalidUtf8 { field });
+                }
+                flags[i - 4] = raw == b"1";
+            }
+            _ => strings[i] = header_field(&frame, start, end, field)?,
+        }
         start = end + 1;
     }
-    let [wait, namespace, room, event, is_error, is_noop] = header;
+    let [wait, namespace, room, event] = strings;
+    let [is_error, is_noop] = flags;
     let is_native = opts.native == NativeMode::Allowed && &*event == events::ON_NATIVE_MESSAGE;
+    let mut body = frame;
+    body.advance(start);
     Ok(Message {
         wait: WaitToken::new(wait),
         namespace,
         room,
         event,
-        body: frame.slice(start..),
-        is_error: &*is_error == "1",
-        is_noop: &*is_noop == "1",
+        body,
+        is_error,
+        is_noop,
         is_native,
         binary,
     })
 }
 
-fn unescape_field(raw: ByteString) -> ByteString {
-    if memmem::find(raw.as_bytes(), ESCAPE_TOKEN.as_bytes()).is_some() {
-        ByteString::from(raw.replace(ESCAPE_TOKEN, ";"))
-    } else {
-        raw
+/// One of wait, namespace, room and event: a slice of the frame, or, for a field holding the
+/// escape token (never the wait), a new unescaped string.
+fn header_field(
+    frame: &Bytes,
+    start: usize,
+    end: usize,
+    field: Field,
+) -> Result<ByteString, DecodeError> {
+    let raw = &frame[start..end];
+    if field != Field::Wait && contains_escape_token(raw) {
+        let text = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+        return Ok(ByteString::from(text.replace(ESCAPE_TOKEN, ";")));
+    }
+    ByteString::try_from(frame.slice(start..end)).map_err(|_| DecodeError::InvalidUtf8 { field })
+}
+
+/// Whether `raw` holds [`ESCAPE_TOKEN`]; a plain `memchr` for its first byte rules out almost
+/// every field before a substring search is set up.
+fn contains_escape_token(raw: &[u8]) -> bool {
+    if raw.len() < ESCAPE_TOKEN.len() {
+        return false;
+    }
+    match memchr::memchr(ESCAPE_TOKEN.as_bytes()[0], raw) {
+        Some(at) => memmem::find(&raw[at..], ESCAPE_TOKEN.as_bytes()).is_some(),
+        None => false,
     }
 }
 
@@ -351,7 +406,7 @@ mod tests {
     fn body_shares_the_input_buffer() {
         let frame = Bytes::from(b";default;room;chat;0;0;payload".to_vec());
         let range = frame.as_ptr_range();
-        let msg = decode(frame.clone(), false, &DecodeOptions::default()).unwrap();
+        let msg = decode(frame, false, &DecodeOptions::default()).unwrap();
         assert!(range.contains(&msg.body.as_ptr()));
         assert!(range.contains(&msg.namespace.as_bytes().as_ptr()));
         assert!(range.contains(&msg.event.as_bytes().as_ptr()));

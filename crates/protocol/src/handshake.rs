@@ -83,17 +83,20 @@ pub fn decode_server_ack(frame: Bytes) -> Result<ServerAck, HandshakeError> {
     let Some(&first) = frame.first() else {
         return Err(HandshakeError::Empty);
     };
+    if first != ACK_ACCEPTED && first != ACK_REJECTED {
+        return Err(HandshakeError::UnexpectedServerFrame(first));
+    }
     let rest = ByteString::try_from(frame.slice(1..)).map_err(|_| {
         HandshakeError::InvalidId(
             String::from_utf8_lossy(&frame[1..]).into_owned(),
             "not UTF-8",
         )
     })?;
-    match first {
-        ACK_ACCEPTED => Ok(ServerAck::Accepted(rest)),
-        ACK_REJECTED => Ok(ServerAck::Rejected(rest)),
-        other => Err(HandshakeError::UnexpectedServerFrame(other)),
-    }
+    Ok(if first == ACK_ACCEPTED {
+        ServerAck::Accepted(rest)
+    } else {
+        ServerAck::Rejected(rest)
+    })
 }
 
 #[cfg(test)]
