@@ -1,9 +1,13 @@
 //! The Rust client (feature `client`): dial a neffos server (ours, or Go neffos), connect
 //! namespaces, emit, Ask, join and leave rooms, and handle the server's events.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::sync::Notify;
 
 use bytestring::ByteString;
 use http::{HeaderName, HeaderValue};
@@ -22,7 +26,8 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 ///
 /// ```no_run
 /// # async fn run() -> neffos::Result<()> {
-/// use neffos::{Client, Events, Namespaces};
+/// use std::time::Duration;
+/// use neffos::{Client, Events, Namespaces, Reconnect};
 /// let client = Client::builder("ws://127.0.0.1:8080/echo")
 ///     .header("X-Username", "alice")
 ///     .namespaces(Namespaces::new().namespace(
@@ -31,6 +36,7 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 ///             tracing::info!(body = ?msg.body, "chat");
 ///         }),
 ///     ))
+///     .reconnect(Reconnect::default())
 ///     .connect()
 ///     .await?;
 /// let ns = client.connect("default").await?;
@@ -44,6 +50,58 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     namespaces: Namespaces,
     config: Config,
+    reconnect: Option<Reconnect>,
+}
+
+/// Automatic reconnection: exponential backoff with jitter between `initial` and `max`.
+/// After reconnecting, the client reconnects its namespaces and rejoins its rooms, and
+/// sends `X-Websocket-Reconnect: <attempt>` as neffos.js does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reconnect {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Give up after this many failed attempts in a row (`None`: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            max_attempts: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// Backoff from `initial` doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Reconnect {
+            initial,
+            max,
+            max_attempts: None,
+        }
+    }
+
+    /// Gives up after `n` failed attempts in a row.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
+        // Full jitter on the upper half avoids a thundering herd when a server returns.
+        let half = exp / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
 }
 
 impl ClientBuilder {
@@ -65,6 +123,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Reconnects automatically when the connection drops (not after [`Client::close`]).
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     /// Dials, performs the neffos handshake, and returns the connected client.
     /// A refusal by the server is [`Error::Refused`] with its reason.
     pub async fn connect(self) -> Result<Client> {
@@ -73,7 +137,39 @@ impl ClientBuilder {
         } else {
             format!("ws://{}", self.url)
         };
-        let mut request = url
+        let dialer = Dialer {
+            url,
+            headers: self.headers,
+            namespaces: Arc::new(self.namespaces),
+            config: Arc::new(self.config),
+        };
+        let conn = dialer.dial(0).await?;
+        let shared = Arc::new(ClientShared {
+            current: RwLock::new(conn),
+            user_closed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            changed: Notify::new(),
+        });
+        if let Some(policy) = self.reconnect {
+            tokio::spawn(supervise(Arc::downgrade(&shared), dialer, policy));
+        }
+        Ok(Client { shared })
+    }
+}
+
+/// What it takes to dial again.
+#[derive(Debug)]
+struct Dialer {
+    url: String,
+    headers: Vec<(String, String)>,
+    namespaces: Arc<Namespaces>,
+    config: Arc<Config>,
+}
+
+impl Dialer {
+    async fn dial(&self, attempt: u32) -> Result<Conn> {
+        let mut request = self
+            .url
             .as_str()
             .into_client_request()
             .map_err(|e| Error::Transport(e.to_string()))?;
@@ -84,13 +180,19 @@ impl ClientBuilder {
                 .map_err(|e| Error::Transport(e.to_string()))?;
             request.headers_mut().append(name, value);
         }
+        if attempt > 0 {
+            request
+                .headers_mut()
+                .insert("x-websocket-reconnect", HeaderValue::from(attempt));
+        }
+        let config = &self.config;
         let ws_config = WebSocketConfig::default()
-            .read_buffer_size(self.config.read_buffer_size)
-            .write_buffer_size(self.config.write_buffer_size)
-            .max_message_size(Some(self.config.max_frame_size))
-            .max_frame_size(Some(self.config.max_frame_size));
+            .read_buffer_size(config.read_buffer_size)
+            .write_buffer_size(config.write_buffer_size)
+            .max_message_size(Some(config.max_frame_size))
+            .max_frame_size(Some(config.max_frame_size));
         let (socket, _response) = tokio::time::timeout(
-            self.config.handshake_timeout,
+            config.handshake_timeout,
             tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
         )
         .await
@@ -98,30 +200,33 @@ impl ClientBuilder {
         .map_err(|e| Error::Transport(e.to_string()))?;
         let (mut stream, sink) = tungstenite_ws::split(socket);
 
+        let native_only = self.namespaces.native_mode() == neffos_protocol::NativeMode::Only;
         // The handshake runs before the connection exists: the ID comes with `A<id>`.
-        let config = Arc::new(self.config);
-        let (tx, rx) = tokio::sync::mpsc::channel(config.outbound_queue.max(1));
-        let (sink_tx, writer_rx) = (tx, rx);
-        let handshake_writer = tokio::spawn(forward_handshake(sink, writer_rx));
-        let id = engine::client_handshake(&mut stream, &sink_tx, config.handshake_timeout).await;
-        drop(sink_tx);
-        let sink = handshake_writer
-            .await
-            .map_err(|e| Error::Transport(e.to_string()))??;
-        let id = id?;
+        let (sink, id) = if native_only {
+            (sink, String::new())
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let handshake_writer = tokio::spawn(forward_handshake(sink, rx));
+            let id = engine::client_handshake(&mut stream, &tx, config.handshake_timeout).await;
+            drop(tx);
+            let sink = handshake_writer
+                .await
+                .map_err(|e| Error::Transport(e.to_string()))??;
+            (sink, id?)
+        };
 
         let (inner, rx) = ConnInner::new(NewConn {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             id: ByteString::from(id),
             role: Role::Client,
             request: RequestInfo::default(),
-            handlers: Arc::new(self.namespaces),
-            config,
+            handlers: self.namespaces.clone(),
+            config: self.config.clone(),
             server: None,
         });
         inner.acknowledged.store(true, Ordering::Release);
-        if inner.native == neffos_protocol::NativeMode::Only {
-            crate::conn::engine::connect_native(&inner);
+        if native_only {
+            engine::connect_native(&inner);
         }
         let writer = engine::spawn_writer(&inner, sink, rx);
         let reader_inner = inner.clone();
@@ -129,7 +234,69 @@ impl ClientBuilder {
             engine::run_loop(&reader_inner, stream, Default::default()).await;
             let _ = writer.await;
         });
-        Ok(Client { conn: Conn(inner) })
+        Ok(Conn(inner))
+    }
+}
+
+/// Redials after an unexpected close and restores namespaces and rooms.
+async fn supervise(shared: std::sync::Weak<ClientShared>, dialer: Dialer, policy: Reconnect) {
+    loop {
+        let Some(current) = shared.upgrade().map(|s| s.current.read().clone()) else {
+            return;
+        };
+        current.0.finished.cancelled().await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.user_closed.load(Ordering::Acquire) {
+            return;
+        }
+        drop(s);
+        let snapshot: HashMap<String, Vec<String>> = current
+            .0
+            .last_namespaces
+            .lock()
+            .iter()
+            .map(|(ns, rooms)| {
+                (
+                    ns.to_string(),
+                    rooms.iter().map(|r| r.to_string()).collect(),
+                )
+            })
+            .collect();
+        let mut attempt = 0u32;
+        let conn = loop {
+            attempt += 1;
+            if policy.max_attempts.is_some_and(|max| attempt > max) {
+                tracing::warn!(attempts = attempt - 1, "giving up reconnecting");
+                return;
+            }
+            tokio::time::sleep(policy.delay(attempt - 1)).await;
+            if shared
+                .upgrade()
+                .is_none_or(|s| s.user_closed.load(Ordering::Acquire))
+            {
+                return;
+            }
+            match dialer.dial(attempt).await {
+                Ok(conn) => break conn,
+                Err(e) => tracing::debug!(attempt, error = %e, "reconnect failed"),
+            }
+        };
+        for (ns, rooms) in snapshot {
+            match conn.connect(&ns).await {
+                Ok(ns_conn) => {
+                    for room in rooms {
+                        if let Err(e) = ns_conn.join_room(&room).await {
+                            tracing::warn!(ns, room, error = %e, "room not restored");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(ns, error = %e, "namespace not restored"),
+            }
+        }
+        let Some(s) = shared.upgrade() else { return };
+        *s.current.write() = conn;
+        s.reconnects.fetch_add(1, Ordering::Relaxed);
+        s.changed.notify_waiters();
     }
 }
 
@@ -149,11 +316,20 @@ where
     Ok(sink)
 }
 
-/// A connected client. Cheap to clone; dropping it does not close the connection
-/// (call [`Client::close`]).
+#[derive(Debug)]
+struct ClientShared {
+    current: RwLock<Conn>,
+    user_closed: AtomicBool,
+    reconnects: AtomicU64,
+    changed: Notify,
+}
+
+/// A connected client. Cheap to clone. Dropping it does not close the connection
+/// (call [`Client::close`]); with [`ClientBuilder::reconnect`] it survives drops of the
+/// connection, and [`Client::conn`] is then the newest one.
 #[derive(Debug, Clone)]
 pub struct Client {
-    conn: Conn,
+    shared: Arc<ClientShared>,
 }
 
 impl Client {
@@ -164,48 +340,82 @@ impl Client {
             headers: Vec::new(),
             namespaces: Namespaces::new(),
             config: Config::default().ping_interval(None).idle_timeout(None),
+            reconnect: None,
         }
     }
 
-    /// The ID the server gave this connection.
-    pub fn id(&self) -> &str {
-        self.conn.id()
+    /// The ID the server gave the current connection.
+    pub fn id(&self) -> String {
+        self.conn().id().to_owned()
     }
 
-    /// The underlying connection.
-    pub fn conn(&self) -> &Conn {
-        &self.conn
+    /// The current connection.
+    pub fn conn(&self) -> Conn {
+        self.shared.current.read().clone()
+    }
+
+    /// How many times the client reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the client has reconnected more than `n` times, at most `timeout`.
+    pub async fn wait_reconnects(&self, n: u64, timeout: Duration) -> Result<()> {
+        let wait = async {
+            loop {
+                let changed = self.shared.changed.notified();
+                if self.reconnects() > n {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout(timeout))
     }
 
     /// Connects namespace `ns` (it must be declared in this client's namespaces).
     pub async fn connect(&self, ns: &str) -> Result<NsConn> {
-        self.conn.connect(ns).await
+        self.conn().connect(ns).await
+    }
+
+    /// The connected namespace `ns` of the current connection.
+    pub fn namespace(&self, ns: &str) -> Option<NsConn> {
+        self.conn().namespace(ns)
     }
 
     /// Waits until the server connected namespace `ns` to us, at most `timeout`.
     pub async fn wait_server_connect(&self, ns: &str, timeout: Duration) -> Result<NsConn> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(ns) = self.conn.namespace(ns) {
-                return Ok(ns);
+        let conn = self.conn();
+        let wait = async {
+            loop {
+                let changed = conn.0.namespaces_changed.notified();
+                if let Some(ns) = conn.namespace(ns) {
+                    return Ok(ns);
+                }
+                if conn.is_closed() {
+                    return Err(Error::ConnectionClosed);
+                }
+                tokio::select! {
+                    () = changed => {}
+                    () = conn.closed() => {}
+                }
             }
-            if self.conn.is_closed() {
-                return Err(Error::ConnectionClosed);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout(timeout));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
     }
 
-    /// Closes the connection (1000).
+    /// Closes the connection (1000) and stops reconnecting.
     pub fn close(&self) {
-        self.conn.close();
+        self.shared.user_closed.store(true, Ordering::Release);
+        self.conn().close();
     }
 
-    /// Waits until the connection is closed.
+    /// Waits until the current connection is closed.
     pub async fn closed(&self) {
-        self.conn.closed().await;
+        self.conn().closed().await;
     }
 }

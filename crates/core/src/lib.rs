@@ -61,7 +61,7 @@ mod client;
 pub mod testkit;
 
 #[cfg(feature = "client")]
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Reconnect};
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};
 pub use error::{Error, Result};

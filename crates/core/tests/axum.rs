@@ -43,9 +43,12 @@ async fn add_layer_header(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// What `on_connect` saw: ID, attached user, layer header, reconnect tries, remote address known.
+type Seen = (String, Option<User>, Option<String>, u32, bool);
+
 struct App {
     addr: SocketAddr,
-    seen: mpsc::UnboundedReceiver<(String, Option<User>, Option<String>, u32, bool)>,
+    seen: mpsc::UnboundedReceiver<Seen>,
 }
 
 async fn app() -> App {

@@ -93,7 +93,7 @@ async fn emit_broadcast_ask_rooms() {
     // Server -> client ask.
     let reply = ts
         .server
-        .ask("default", b.id(), Message::new("", "question", "life"), T)
+        .ask("default", &b.id(), Message::new("", "question", "life"), T)
         .await
         .unwrap();
     assert_eq!(&reply.body[..], b"answer to life");

@@ -190,9 +190,74 @@ async fn server_forced_namespace_connect() {
         .await
         .unwrap();
     assert!(eventually(T, || ts.server.connection_count() == 1).await);
-    let conn = ts.server.connections_by_id(client.id()).remove(0);
+    let conn = ts.server.connections_by_id(&client.id()).remove(0);
     let ns = conn.connect("chat").await.unwrap();
     let on_client = client.wait_server_connect("chat", T).await.unwrap();
     assert_eq!(on_client.namespace(), "chat");
     ns.emit("hello", "from server").unwrap();
+}
+
+#[tokio::test]
+async fn client_reconnects_and_restores_namespaces_and_rooms() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::builder(namespaces())
+        .on_connect(move |conn| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(conn.reconnect_tries());
+                Ok(())
+            }
+        })
+        .build();
+    let ts = serve(server).await.unwrap();
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let client = Client::builder(ts.url())
+        .namespaces(Namespaces::new().namespace(
+            "chat",
+            Events::new().on("news", move |_ns, msg: Message| {
+                let got_tx = got_tx.clone();
+                async move {
+                    let _ = got_tx.send(msg);
+                }
+            }),
+        ))
+        .reconnect(neffos::Reconnect::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await, Some(0));
+    let ns = client.connect("chat").await.unwrap();
+    ns.join_room("lobby").await.unwrap();
+    assert!(eventually(T, || ts.server.stats().rooms == 1).await);
+
+    // The server drops the client: it comes back, with namespace and room.
+    assert_eq!(ts.server.disconnect(&client.id()), 1);
+    client.wait_reconnects(0, T).await.unwrap();
+    assert_eq!(rx.recv().await, Some(1), "X-Websocket-Reconnect: 1");
+    let restored = eventually(T, || {
+        ts.server.stats().rooms == 1 && ts.server.connection_count() == 1
+    })
+    .await;
+    assert!(
+        restored,
+        "{:?} reconnects={}",
+        ts.server.stats(),
+        client.reconnects()
+    );
+    ts.server
+        .broadcast(
+            Target::room("chat", "lobby"),
+            Message::new("", "news", "after reconnect"),
+        )
+        .unwrap();
+    let msg = tokio::time::timeout(T, got.recv()).await.unwrap().unwrap();
+    assert_eq!(&msg.body[..], b"after reconnect");
+
+    // A user close stops reconnecting.
+    client.close();
+    assert!(eventually(T, || ts.server.connection_count() == 0).await);
+    assert_eq!(client.reconnects(), 1);
 }

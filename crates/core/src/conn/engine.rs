@@ -276,10 +276,12 @@ where
     drop(current);
     inner.cancel.cancel();
     inner.asks.clear();
+    *inner.last_namespaces.lock() = inner.namespaces.lock().clone();
     system::leave_all(inner).await;
     if let Some(server) = &inner.server {
         server.connection_closed(inner).await;
     }
+    inner.finished.cancel();
 }
 
 /// Decodes one frame and routes it. False when the connection must close.

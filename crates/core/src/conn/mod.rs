@@ -72,6 +72,12 @@ pub(crate) struct ConnInner {
     pub(crate) native: NativeMode,
     pub(crate) server: Option<Arc<ServerShared>>,
     pub(crate) dropped_frames: AtomicU64,
+    /// Woken whenever a namespace is connected or disconnected.
+    pub(crate) namespaces_changed: tokio::sync::Notify,
+    /// Namespaces and rooms at the moment the connection closed (for reconnection).
+    pub(crate) last_namespaces: Mutex<NsTable>,
+    /// Cancelled once the connection is closed and fully cleaned up.
+    pub(crate) finished: CancellationToken,
 }
 
 impl fmt::Debug for ConnInner {
@@ -114,6 +120,9 @@ impl ConnInner {
             native,
             server: new.server,
             dropped_frames: AtomicU64::new(0),
+            namespaces_changed: tokio::sync::Notify::new(),
+            last_namespaces: Mutex::new(HashMap::new()),
+            finished: CancellationToken::new(),
         });
         (inner, rx)
     }

@@ -225,6 +225,7 @@ fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
         .lock()
         .insert(ns.clone(), Default::default())
         .is_none();
+    inner.namespaces_changed.notify_waiters();
     if added && let Some(server) = &inner.server {
         server.namespace_added(inner, ns);
     }
@@ -268,6 +269,7 @@ pub(crate) async fn leave_namespace(inner: &Arc<ConnInner>, ns: &ByteString) {
         let _ = fire(inner, ns, local_event(ns, &room, events::ON_ROOM_LEFT)).await;
     }
     let removed = inner.namespaces.lock().remove(ns).is_some();
+    inner.namespaces_changed.notify_waiters();
     if removed && let Some(server) = &inner.server {
         server.namespace_removed(inner, ns);
     }
