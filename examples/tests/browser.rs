@@ -4,17 +4,21 @@
 //! installs `interop/browser/package.json` (playwright-core, neffos.js 0.1.34) into
 //! `target/browser-npm` when missing, and runs `interop/browser/chat.mjs`: three pages log
 //! in with different usernames, two join a room and talk, one leaves, a message to
-//! everyone reaches the third. Screenshots go to `target/browser/`.
+//! everyone reaches the third. Then the same with two instances sharing a `MemoryExchange`
+//! (what `scale-out` runs), bob's page on the second. Screenshots go to
+//! `target/browser/` (`chat.png`, `scale-out.png`, and one per other user).
 //!
 //! Needs Node.js 20+, npm (first run only) and Chromium (`/usr/bin/chromium`, or env
 //! `CHROMIUM`); it fails, never skips, when one is missing.
 #![allow(clippy::print_stderr)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use neffos::MemoryExchange;
+use neffos::{MemoryExchange, Server};
 use neffos_examples::chat::{self, ChatOptions};
 use tokio::process::Command;
 
@@ -109,42 +113,59 @@ async fn install_driver(dir: &Path) {
     run(npm, "`npm install` (is npm installed?)", NPM_TIMEOUT).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_users_chat_in_a_room_in_chromium() {
-    require_node().await;
-    let chromium = chromium_path();
-    let npm_dir = target_dir().join("browser-npm");
-    install_driver(&npm_dir).await;
-
-    let bundle = npm_dir.join("node_modules/neffos.js/dist/neffos.js");
-    chat::check_bundle(&bundle).expect("neffos.js bundle");
-    let server = chat::server(Some(std::sync::Arc::new(MemoryExchange::new())));
-    let app = chat::router(&server, ChatOptions::new(&bundle).instance("browser test"));
+/// One chat instance on a free loopback port, joined to the others through `bus`.
+async fn instance(bus: &MemoryExchange, bundle: &Path, label: &str) -> (Server, SocketAddr) {
+    let server = chat::server(Some(Arc::new(bus.clone())));
+    let app = chat::router(&server, ChatOptions::new(bundle).instance(label));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
-    let serving = tokio::spawn(neffos_examples::serve::serve(
+    tokio::spawn(neffos_examples::serve::serve(
         listener,
         app,
         std::future::pending(),
     ));
+    (server, addr)
+}
 
+/// Runs `chat.mjs`: alice and carol on `url`, bob on `url2`; screenshots `<name>*.png`.
+async fn drive(npm_dir: &Path, chromium: &Path, url: &str, url2: &str, name: &str) {
     let screenshots = target_dir().join("browser");
     let mut node = Command::new("node");
     node.arg(npm_dir.join("chat.mjs"))
-        .arg("--url")
-        .arg(format!("http://{addr}"))
+        .args(["--url", url, "--url2", url2, "--name", name])
         .arg("--chromium")
-        .arg(&chromium)
+        .arg(chromium)
         .arg("--screenshots")
         .arg(&screenshots);
     let output = run(node, "the Chromium driver (chat.mjs)", BROWSER_TIMEOUT).await;
-    eprintln!("{output}");
+    eprintln!("{name}:\n{output}");
     assert!(output.contains("browser test: passed"), "{output}");
-    assert!(screenshots.join("chat.png").is_file());
+    assert!(screenshots.join(format!("{name}.png")).is_file());
+}
 
-    // The server saw the three users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_chat_in_a_room_in_chromium() {
+    require_node().await;
+    let chromium = chromium_path();
+    let npm_dir = target_dir().join("browser-npm");
+    install_driver(&npm_dir).await;
+    let bundle = npm_dir.join("node_modules/neffos.js/dist/neffos.js");
+    chat::check_bundle(&bundle).expect("neffos.js bundle");
+
+    // One instance: what `chat` (and `cargo xtask demo`) serves.
+    let (server, addr) = instance(&MemoryExchange::new(), &bundle, "browser test").await;
+    let url = format!("http://{addr}");
+    drive(&npm_dir, &chromium, &url, &url, "chat").await;
     assert!(server.stats().accepted >= 3, "{:?}", server.stats());
-    serving.abort();
+
+    // Two instances sharing an exchange, as `scale-out` runs them: bob is on the second.
+    let bus = MemoryExchange::new();
+    let (one, addr_one) = instance(&bus, &bundle, "instance 1 of 2").await;
+    let (two, addr_two) = instance(&bus, &bundle, "instance 2 of 2").await;
+    let (url_one, url_two) = (format!("http://{addr_one}"), format!("http://{addr_two}"));
+    drive(&npm_dir, &chromium, &url_one, &url_two, "scale-out").await;
+    assert!(one.stats().accepted >= 2, "{:?}", one.stats());
+    assert!(two.stats().accepted >= 1, "{:?}", two.stats());
 }

@@ -1,7 +1,11 @@
 // Drives the chat example in real headless Chromium: three users, one room.
 //
-//   node chat.mjs --url http://127.0.0.1:PORT --chromium /usr/bin/chromium --screenshots DIR
+//   node chat.mjs --url http://127.0.0.1:PORT [--url2 http://127.0.0.1:PORT2] \
+//       --chromium /usr/bin/chromium --screenshots DIR [--name chat]
 //
+// alice and carol open --url, bob opens --url2 (default: --url), so with two instances of
+// the scale-out example every message bob sends or receives crosses the exchange.
+// Screenshots: DIR/<name>.png (alice), DIR/<name>-bob.png, DIR/<name>-carol.png.
 // Run by examples/tests/browser.rs, which starts the chat app and installs this folder's
 // package.json (playwright-core, neffos.js) into target/browser-npm. Every wait is bounded;
 // exit code 0 = passed, 1 = failed (reason on stderr), 2 = overall timeout.
@@ -16,6 +20,8 @@ const OVERALL_TIMEOUT = 90_000;
 const { values: args } = parseArgs({
   options: {
     url: { type: "string" },
+    url2: { type: "string" },
+    name: { type: "string", default: "chat" },
     chromium: { type: "string", default: "/usr/bin/chromium" },
     screenshots: { type: "string", default: "." },
   },
@@ -34,14 +40,14 @@ watchdog.unref();
 const step = (text) => console.log(`step: ${text}`);
 const pageErrors = [];
 
-async function openPage(context, name) {
+async function openPage(context, name, url) {
   const page = await context.newPage();
   page.on("console", (m) => {
     console.log(`[${name} console.${m.type()}] ${m.text()}`);
     if (m.type() === "error") pageErrors.push(`${name} console: ${m.text()}`);
   });
   page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-  await page.goto(args.url);
+  await page.goto(url);
   await page.fill("#username", name);
   await page.click("#connect");
   await page.locator("#status.ok", { hasText: `connected as ${name}` }).waitFor();
@@ -85,9 +91,9 @@ try {
   context.setDefaultTimeout(STEP_TIMEOUT);
 
   step("alice, bob and carol log in");
-  const alice = await openPage(context, "alice");
-  const bob = await openPage(context, "bob");
-  const carol = await openPage(context, "carol");
+  const alice = await openPage(context, "alice", args.url);
+  const bob = await openPage(context, "bob", args.url2 || args.url);
+  const carol = await openPage(context, "carol", args.url);
   await notice(alice, "carol is online");
 
   step("the login form is gone once connected");
@@ -124,8 +130,9 @@ try {
   if (pageErrors.length > 0) throw new Error(`page errors: ${pageErrors.join("; ")}`);
 
   mkdirSync(args.screenshots, { recursive: true });
-  for (const [name, page] of [["chat", alice], ["chat-bob", bob], ["chat-carol", carol]]) {
-    const path = joinPath(args.screenshots, `${name}.png`);
+  const shots = [[args.name, alice], [`${args.name}-bob`, bob], [`${args.name}-carol`, carol]];
+  for (const [file, page] of shots) {
+    const path = joinPath(args.screenshots, `${file}.png`);
     await page.screenshot({ path });
     console.log(`screenshot: ${path}`);
   }
