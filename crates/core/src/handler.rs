@@ -185,6 +185,11 @@ impl Namespaces {
         self
     }
 
+    /// The declared namespace names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
     /// The events of namespace `name`.
     pub fn get(&self, name: &str) -> Option<&Events> {
         self.map.get(name)

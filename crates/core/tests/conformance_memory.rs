@@ -12,3 +12,23 @@ fn bus() -> impl Fn() -> std::future::Ready<Arc<dyn Exchange>> {
 }
 
 neffos::conformance_tests!(bus());
+
+/// Two independent buses stand for two brokers.
+mod chained {
+    use super::bus;
+
+    #[tokio::test]
+    async fn exactly_once_on_both() {
+        neffos::testkit::chained::exactly_once_on_both(bus(), bus()).await;
+    }
+
+    #[tokio::test]
+    async fn migration_with_relay() {
+        neffos::testkit::chained::migration(bus(), bus(), true).await;
+    }
+
+    #[tokio::test]
+    async fn migration_without_relay() {
+        neffos::testkit::chained::migration(bus(), bus(), false).await;
+    }
+}

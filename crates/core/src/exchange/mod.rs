@@ -42,31 +42,38 @@ impl fmt::Display for Topic {
     }
 }
 
+/// A received payload and the index of the exchange it came through.
+pub(crate) type Tagged = (usize, Bytes);
+
 /// Where an exchange delivers what it receives: the server's inbound queue.
 ///
 /// Delivery never blocks the exchange's reader: when the queue is full the envelope is
 /// dropped and counted (see [`Inbound::dropped`]).
 #[derive(Clone, Debug)]
 pub struct Inbound {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Tagged>,
+    source: usize,
     dropped: Arc<AtomicU64>,
 }
 
 impl Inbound {
-    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (
-            Inbound {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
-            rx,
-        )
+    /// One queue for all of a server's exchanges; each exchange gets a handle tagged with
+    /// its index so the server knows where a payload came from (for relaying).
+    pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Tagged>, mpsc::Receiver<Tagged>) {
+        mpsc::channel(capacity)
+    }
+
+    pub(crate) fn new(tx: mpsc::Sender<Tagged>, source: usize) -> Self {
+        Inbound {
+            tx,
+            source,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Hands one received payload to the server. Never blocks.
     pub fn deliver(&self, payload: Bytes) {
-        if self.tx.try_send(payload).is_err() {
+        if self.tx.try_send((self.source, payload)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

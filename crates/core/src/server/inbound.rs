@@ -1,18 +1,51 @@
 //! Envelopes arriving from the exchange: local delivery, Asks on behalf of another
 //! instance, and replies to our own cross-instance Asks.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use neffos_protocol::{Envelope, EnvelopeKind, EnvelopeTarget};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::{ServerShared, Target};
 use crate::exchange::Topic;
 
-pub(crate) async fn run(shared: Weak<ServerShared>, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(payload) = rx.recv().await {
+/// Sequence numbers remembered per origin instance, to handle an envelope that arrives
+/// through two chained exchanges only once.
+const DEDUP_WINDOW: usize = 4096;
+
+/// Recently seen (origin, seq) pairs.
+#[derive(Debug, Default)]
+pub(crate) struct Dedup {
+    seen: HashMap<Uuid, BTreeSet<u64>>,
+}
+
+impl Dedup {
+    /// True the first time (origin, seq) is seen. A seq older than the whole window is
+    /// treated as seen (it can only be a late duplicate).
+    pub(crate) fn first_time(&mut self, origin: Uuid, seq: u64) -> bool {
+        let window = self.seen.entry(origin).or_default();
+        if window.len() >= DEDUP_WINDOW && window.first().is_some_and(|&oldest| seq < oldest) {
+            return false;
+        }
+        if !window.insert(seq) {
+            return false;
+        }
+        if window.len() > DEDUP_WINDOW {
+            window.pop_first();
+        }
+        true
+    }
+}
+
+pub(crate) async fn run(
+    shared: Weak<ServerShared>,
+    mut rx: mpsc::Receiver<crate::exchange::Tagged>,
+) {
+    while let Some((source, payload)) = rx.recv().await {
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -29,6 +62,12 @@ pub(crate) async fn run(shared: Weak<ServerShared>, mut rx: mpsc::Receiver<Bytes
         };
         if env.origin == shared.instance {
             continue;
+        }
+        if shared.exchanges.len() > 1 && !shared.dedup.lock().first_time(env.origin, env.seq) {
+            continue;
+        }
+        if shared.relay {
+            relay(&shared, source, &env, &payload);
         }
         shared
             .stats
@@ -78,8 +117,8 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
                 );
                 reply.is_error = is_error;
                 reply.token = env.token;
-                if let (Some(exchange), Ok(bytes)) = (&shared.exchange, shared.encode(&reply)) {
-                    exchange.publish(Topic::Inbox(env.origin), bytes);
+                if let Ok(bytes) = shared.encode(&reply) {
+                    shared.publish(Topic::Inbox(env.origin), bytes);
                 }
             });
         }
@@ -99,5 +138,20 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
             }
         }
         _ => {}
+    }
+}
+
+/// Forwards an envelope received through exchange `source` to the other exchanges.
+fn relay(shared: &ServerShared, source: usize, env: &Envelope, payload: &Bytes) {
+    let topic = match (env.kind, &env.target.conn) {
+        (EnvelopeKind::Broadcast, _) => Topic::Namespace(env.target.namespace.clone()),
+        (EnvelopeKind::Targeted | EnvelopeKind::Ask, Some(id)) => Topic::Conn(id.clone()),
+        // Replies go to an inbox that only the asker's exchanges know.
+        _ => return,
+    };
+    for (i, exchange) in shared.exchanges.iter().enumerate() {
+        if i != source {
+            exchange.publish(topic.clone(), payload.clone());
+        }
     }
 }

@@ -152,7 +152,9 @@ pub(crate) struct ServerShared {
     on_disconnect: Option<OnDisconnect>,
     id_generator: Option<IdGenerator>,
     registry: RwLock<Registry>,
-    pub(crate) exchange: Option<Arc<dyn Exchange>>,
+    pub(crate) exchanges: Vec<Arc<dyn Exchange>>,
+    pub(crate) relay: bool,
+    pub(crate) dedup: Mutex<inbound::Dedup>,
     remote_asks: Mutex<HashMap<u64, oneshot::Sender<Envelope>>>,
     next_key: AtomicU64,
     seq: AtomicU64,
@@ -197,7 +199,8 @@ pub struct ServerBuilder {
     on_connect: Option<OnConnect>,
     on_disconnect: Option<OnDisconnect>,
     id_generator: Option<IdGenerator>,
-    exchange: Option<Arc<dyn Exchange>>,
+    exchanges: Vec<Arc<dyn Exchange>>,
+    relay: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -244,15 +247,29 @@ impl ServerBuilder {
         self
     }
 
-    /// Scales out through `exchange`.
+    /// Scales out through `exchange`. Call it again to chain several exchanges (e.g. Redis
+    /// and NATS during a migration): publications go to all of them, and an envelope that
+    /// arrives through two of them is handled once.
     pub fn exchange(mut self, exchange: impl Exchange) -> Self {
-        self.exchange = Some(Arc::new(exchange));
+        self.exchanges.push(Arc::new(exchange));
         self
     }
 
-    /// Scales out through an already shared exchange.
+    /// Like [`Self::exchange`], for an exchange held in an `Arc`.
     pub fn exchange_arc(mut self, exchange: Arc<dyn Exchange>) -> Self {
-        self.exchange = Some(exchange);
+        self.exchanges.push(exchange);
+        self
+    }
+
+    /// With several exchanges, forwards every broadcast, targeted send and Ask received
+    /// through one exchange to the others (off by default). This lets instances that share
+    /// no broker see each other through this one, e.g. during a migration. Loop-free: an
+    /// envelope keeps its origin and sequence number, and every instance handles (and
+    /// relays) it at most once. The relay subscribes to every declared namespace, so
+    /// namespace and room broadcasts cross the bridge; sends and Asks to a connection ID
+    /// cross it when the relay happens to be subscribed to that connection's topic.
+    pub fn relay(mut self, relay: bool) -> Self {
+        self.relay = relay;
         self
     }
 
@@ -267,7 +284,9 @@ impl ServerBuilder {
             on_disconnect: self.on_disconnect,
             id_generator: self.id_generator,
             registry: RwLock::new(Registry::default()),
-            exchange: self.exchange,
+            exchanges: self.exchanges,
+            relay: self.relay,
+            dedup: Mutex::new(inbound::Dedup::default()),
             remote_asks: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             seq: AtomicU64::new(0),
@@ -275,9 +294,18 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
         });
-        if let Some(exchange) = &shared.exchange {
-            let (inbound, rx) = Inbound::new(shared.config.outbound_queue.max(1024));
-            exchange.start(shared.instance, inbound);
+        if !shared.exchanges.is_empty() {
+            let (tx, rx) = Inbound::channel(shared.config.outbound_queue.max(4096));
+            for (source, exchange) in shared.exchanges.iter().enumerate() {
+                exchange.start(shared.instance, Inbound::new(tx.clone(), source));
+            }
+            if shared.relay && shared.exchanges.len() > 1 {
+                for ns in shared.namespaces.names() {
+                    for exchange in &shared.exchanges {
+                        exchange.subscribe(Topic::Namespace(ns.to_owned()));
+                    }
+                }
+            }
             tokio::spawn(inbound::run(Arc::downgrade(&shared), rx));
         }
         Server(shared)
@@ -293,7 +321,8 @@ impl Server {
             on_connect: None,
             on_disconnect: None,
             id_generator: None,
-            exchange: None,
+            exchanges: Vec::new(),
+            relay: false,
         }
     }
 
@@ -351,9 +380,22 @@ impl Server {
         }
     }
 
-    /// The exchange, if any.
+    /// The (first) exchange, if any.
     pub fn exchange(&self) -> Option<&Arc<dyn Exchange>> {
-        self.0.exchange.as_ref()
+        self.0.exchanges.first()
+    }
+
+    /// Every exchange, in the order they were added.
+    pub fn exchanges(&self) -> &[Arc<dyn Exchange>] {
+        &self.0.exchanges
+    }
+
+    /// Waits until every exchange applied what was queued before the call
+    /// ([`Exchange::flush`]).
+    pub async fn flush_exchanges(&self) {
+        for exchange in &self.0.exchanges {
+            exchange.flush().await;
+        }
     }
 
     /// Sends `msg` (its namespace and room are taken from `target`) to every recipient:
@@ -366,7 +408,7 @@ impl Server {
             return Err(Error::InvalidText);
         }
         self.0.deliver_local(&target, &msg);
-        if let Some(exchange) = &self.0.exchange {
+        if !self.0.exchanges.is_empty() {
             let kind = if target.to.is_some() {
                 EnvelopeKind::Targeted
             } else {
@@ -383,7 +425,7 @@ impl Server {
                 target.envelope_target(),
                 &msg,
             );
-            exchange.publish(topic, self.0.encode(&env)?);
+            self.0.publish(topic, self.0.encode(&env)?);
         }
         Ok(())
     }
@@ -401,9 +443,9 @@ impl Server {
         if let Some(conn) = self.connections_by_id(id).into_iter().next() {
             return conn.0.ask(msg, timeout).await;
         }
-        let Some(exchange) = &self.0.exchange else {
+        if self.0.exchanges.is_empty() {
             return Err(Error::UnknownConnection(id.to_owned()));
-        };
+        }
         let token = self.0.next_seq();
         let (tx, rx) = oneshot::channel();
         self.0.remote_asks.lock().insert(token, tx);
@@ -420,7 +462,8 @@ impl Server {
             &msg,
         )
         .with_token(token);
-        exchange.publish(Topic::Conn(id.to_owned()), self.0.encode(&env)?);
+        self.0
+            .publish(Topic::Conn(id.to_owned()), self.0.encode(&env)?);
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => return Err(Error::ShuttingDown),
@@ -453,8 +496,12 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(deadline, wait_empty).await;
-        if let Some(exchange) = &self.0.exchange {
-            let _ = tokio::time::timeout(deadline, exchange.close()).await;
+        for exchange in &self.0.exchanges {
+            let _ = tokio::time::timeout(deadline, async {
+                exchange.flush().await;
+                exchange.close().await;
+            })
+            .await;
         }
         self.connection_count()
     }
@@ -528,14 +575,26 @@ impl ServerShared {
             .map_err(|e| Error::Exchange(e.to_string()))
     }
 
+    /// Publishes one encoded envelope on every exchange.
+    pub(crate) fn publish(&self, topic: Topic, payload: Bytes) {
+        if let Some((last, rest)) = self.exchanges.split_last() {
+            for exchange in rest {
+                exchange.publish(topic.clone(), payload.clone());
+            }
+            last.publish(topic, payload);
+        }
+    }
+
     fn apply(&self, changes: impl IntoIterator<Item = Interest>) {
-        let Some(exchange) = &self.exchange else {
-            return;
-        };
         for change in changes {
-            match change {
-                Interest::Gained(topic) => exchange.subscribe(topic),
-                Interest::Lost(topic) => exchange.unsubscribe(topic),
+            for exchange in &self.exchanges {
+                match &change {
+                    Interest::Gained(topic) => exchange.subscribe(topic.clone()),
+                    // A relay keeps its namespace subscriptions for the instances it bridges.
+                    Interest::Lost(Topic::Namespace(_))
+                        if self.relay && self.exchanges.len() > 1 => {}
+                    Interest::Lost(topic) => exchange.unsubscribe(topic.clone()),
+                }
             }
         }
     }

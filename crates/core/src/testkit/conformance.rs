@@ -41,6 +41,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Wraps a client whose handlers send every received message to `rx`'s sender.
+    pub fn new(client: Client, ns: NsConn, rx: mpsc::UnboundedReceiver<Message>) -> Self {
+        Recorder { client, ns, rx }
+    }
+
     /// The next recorded message, or a panic after [`WAIT`].
     pub async fn next(&mut self) -> Message {
         match tokio::time::timeout(WAIT, self.rx.recv()).await {

@@ -4,7 +4,7 @@
 //! every [`Exchange`](crate::Exchange) must pass, given a factory of exchanges sharing one
 //! broker.
 
-pub mod broker;
+pub mod chained;
 pub mod conformance;
 
 use std::net::SocketAddr;
@@ -42,6 +42,10 @@ pub async fn serve(server: Server) -> std::io::Result<TestServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().route("/echo", server.route());
+    // Small frames must not wait for Nagle's algorithm (40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(
             listener,
