@@ -4,6 +4,7 @@
 //! every [`Exchange`](crate::Exchange) must pass, given a factory of exchanges sharing one
 //! broker.
 
+pub mod broker;
 pub mod chained;
 pub mod conformance;
 
