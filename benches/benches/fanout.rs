@@ -34,7 +34,9 @@ async fn setup() -> Fixture {
         let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
         ws.send(Ws::text("M")).await.unwrap();
         let _ack = ws.next().await.unwrap().unwrap();
-        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;")).await.unwrap();
+        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;"))
+            .await
+            .unwrap();
         let _ok = ws.next().await.unwrap().unwrap();
         let (received, target, done) = (received.clone(), target.clone(), done.clone());
         tokio::spawn(async move {
@@ -74,13 +76,17 @@ fn fanout(c: &mut Criterion) {
                 let fx = &fx;
                 async move {
                     let start_count = fx.received.load(Ordering::Acquire);
-                    fx.target.store(start_count + iters * CLIENTS, Ordering::Release);
+                    fx.target
+                        .store(start_count + iters * CLIENTS, Ordering::Release);
                     let notified = fx.done.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     let start = Instant::now();
                     for _ in 0..iters {
-                        fx.ts.server.broadcast(Target::namespace("chat"), msg.clone()).unwrap();
+                        fx.ts
+                            .server
+                            .broadcast(Target::namespace("chat"), msg.clone())
+                            .unwrap();
                         // Give the writers a chance between broadcasts, as a real sender would.
                         tokio::task::yield_now().await;
                     }
@@ -93,7 +99,11 @@ fn fanout(c: &mut Criterion) {
         });
     }
     group.finish();
-    assert_eq!(fx.ts.server.stats().slow_consumer_closes, 0, "the bench must not drop clients");
+    assert_eq!(
+        fx.ts.server.stats().slow_consumer_closes,
+        0,
+        "the bench must not drop clients"
+    );
 }
 
 criterion_group!(benches, fanout);

@@ -5,11 +5,14 @@
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! use axum::Router;
+//! use axum::serve::ListenerExt;
 //! use neffos::{Events, Namespaces, Server};
 //!
 //! let server = Server::builder(Namespaces::new().namespace("default", Events::new())).build();
 //! let app: Router = Router::new().route("/echo", server.route());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Small real-time frames must not wait for Nagle's algorithm: set TCP_NODELAY.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?
+//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
 //! axum::serve(listener, app).await
 //! # }
 //! ```

@@ -19,6 +19,7 @@
 //! # Example
 //!
 //! ```no_run
+//! use axum::serve::ListenerExt;
 //! use neffos::{Events, Namespaces, Reply, Server};
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -32,7 +33,9 @@
 //! )
 //! .build();
 //! let app = axum::Router::new().route("/echo", server.route());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Small real-time frames must not wait for Nagle's algorithm: set TCP_NODELAY.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?
+//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
 //! axum::serve(listener, app).await
 //! # }
 //! ```
