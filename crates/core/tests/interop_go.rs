@@ -850,9 +850,6 @@ async fn go_clients_against_a_native_only_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked by core bug: the server drops TCP instead of answering a client's close \
-            frame (conn/writer.rs run: feeding our close frame fails after the peer's close, \
-            and the `?` skips flushing the reply tungstenite queued)"]
 async fn server_answers_a_close_frame() {
     let rs = rust_server_with(rust_native_namespaces, Config::default(), false).await;
     run_go_client(&rs.ts.url(), "close-handshake", &[]).await;

@@ -208,6 +208,9 @@ impl ConnInner {
     }
 
     fn filter_and_encode(&self, msg: &Message) -> Result<Frame> {
+        if self.is_closed() {
+            return Err(Error::ConnectionClosed);
+        }
         if !self.acknowledged.load(Ordering::Acquire) {
             return Err(Error::Handshake("not acknowledged yet".into()));
         }

@@ -59,10 +59,14 @@ where
         .unwrap_or((super::close_code::NORMAL, String::new()));
     let graceful = async {
         while let Ok(item) = rx.try_recv() {
-            sink.feed(item).await?;
+            if sink.feed(item).await.is_err() {
+                break;
+            }
         }
-        sink.feed(WsOut::Close(code, truncate(reason, 123))).await?;
-        sink.flush().await?;
+        // After the peer's close frame tungstenite has queued its own reply and refuses
+        // ours; `close` still flushes that reply, so errors here are not the end.
+        let _ = sink.feed(WsOut::Close(code, truncate(reason, 123))).await;
+        let _ = sink.flush().await;
         sink.close().await
     };
     let _ = tokio::time::timeout(inner.config.close_timeout, graceful).await;
