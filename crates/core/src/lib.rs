@@ -53,6 +53,7 @@ mod conn;
 mod error;
 mod exchange;
 mod handler;
+pub mod metrics;
 mod server;
 mod transport;
 

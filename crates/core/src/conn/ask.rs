@@ -79,6 +79,7 @@ impl ConnInner {
             token,
         };
         self.write(&msg)?;
+        let started = std::time::Instant::now();
         let reply = tokio::select! {
             reply = tokio::time::timeout(deadline, rx) => match reply {
                 Ok(Ok(reply)) => reply,
@@ -87,6 +88,13 @@ impl ConnInner {
             },
             () = self.cancel.cancelled() => return Err(Error::ConnectionClosed),
         };
+        if let Some(server) = &self.server {
+            server
+                .stats
+                .metrics
+                .ask_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
         match reply.error() {
             Some(text) => Err(Error::Remote(text.to_owned())),
             None => Ok(reply),

@@ -41,7 +41,11 @@ pub(crate) fn spawn_writer<W>(
 where
     W: Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
 {
-    tokio::spawn(writer::run(inner.clone(), sink, rx))
+    let span = tracing::debug_span!("neffos_writer", id = %inner.id, key = inner.key);
+    tokio::spawn(tracing::Instrument::instrument(
+        writer::run(inner.clone(), sink, rx),
+        span,
+    ))
 }
 
 /// Server side: wait for `M` (queueing early frames), run the server's accept hook, answer
@@ -244,6 +248,10 @@ where
             Some(()) = OptionFuture::from(current.as_mut()) => current = None,
             item = stream.next(), if can_read => {
                 last_seen = Instant::now();
+                if let (Some(server), Some(Ok(WsIn::Text(b) | WsIn::Binary(b)))) = (&inner.server, &item) {
+                    server.stats.metrics.frames_in.increment(1);
+                    server.stats.metrics.bytes_in.increment(b.len() as u64);
+                }
                 match item {
                     Some(Ok(WsIn::Text(bytes))) => {
                         if !accept_frame(inner, &opts, Incoming { bytes, binary: false }, &mut pending) { break }
@@ -312,7 +320,7 @@ fn accept_frame(
         Err(e) => {
             tracing::debug!(id = %inner.id, error = %e, "dropped an invalid frame");
             if let Some(server) = &inner.server {
-                server.stats.invalid_frames.fetch_add(1, Ordering::Relaxed);
+                server.stats.invalid_frame();
             }
             true
         }

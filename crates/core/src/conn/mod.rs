@@ -158,10 +158,7 @@ impl ConnInner {
                 SlowConsumerPolicy::Close => {
                     tracing::warn!(id = %self.id, "outbound queue full: closing slow consumer");
                     if let Some(server) = &self.server {
-                        server
-                            .stats
-                            .slow_consumer_closes
-                            .fetch_add(1, Ordering::Relaxed);
+                        server.stats.slow_consumer_close();
                     }
                     self.close(close_code::POLICY, "slow consumer: outbound queue full");
                     Err(Error::ConnectionClosed)

@@ -2,7 +2,6 @@
 //! requests, asking the peer, and dispatching custom events to handlers.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytestring::ByteString;
 use neffos_protocol::{Message, encode_empty_reply, events, known_errors};
@@ -386,6 +385,6 @@ pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
 pub(crate) fn late_reply(inner: &ConnInner, msg: &Message) {
     tracing::debug!(id = %inner.id, wait = %msg.wait, "reply without a waiter (late or unknown): dropped");
     if let Some(server) = &inner.server {
-        server.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+        server.stats.late_reply();
     }
 }

@@ -29,14 +29,27 @@ where
                 () = inner.cancel.cancelled() => return Ok(()),
                 item = rx.recv() => {
                     let Some(item) = item else { return Ok(()) };
+                    let (mut frames, mut bytes) = (0u64, 0u64);
+                    let mut count = |item: &WsOut| if let WsOut::Frame(f) = item {
+                        frames += 1;
+                        bytes += f.bytes.len() as u64;
+                    };
+                    count(&item);
                     sink.feed(item).await?;
                     for _ in 0..MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(item) => sink.feed(item).await?,
+                            Ok(item) => {
+                                count(&item);
+                                sink.feed(item).await?;
+                            }
                             Err(_) => break,
                         }
                     }
                     sink.flush().await?;
+                    if let Some(server) = &inner.server {
+                        server.stats.metrics.frames_out.increment(frames);
+                        server.stats.metrics.bytes_out.increment(bytes);
+                    }
                 }
                 _ = async { match ping.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => {
                     if inner.acknowledged.load(std::sync::atomic::Ordering::Acquire) {

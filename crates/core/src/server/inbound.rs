@@ -2,7 +2,6 @@
 //! instance, and replies to our own cross-instance Asks.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -52,10 +51,7 @@ pub(crate) async fn run(
         let env = match Envelope::decode(&payload) {
             Ok(env) => env,
             Err(e) => {
-                shared
-                    .stats
-                    .malformed_envelopes
-                    .fetch_add(1, Ordering::Relaxed);
+                shared.stats.malformed_envelope();
                 tracing::warn!(error = %e, len = payload.len(), "dropped a malformed envelope from the exchange");
                 continue;
             }
@@ -69,10 +65,7 @@ pub(crate) async fn run(
         if shared.relay {
             relay(&shared, source, &env, &payload);
         }
-        shared
-            .stats
-            .envelopes_received
-            .fetch_add(1, Ordering::Relaxed);
+        shared.stats.envelope_received();
         handle(&shared, env);
     }
 }
@@ -132,7 +125,7 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
                     let _ = tx.send(env);
                 }
                 None => {
-                    shared.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.late_reply();
                     tracing::debug!(token, "late cross-instance reply dropped");
                 }
             }

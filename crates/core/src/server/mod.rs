@@ -30,15 +30,55 @@ type OnConnect = Arc<dyn Fn(Conn) -> BoxFuture<Result<(), String>> + Send + Sync
 type OnDisconnect = Arc<dyn Fn(Conn) -> BoxFuture<()> + Send + Sync>;
 type IdGenerator = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;
 
-/// Server-wide counters.
-#[derive(Debug, Default)]
+/// Server-wide counters, mirrored to the `metrics` facade.
+#[derive(Debug)]
 pub(crate) struct Stats {
+    pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) slow_consumer_closes: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) malformed_envelopes: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) envelopes_received: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            metrics: crate::metrics::Metrics::register(),
+            slow_consumer_closes: AtomicU64::new(0),
+            late_replies: AtomicU64::new(0),
+            invalid_frames: AtomicU64::new(0),
+            malformed_envelopes: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            envelopes_received: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn slow_consumer_close(&self) {
+        self.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.slow_consumer_closes.increment(1);
+    }
+
+    pub(crate) fn late_reply(&self) {
+        self.late_replies.fetch_add(1, Ordering::Relaxed);
+        self.metrics.late_replies.increment(1);
+    }
+
+    pub(crate) fn invalid_frame(&self) {
+        self.invalid_frames.fetch_add(1, Ordering::Relaxed);
+        self.metrics.invalid_frames.increment(1);
+    }
+
+    pub(crate) fn malformed_envelope(&self) {
+        self.malformed_envelopes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.malformed_envelopes.increment(1);
+    }
+
+    pub(crate) fn envelope_received(&self) {
+        self.envelopes_received.fetch_add(1, Ordering::Relaxed);
+        self.metrics.envelopes_in.increment(1);
+    }
 }
 
 /// A snapshot of the server's counters and index sizes.
@@ -290,7 +330,7 @@ impl ServerBuilder {
             remote_asks: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             seq: AtomicU64::new(0),
-            stats: Stats::default(),
+            stats: Stats::new(),
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
         });
@@ -546,7 +586,9 @@ impl Server {
                 Some(hook) => hook(Conn(inner.clone())),
                 None => Box::pin(async { Ok(()) }),
             };
-            engine::serve(inner.clone(), stream, accept).await;
+            let span = tracing::debug_span!("neffos_conn", id = %inner.id, key = inner.key);
+            tracing::Instrument::instrument(engine::serve(inner.clone(), stream, accept), span)
+                .await;
         }
         inner.cancel.cancel();
         let _ = writer.await;
@@ -577,6 +619,10 @@ impl ServerShared {
 
     /// Publishes one encoded envelope on every exchange.
     pub(crate) fn publish(&self, topic: Topic, payload: Bytes) {
+        self.stats
+            .metrics
+            .exchange_publishes
+            .increment(self.exchanges.len() as u64);
         if let Some((last, rest)) = self.exchanges.split_last() {
             for exchange in rest {
                 exchange.publish(topic.clone(), payload.clone());
@@ -626,11 +672,17 @@ impl ServerShared {
                 delivered += 1;
             }
         }
+        self.stats
+            .metrics
+            .broadcast_recipients
+            .record(delivered as f64);
         delivered
     }
 
     pub(crate) fn connection_ready(&self, conn: &Arc<ConnInner>) {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.metrics.accepted.increment(1);
+        self.stats.metrics.connections.increment(1.0);
         let change = self.registry.write().add_conn(conn);
         self.apply(change);
         self.changed.notify_waiters();
@@ -640,8 +692,13 @@ impl ServerShared {
         let (was_registered, changes) = {
             let mut registry = self.registry.write();
             let was = registry.conns.contains_key(&conn.key);
-            (was, registry.remove_conn(conn))
+            let changes = registry.remove_conn(conn);
+            self.set_index_gauges(&registry);
+            (was, changes)
         };
+        if was_registered {
+            self.stats.metrics.connections.decrement(1.0);
+        }
         self.apply(changes);
         if was_registered && let Some(hook) = &self.on_disconnect {
             hook(Conn(conn.clone())).await;
@@ -649,21 +706,41 @@ impl ServerShared {
         self.changed.notify_waiters();
     }
 
+    fn set_index_gauges(&self, registry: &Registry) {
+        let (_, _, namespaces, rooms) = registry.sizes();
+        self.stats.metrics.namespaces.set(namespaces as f64);
+        self.stats.metrics.rooms.set(rooms as f64);
+    }
+
     pub(crate) fn namespace_added(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
-        let change = self.registry.write().add_ns(ns, conn);
+        let change = {
+            let mut registry = self.registry.write();
+            let change = registry.add_ns(ns, conn);
+            self.set_index_gauges(&registry);
+            change
+        };
         self.apply(change);
     }
 
     pub(crate) fn namespace_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
-        let change = self.registry.write().remove_ns(ns, conn.key);
+        let change = {
+            let mut registry = self.registry.write();
+            let change = registry.remove_ns(ns, conn.key);
+            self.set_index_gauges(&registry);
+            change
+        };
         self.apply(change);
     }
 
     pub(crate) fn room_added(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
-        self.registry.write().add_room(ns, room, conn);
+        let mut registry = self.registry.write();
+        registry.add_room(ns, room, conn);
+        self.set_index_gauges(&registry);
     }
 
     pub(crate) fn room_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
-        self.registry.write().remove_room(ns, room, conn.key);
+        let mut registry = self.registry.write();
+        registry.remove_room(ns, room, conn.key);
+        self.set_index_gauges(&registry);
     }
 }

@@ -1,0 +1,64 @@
+//! Counters, gauges and histograms through the [`metrics`] facade: attach any exporter
+//! (e.g. `metrics-exporter-prometheus`) and they appear; without one they cost an atomic
+//! load. Handles are registered once per server, so the hot path never looks names up.
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `neffos_connections` | gauge | open connections |
+//! | `neffos_connections_accepted_total` | counter | connections accepted |
+//! | `neffos_namespaces` / `neffos_rooms` | gauge | namespaces / rooms with a local member |
+//! | `neffos_frames_in_total` / `neffos_bytes_in_total` | counter | frames and bytes read |
+//! | `neffos_frames_out_total` / `neffos_bytes_out_total` | counter | frames and bytes written |
+//! | `neffos_broadcast_recipients` | histogram | local recipients of one broadcast |
+//! | `neffos_slow_consumer_closes_total` | counter | connections closed because their queue was full |
+//! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
+//! | `neffos_late_replies_total` | counter | replies without a waiting Ask |
+//! | `neffos_envelopes_in_total` / `neffos_malformed_envelopes_total` | counter | envelopes from other instances |
+//! | `neffos_exchange_publishes_total` | counter | envelopes published (per exchange) |
+//! | `neffos_ask_seconds` | histogram | Ask round-trip time (server side) |
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// The server's metric handles.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    pub(crate) connections: Gauge,
+    pub(crate) accepted: Counter,
+    pub(crate) namespaces: Gauge,
+    pub(crate) rooms: Gauge,
+    pub(crate) frames_in: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) frames_out: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) broadcast_recipients: Histogram,
+    pub(crate) slow_consumer_closes: Counter,
+    pub(crate) invalid_frames: Counter,
+    pub(crate) late_replies: Counter,
+    pub(crate) envelopes_in: Counter,
+    pub(crate) malformed_envelopes: Counter,
+    pub(crate) exchange_publishes: Counter,
+    pub(crate) ask_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn register() -> Self {
+        Metrics {
+            connections: gauge!("neffos_connections"),
+            accepted: counter!("neffos_connections_accepted_total"),
+            namespaces: gauge!("neffos_namespaces"),
+            rooms: gauge!("neffos_rooms"),
+            frames_in: counter!("neffos_frames_in_total"),
+            bytes_in: counter!("neffos_bytes_in_total"),
+            frames_out: counter!("neffos_frames_out_total"),
+            bytes_out: counter!("neffos_bytes_out_total"),
+            broadcast_recipients: histogram!("neffos_broadcast_recipients"),
+            slow_consumer_closes: counter!("neffos_slow_consumer_closes_total"),
+            invalid_frames: counter!("neffos_invalid_frames_total"),
+            late_replies: counter!("neffos_late_replies_total"),
+            envelopes_in: counter!("neffos_envelopes_in_total"),
+            malformed_envelopes: counter!("neffos_malformed_envelopes_total"),
+            exchange_publishes: counter!("neffos_exchange_publishes_total"),
+            ask_seconds: histogram!("neffos_ask_seconds"),
+        }
+    }
+}
