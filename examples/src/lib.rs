@@ -16,4 +16,5 @@
 pub mod chat;
 pub mod exchange;
 pub mod log;
+pub mod metrics;
 pub mod serve;

@@ -12,7 +12,7 @@
 //! `MemoryExchange` (`--exchange memory`, the default); the Redis and NATS backends
 //! (`--exchange redis|nats`, cargo features `redis`/`nats`) join instances in different
 //! processes the same way. Options: `--ports` (env `PORTS`), `--host`, `--neffos-js`
-//! (env `NEFFOS_JS`).
+//! (env `NEFFOS_JS`), `--metrics 127.0.0.1:9100` (Prometheus, env `METRICS_ADDR`).
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +46,9 @@ struct Args {
     /// The exchange joining the instances.
     #[arg(long, value_enum, default_value_t = ExchangeKind::Memory)]
     exchange: ExchangeKind,
+    /// Serve Prometheus metrics at http://<addr>/metrics.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -54,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.ports.len() < 2 {
         bail!("scale-out needs at least two instances: pass two or more --ports");
+    }
+    if let Some(addr) = args.metrics {
+        neffos_examples::metrics::install_prometheus(addr)?;
+        println!("Metrics: http://{addr}/metrics");
     }
     let neffos_js = args.neffos_js.unwrap_or_else(chat::default_neffos_js);
     chat::check_bundle(&neffos_js)?;

@@ -124,6 +124,10 @@ where
             },
             () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
         };
+        if let (Some(server), Some(Ok(WsIn::Text(b) | WsIn::Binary(b)))) = (&inner.server, &item) {
+            server.stats.metrics.frames_in.increment(1);
+            server.stats.metrics.bytes_in.increment(b.len() as u64);
+        }
         let (bytes, binary) = match item {
             Some(Ok(WsIn::Text(b))) => (b, false),
             Some(Ok(WsIn::Binary(b))) => (b, true),
