@@ -46,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 
 use crate::conn::RequestInfo;
-use crate::server::Server;
+use crate::server::{Refusal, Server};
 use crate::transport::axum_ws;
 
 /// The query-parameter prefix neffos.js uses to send headers from browsers.
@@ -123,9 +123,26 @@ impl Upgrade {
             Kind::Rejected(response) => return response,
             Kind::Ws(ws, parts) => (ws, parts),
         };
-        if server.is_shutting_down() {
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
+        let remote_addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        let admission = match server.admit(remote_addr.map(|a| a.ip())) {
+            Ok(admission) => admission,
+            Err(Refusal::TooManyFromIp) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address",
+                )
+                    .into_response();
+            }
+            Err(Refusal::TooManyConnections) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+            }
+            Err(Refusal::ShuttingDown) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+            }
+        };
         let config = server.config();
         let ws = ws
             .read_buffer_size(config.read_buffer_size)
@@ -135,10 +152,7 @@ impl Upgrade {
         let server = server.clone();
         let extensions = self.extensions;
         ws.on_upgrade(move |socket| async move {
-            let remote_addr = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| *addr);
+            let _admission = admission;
             let request = RequestInfo {
                 headers: parts.headers.clone(),
                 uri: parts.uri.clone(),

@@ -59,6 +59,14 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Bytes buffered by the WebSocket writer before it writes to the socket.
     pub write_buffer_size: usize,
+    /// Open WebSocket connections accepted at once, handshakes included (`None`: no limit).
+    /// Past it, upgrades are answered 503.
+    pub max_connections: Option<usize>,
+    /// Open connections per remote IP address (`None`: no limit). Past it, 429.
+    pub max_connections_per_ip: Option<usize>,
+    /// Frames one connection may send per second, with a burst of the same size
+    /// (`None`: no limit). Past it, the connection is closed with 1008.
+    pub max_messages_per_second: Option<u32>,
 }
 
 impl Default for Config {
@@ -80,6 +88,9 @@ impl Default for Config {
             close_timeout: Duration::from_secs(1),
             read_buffer_size: 4 * 1024,
             write_buffer_size: 8 * 1024,
+            max_connections: None,
+            max_connections_per_ip: None,
+            max_messages_per_second: None,
         }
     }
 }
@@ -131,4 +142,10 @@ setters! {
     read_buffer_size: usize,
     /// Sets [`Config::write_buffer_size`].
     write_buffer_size: usize,
+    /// Sets [`Config::max_connections`].
+    max_connections: Option<usize>,
+    /// Sets [`Config::max_connections_per_ip`].
+    max_connections_per_ip: Option<usize>,
+    /// Sets [`Config::max_messages_per_second`].
+    max_messages_per_second: Option<u32>,
 }

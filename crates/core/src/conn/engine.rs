@@ -237,6 +237,7 @@ where
     }
     let idle = inner.config.idle_timeout;
     let mut last_seen = Instant::now();
+    let mut rate = inner.config.max_messages_per_second.map(RateLimit::new);
     let mut current: Option<BoxFuture<()>> = None;
     loop {
         if current.is_none()
@@ -252,9 +253,15 @@ where
             Some(()) = OptionFuture::from(current.as_mut()) => current = None,
             item = stream.next(), if can_read => {
                 last_seen = Instant::now();
-                if let (Some(server), Some(Ok(WsIn::Text(b) | WsIn::Binary(b)))) = (&inner.server, &item) {
-                    server.stats.metrics.frames_in.increment(1);
-                    server.stats.metrics.bytes_in.increment(b.len() as u64);
+                if let Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) = &item {
+                    if let Some(server) = &inner.server {
+                        server.stats.metrics.frames_in.increment(1);
+                        server.stats.metrics.bytes_in.increment(b.len() as u64);
+                    }
+                    if rate.as_mut().is_some_and(|r| !r.allow(last_seen)) {
+                        inner.close(close_code::POLICY, "message rate exceeded");
+                        break;
+                    }
                 }
                 match item {
                     Some(Ok(WsIn::Text(bytes))) => {
@@ -334,4 +341,34 @@ fn accept_frame(
 /// Pre-connects namespace `""` for native-only connections.
 pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
     system::connect_native(inner);
+}
+
+/// A token bucket: `rate` frames per second with a burst of `rate`.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        RateLimit {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }

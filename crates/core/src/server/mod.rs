@@ -7,6 +7,7 @@ mod registry;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -201,6 +202,43 @@ pub(crate) struct ServerShared {
     pub(crate) stats: Stats,
     shutting_down: AtomicBool,
     changed: Notify,
+    admitted: Mutex<Admitted>,
+}
+
+/// Sockets admitted and not yet gone, in total and per remote IP.
+#[derive(Debug, Default)]
+struct Admitted {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a new connection is refused before the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    ShuttingDown,
+    TooManyConnections,
+    TooManyFromIp,
+}
+
+/// Holds one admitted connection's place; released when dropped.
+pub(crate) struct Admission {
+    shared: Arc<ServerShared>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut admitted = self.shared.admitted.lock();
+        admitted.total = admitted.total.saturating_sub(1);
+        if let Some(ip) = self.ip
+            && let Some(n) = admitted.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                admitted.per_ip.remove(&ip);
+            }
+        }
+    }
 }
 
 /// A neffos server. Cheap to clone (an `Arc`); every clone is the same server.
@@ -333,6 +371,7 @@ impl ServerBuilder {
             stats: Stats::new(),
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
+            admitted: Mutex::new(Admitted::default()),
         });
         if !shared.exchanges.is_empty() {
             let (tx, rx) = Inbound::channel(shared.config.outbound_queue.max(4096));
@@ -544,6 +583,34 @@ impl Server {
             .await;
         }
         self.connection_count()
+    }
+
+    /// Admits one more connection from `ip`, within [`Config::max_connections`] and
+    /// [`Config::max_connections_per_ip`].
+    pub(crate) fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
+        if self.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let config = &self.0.config;
+        let mut admitted = self.0.admitted.lock();
+        if config
+            .max_connections
+            .is_some_and(|max| admitted.total >= max)
+        {
+            return Err(Refusal::TooManyConnections);
+        }
+        if let Some(ip) = ip {
+            let n = admitted.per_ip.get(&ip).copied().unwrap_or(0);
+            if config.max_connections_per_ip.is_some_and(|max| n >= max) {
+                return Err(Refusal::TooManyFromIp);
+            }
+            admitted.per_ip.insert(ip, n + 1);
+        }
+        admitted.total += 1;
+        Ok(Admission {
+            shared: self.0.clone(),
+            ip,
+        })
     }
 
     /// True once [`Server::shutdown`] was called.
