@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod integration;
 mod tools;
 
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.command {
         Command::Test { args } => tools::test(&root, &args),
-        Command::Integration { args } => tools::integration(&root, &args),
+        Command::Integration { args } => integration::integration(&root, &args),
         Command::Lint => tools::lint(&root),
         Command::Demo { port, args } => demo::demo(&root, port, &args),
         Command::Fuzz { seconds } => tools::fuzz(&root, seconds),

@@ -49,11 +49,6 @@ pub(crate) fn test(root: &Path, extra: &[String]) -> Result<()> {
     cargo_test(root, extra)
 }
 
-/// `cargo xtask integration`: the broker tests.
-pub(crate) fn integration(root: &Path, extra: &[String]) -> Result<()> {
-    cargo_test(root, extra)
-}
-
 /// `cargo xtask lint`.
 pub(crate) fn lint(root: &Path) -> Result<()> {
     run(root, "cargo", &["fmt", "--all", "--check"])?;

@@ -1,0 +1,72 @@
+//! Errors of the Redis exchange.
+
+use std::error::Error as StdError;
+
+/// A broker error, kept only as the [`source`](StdError::source) of an [`Error`] so no
+/// `redis` type appears in this crate's API.
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What can go wrong when configuring or connecting a [`RedisExchange`](crate::RedisExchange).
+///
+/// Once the exchange runs, broker failures are not returned to anybody: publishing never
+/// blocks or fails for the caller. They are counted in
+/// [`ExchangeStats`](neffos::ExchangeStats), logged with `tracing`, and the exchange
+/// reconnects by itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a valid `redis://`, `rediss://` or `redis+unix://` URL.
+    #[error("invalid Redis URL: {source}")]
+    InvalidUrl {
+        /// Why the URL was refused.
+        #[source]
+        source: BoxError,
+    },
+    /// A `rediss://` URL, but this build has no TLS (enable the `tls` feature).
+    #[error("`rediss://` needs the `tls` feature of neffos-redis")]
+    TlsNotEnabled,
+    /// The channel prefix is empty, too long, or has characters outside `[A-Za-z0-9_.-]`.
+    #[error(
+        "invalid channel prefix {0:?}: use 1 to 64 characters among A-Z, a-z, 0-9, '_', '.', '-'"
+    )]
+    InvalidPrefix(String),
+    /// The broker could not be reached, refused the credentials, or does not speak RESP3
+    /// (Redis 6 or newer is needed).
+    #[error("cannot connect to Redis: {source}")]
+    Connect {
+        /// The broker's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A command failed or timed out on an established connection.
+    #[error("Redis command failed: {source}")]
+    Command {
+        /// The broker's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    pub(crate) fn connect(e: impl StdError + Send + Sync + 'static) -> Self {
+        Error::Connect {
+            source: Box::new(e),
+        }
+    }
+
+    pub(crate) fn command(e: impl StdError + Send + Sync + 'static) -> Self {
+        Error::Command {
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Shown to the core as [`neffos::Error::Exchange`] with this error's text.
+impl From<Error> for neffos::Error {
+    fn from(e: Error) -> Self {
+        neffos::Error::Exchange(e.to_string())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
