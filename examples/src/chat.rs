@@ -15,14 +15,18 @@
 //! | event | body |
 //! |---|---|
 //! | `chat` | `{"from": "alice", "room": "lobby" or null, "text": "hi"}` |
+//! | `private` | `{"from": "alice", "room": null, "text": "hi"}`: sent with `private` and body `{"to": "bob", "text": "hi"}`, it reaches the connection(s) with ID `bob` on whichever instance |
 //! | `notice` | `{"room": "lobby" or null, "text": "alice joined lobby"}` |
+//!
+//! `GET /ask?to=bob&question=...` makes the server Ask `bob` (event `question`, on any
+//! instance) and answers with the reply: the scale-out demonstration of `Server::ask`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -146,7 +150,10 @@ pub fn namespaces() -> Namespaces {
         .on(
             "chat",
             |ns: NsConn, msg: Message| async move { chat(&ns, &msg) },
-        );
+        )
+        .on("private", |ns: NsConn, msg: Message| async move {
+            private(&ns, &msg)
+        });
     Namespaces::new().namespace(NAMESPACE, events)
 }
 
@@ -180,6 +187,9 @@ pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
 /// The HTTP application: the page at `/`, its script and style, the neffos.js bundle at
 /// `/neffos.js`, and the WebSocket endpoint at [`ENDPOINT`].
 pub fn router(server: &Server, options: ChatOptions) -> Router {
+    let ask_route = Router::new()
+        .route("/ask", get(ask))
+        .with_state(server.clone());
     Router::new()
         .route("/", get(page))
         .route("/chat.js", get(script))
@@ -187,6 +197,27 @@ pub fn router(server: &Server, options: ChatOptions) -> Router {
         .route("/neffos.js", get(bundle))
         .route(ENDPOINT, server.route())
         .with_state(Arc::new(options))
+        .merge(ask_route)
+}
+
+#[derive(serde::Deserialize)]
+struct AskQuery {
+    to: String,
+    question: String,
+}
+
+/// `GET /ask?to=<id>&question=<text>`: asks connection `to` wherever it is and answers with
+/// its reply (200), its error (502) or the deadline (504).
+async fn ask(State(server): State<Server>, Query(q): Query<AskQuery>) -> Response {
+    let msg = Message::new(NAMESPACE, "question", q.question);
+    match server
+        .ask(NAMESPACE, &q.to, msg, std::time::Duration::from_secs(5))
+        .await
+    {
+        Ok(reply) => (StatusCode::OK, reply.body).into_response(),
+        Err(neffos::Error::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "no reply").into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
 }
 
 /// Trims the username, drops characters that cannot be in an ID, and caps its length.
@@ -238,6 +269,34 @@ fn chat(ns: &NsConn, msg: &Message) -> Result<(), String> {
         .broadcast(
             target.except(ns.conn()),
             Message::new(NAMESPACE, "chat", body),
+        )
+        .map_err(|e| e.to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct PrivateBody {
+    to: String,
+    text: String,
+}
+
+/// A `private` message: to the connection(s) with ID `to`, on whichever instance.
+fn private(ns: &NsConn, msg: &Message) -> Result<(), String> {
+    let body: PrivateBody =
+        serde_json::from_slice(&msg.body).map_err(|_| "private: expected {\"to\", \"text\"}")?;
+    if body.text.chars().count() > MAX_TEXT {
+        return Err(format!("messages are at most {MAX_TEXT} characters"));
+    }
+    let out = serde_json::to_string(&ChatBody {
+        from: ns.conn().id(),
+        room: None,
+        text: &body.text,
+    })
+    .map_err(|e| e.to_string())?;
+    let server = ns.conn().server().ok_or("not a server connection")?;
+    server
+        .broadcast(
+            Target::conn(NAMESPACE, &body.to),
+            Message::new(NAMESPACE, "private", out),
         )
         .map_err(|e| e.to_string())
 }

@@ -2,9 +2,11 @@
 //!
 //! `memory` (the default) needs no broker: every [`Server`](neffos::Server) of this process
 //! shares one in-process bus, so it scales across instances of one process only. The
-//! `redis` and `nats` backends will be added here behind the cargo features of the same
-//! names, as more [`ExchangeKind`] variants; the binaries need no other change.
+//! `redis` and `nats` backends (cargo features of the same names) join instances running in
+//! different processes or machines through a broker.
 
+#[allow(unused_imports)]
+use anyhow::Context;
 use std::fmt;
 use std::sync::Arc;
 
@@ -17,14 +19,35 @@ pub enum ExchangeKind {
     /// In-process bus: instances of this process only, no broker.
     #[default]
     Memory,
+    /// Redis pub/sub (`--redis-url`), across processes and machines.
+    #[cfg(feature = "redis")]
+    Redis,
+}
+
+impl ExchangeKind {
+    /// True for backends that join processes (not only instances of one process).
+    pub fn is_broker(self) -> bool {
+        !matches!(self, ExchangeKind::Memory)
+    }
 }
 
 impl fmt::Display for ExchangeKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExchangeKind::Memory => f.write_str("memory"),
+            #[cfg(feature = "redis")]
+            ExchangeKind::Redis => f.write_str("redis"),
         }
     }
+}
+
+/// Broker addresses (`--redis-url`, `--nats-url`).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerUrls {
+    /// Redis URL (`redis://` or `rediss://`).
+    pub redis: String,
+    /// NATS URL list.
+    pub nats: String,
 }
 
 /// Creates one exchange per instance, all connected to the same bus or broker.
@@ -32,14 +55,17 @@ impl fmt::Display for ExchangeKind {
 pub struct Exchanges {
     kind: ExchangeKind,
     memory: MemoryExchange,
+    #[allow(dead_code)] // read only by the broker backends' features
+    urls: BrokerUrls,
 }
 
 impl Exchanges {
-    /// Prepares the backend `kind` (a broker address would be taken here).
-    pub fn new(kind: ExchangeKind) -> Self {
+    /// Prepares the backend `kind`; broker backends connect to `urls`.
+    pub fn new(kind: ExchangeKind, urls: BrokerUrls) -> Self {
         Exchanges {
             kind,
             memory: MemoryExchange::new(),
+            urls,
         }
     }
 
@@ -53,6 +79,40 @@ impl Exchanges {
     pub async fn for_instance(&self) -> anyhow::Result<Arc<dyn Exchange>> {
         match self.kind {
             ExchangeKind::Memory => Ok(Arc::new(self.memory.clone())),
+            #[cfg(feature = "redis")]
+            ExchangeKind::Redis => {
+                let exchange = neffos_redis::RedisExchange::connect(self.urls.redis.clone())
+                    .await
+                    .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
+                Ok(Arc::new(exchange))
+            }
         }
+    }
+}
+
+/// The command-line options choosing the exchange, shared by the binaries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExchangeArgs {
+    /// The exchange joining the instances.
+    #[arg(long, env = "EXCHANGE", value_enum, default_value_t = ExchangeKind::Memory)]
+    pub exchange: ExchangeKind,
+    /// Redis URL for `--exchange redis` (password, user, DB as in `redis://user:pass@host:6379/0`).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// NATS server URL(s) for `--exchange nats`, comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+impl ExchangeArgs {
+    /// The exchanges these options select.
+    pub fn exchanges(&self) -> Exchanges {
+        Exchanges::new(
+            self.exchange,
+            BrokerUrls {
+                redis: self.redis_url.clone(),
+                nats: self.nats_url.clone(),
+            },
+        )
     }
 }

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use neffos_examples::chat::{self, ChatOptions};
-use neffos_examples::exchange::{ExchangeKind, Exchanges};
+use neffos_examples::exchange::ExchangeArgs;
 use neffos_examples::{log, serve};
 
 #[derive(Parser, Debug)]
@@ -37,9 +37,8 @@ struct Args {
     /// The neffos.js browser bundle (`node_modules/neffos.js/dist/neffos.js`).
     #[arg(long, env = "NEFFOS_JS")]
     neffos_js: Option<PathBuf>,
-    /// The exchange joining instances (several processes need a broker-backed one).
-    #[arg(long, value_enum, default_value_t = ExchangeKind::Memory)]
-    exchange: ExchangeKind,
+    #[command(flatten)]
+    exchange: ExchangeArgs,
 }
 
 #[tokio::main]
@@ -49,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let neffos_js = args.neffos_js.unwrap_or_else(chat::default_neffos_js);
     chat::check_bundle(&neffos_js)?;
 
-    let exchanges = Exchanges::new(args.exchange);
+    let exchanges = args.exchange.exchanges();
     let server = chat::server(Some(exchanges.for_instance().await?));
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use neffos_examples::chat::{self, ChatOptions};
-use neffos_examples::exchange::{ExchangeKind, Exchanges};
+use neffos_examples::exchange::ExchangeArgs;
 use neffos_examples::{log, serve};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 #[derive(Parser, Debug)]
 #[command(about = "neffos-rs scale-out example: one chat served by several instances")]
 struct Args {
-    /// One instance per port (two or more).
+    /// One instance per port (two or more with the memory exchange; 0 picks a free port).
     #[arg(
         long,
         env = "PORTS",
@@ -43,9 +43,8 @@ struct Args {
     /// The neffos.js browser bundle (`node_modules/neffos.js/dist/neffos.js`).
     #[arg(long, env = "NEFFOS_JS")]
     neffos_js: Option<PathBuf>,
-    /// The exchange joining the instances.
-    #[arg(long, value_enum, default_value_t = ExchangeKind::Memory)]
-    exchange: ExchangeKind,
+    #[command(flatten)]
+    exchange: ExchangeArgs,
     /// Serve Prometheus metrics at http://<addr>/metrics.
     #[arg(long, env = "METRICS_ADDR")]
     metrics: Option<SocketAddr>,
@@ -55,8 +54,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     log::init();
     let args = Args::parse();
-    if args.ports.len() < 2 {
-        bail!("scale-out needs at least two instances: pass two or more --ports");
+    if args.ports.len() < 2 && !args.exchange.exchange.is_broker() {
+        bail!(
+            "with the in-process memory exchange, scale-out needs at least two instances: pass two or more --ports \
+             (with --exchange redis|nats, one instance per process is fine)"
+        );
     }
     if let Some(addr) = args.metrics {
         neffos_examples::metrics::install_prometheus(addr)?;
@@ -65,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let neffos_js = args.neffos_js.unwrap_or_else(chat::default_neffos_js);
     chat::check_bundle(&neffos_js)?;
 
-    let exchanges = Exchanges::new(args.exchange);
+    let exchanges = args.exchange.exchanges();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut tasks = JoinSet::new();

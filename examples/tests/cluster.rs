@@ -1,0 +1,332 @@
+//! The scale-out promise end to end: three OS processes of the `scale-out` example, one
+//! instance each, joined through one real Redis; our Rust client and neffos.js spread over
+//! them. A chat message on instance 1 reaches clients on 2 and 3; a targeted send and a
+//! `Server::ask` from instance 1 reach clients on instance 3; killing instance 2 (kill -9)
+//! does not disturb 1 and 3.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use neffos::testkit::broker::RedisServer;
+use neffos::{Client, Events, Message, Namespaces, NsConn, Reply};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(10);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One `scale-out` process with one instance on a free port; killed on drop.
+struct Instance {
+    child: Child,
+    port: u16,
+}
+
+impl Instance {
+    fn start(redis_url: &str, bundle: &Path) -> Instance {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scale-out"))
+            .args([
+                "--ports",
+                "0",
+                "--exchange",
+                "redis",
+                "--redis-url",
+                redis_url,
+            ])
+            .arg("--neffos-js")
+            .arg(bundle)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("open http://").nth(1) {
+                    let _ = tx.send(
+                        url.rsplit(':')
+                            .next()
+                            .unwrap()
+                            .trim()
+                            .parse::<u16>()
+                            .unwrap(),
+                    );
+                }
+            }
+        });
+        let port = rx.recv_timeout(T).expect("scale-out printed its address");
+        Instance { child, port }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/echo", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Rust chat user recording `chat`/`private` events and answering `question`.
+async fn rust_user(url: &str, name: &str) -> (Client, mpsc::UnboundedReceiver<(String, Value)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut events = Events::new().on("question", {
+        let name = name.to_owned();
+        move |_ns: NsConn, msg: Message| {
+            let name = name.clone();
+            async move {
+                Reply::new(format!(
+                    "rust {name}: {}",
+                    String::from_utf8_lossy(&msg.body)
+                ))
+            }
+        }
+    });
+    for event in ["chat", "private"] {
+        let tx = tx.clone();
+        events = events.on(event, move |_ns: NsConn, msg: Message| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((
+                    msg.event.to_string(),
+                    serde_json::from_slice(&msg.body).unwrap_or(Value::Null),
+                ));
+            }
+        });
+    }
+    let client = Client::builder(url)
+        .header("X-Username", name)
+        .namespaces(Namespaces::new().namespace("default", events))
+        .connect()
+        .await
+        .unwrap();
+    client.connect("default").await.unwrap();
+    (client, rx)
+}
+
+/// A neffos.js user in Node (interop/js/cluster.js), reporting events as JSON lines.
+struct JsUser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: std_mpsc::Receiver<Value>,
+}
+
+impl JsUser {
+    fn start(url: &str, name: &str) -> JsUser {
+        let dir = workspace().join("interop/js");
+        if !dir.join("node_modules/neffos.js").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
+            assert!(status.success(), "npm ci failed in interop/js");
+        }
+        let mut child = Command::new("node")
+            .arg("cluster.js")
+            .args([url, name])
+            .current_dir(&dir)
+            .env("INTEROP_WATCHDOG_MS", "60000")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node is required for the neffos.js clients");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut user = JsUser {
+            child,
+            stdin,
+            lines,
+        };
+        let ready = user.next_where(|v| v["ev"] == "ready");
+        assert_eq!(ready["id"], name);
+        user
+    }
+
+    fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self
+                .lines
+                .recv_timeout(T)
+                .expect("neffos.js user went silent");
+            assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The next `chat`/`private` event as (event, parsed body).
+    fn next_event(&mut self) -> (String, Value) {
+        let v = self.next_where(|v| {
+            v["ev"] == "event" && (v["event"] == "chat" || v["event"] == "private")
+        });
+        let body =
+            serde_json::from_str(v["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (v["event"].as_str().unwrap().to_owned(), body)
+    }
+}
+
+impl Drop for JsUser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) -> (String, Value) {
+    tokio::time::timeout(T, rx.recv())
+        .await
+        .expect("event within timeout")
+        .unwrap()
+}
+
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(T, tcp.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_one_redis() {
+    let redis = RedisServer::start();
+    let bundle =
+        std::env::temp_dir().join(format!("neffos-cluster-test-{}.js", std::process::id()));
+    std::fs::write(&bundle, "// not used by this test\n").unwrap();
+    let one = Instance::start(&redis.url(), &bundle);
+    let mut two = Instance::start(&redis.url(), &bundle);
+    let three = Instance::start(&redis.url(), &bundle);
+
+    let (sender, _rx1) = rust_user(&one.ws(), "rust1").await;
+    let (_c2, mut rx2) = rust_user(&two.ws(), "rust2").await;
+    let (_c3, mut rx3) = rust_user(&three.ws(), "rust3").await;
+    let mut js3 = tokio::task::block_in_place(|| JsUser::start(&three.ws(), "js3"));
+    let ns1 = sender.namespace("default").unwrap();
+
+    // Subscriptions on other processes become active asynchronously: probe until a
+    // message from instance 1 has reached instance 2's and 3's clients.
+    let mut ready = false;
+    for i in 0..50 {
+        ns1.emit("chat", format!("probe {i}")).unwrap();
+        let got2 = tokio::time::timeout(Duration::from_millis(200), rx2.recv())
+            .await
+            .is_ok();
+        let got3 = tokio::time::timeout(Duration::from_millis(200), rx3.recv())
+            .await
+            .is_ok();
+        if got2 && got3 {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "instances 2 and 3 never received from instance 1");
+    // Drain probes: from here on every instance is subscribed.
+    ns1.emit("chat", "sync").unwrap();
+    loop {
+        if next(&mut rx2).await.1["text"] == "sync" {
+            break;
+        }
+    }
+    loop {
+        if next(&mut rx3).await.1["text"] == "sync" {
+            break;
+        }
+    }
+    tokio::task::block_in_place(|| {
+        loop {
+            if js3.next_event().1["text"] == "sync" {
+                break;
+            }
+        }
+    });
+
+    // A chat message on instance 1 reaches the clients on instances 2 and 3.
+    ns1.emit("chat", "hello cluster").unwrap();
+    assert_eq!(next(&mut rx2).await.1["text"], "hello cluster");
+    assert_eq!(next(&mut rx3).await.1["text"], "hello cluster");
+    let (event, body) = tokio::task::block_in_place(|| js3.next_event());
+    assert_eq!(
+        (event.as_str(), body["text"].as_str()),
+        ("chat", Some("hello cluster"))
+    );
+    assert_eq!(body["from"], "rust1");
+
+    // A targeted send from instance 1 reaches js3 on instance 3, and nobody else.
+    ns1.emit("private", r#"{"to":"js3","text":"psst"}"#)
+        .unwrap();
+    let (event, body) = tokio::task::block_in_place(|| js3.next_event());
+    assert_eq!(
+        (event.as_str(), body["text"].as_str()),
+        ("private", Some("psst"))
+    );
+    ns1.emit("chat", "fence").unwrap();
+    assert_eq!(
+        next(&mut rx2).await.1["text"],
+        "fence",
+        "rust2 got nothing before the fence"
+    );
+    assert_eq!(
+        next(&mut rx3).await.1["text"],
+        "fence",
+        "rust3 got nothing before the fence"
+    );
+    let (_, body) = tokio::task::block_in_place(|| js3.next_event());
+    assert_eq!(body["text"], "fence", "js3 got the private message once");
+
+    // Server::ask from instance 1 to clients on instance 3 (Rust and neffos.js).
+    let (status, body) = http_get(one.port, "/ask?to=rust3&question=ping").await;
+    assert_eq!((status, body.as_str()), (200, "rust rust3: ping"));
+    let (status, body) = http_get(one.port, "/ask?to=js3&question=ping").await;
+    assert_eq!((status, body.as_str()), (200, "js js3: ping"));
+    let (status, _) = http_get(one.port, "/ask?to=nobody&question=ping").await;
+    assert_eq!(status, 504);
+
+    // Killing instance 2 does not disturb instances 1 and 3.
+    two.kill();
+    ns1.emit("chat", "after the kill").unwrap();
+    assert_eq!(next(&mut rx3).await.1["text"], "after the kill");
+    let (_, body) = tokio::task::block_in_place(|| js3.next_event());
+    assert_eq!(body["text"], "after the kill");
+    let (status, body) = http_get(one.port, "/ask?to=js3&question=still%20there").await;
+    assert_eq!((status, body.as_str()), (200, "js js3: still there"));
+    let _ = std::fs::remove_file(&bundle);
+}
