@@ -36,6 +36,67 @@ impl fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
+/// Maps every error of a sink into [`TransportError`]. (`SinkExt::sink_map_err` and
+/// `sink_err_into` map only the first error and panic on a second one, which a writer
+/// closing after a failed flush does hit.)
+#[derive(Debug)]
+pub(crate) struct ErrInto<S>(pub(crate) S);
+
+impl<S, Item> futures_util::Sink<Item> for ErrInto<S>
+where
+    S: futures_util::Sink<Item> + Unpin,
+    S::Error: Into<TransportError>,
+{
+    type Error = TransportError;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_ready(cx)
+            .map_err(Into::into)
+    }
+
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: Item) -> Result<(), Self::Error> {
+        std::pin::Pin::new(&mut self.0)
+            .start_send(item)
+            .map_err(Into::into)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_flush(cx)
+            .map_err(Into::into)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_close(cx)
+            .map_err(Into::into)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl From<axum::Error> for TransportError {
+    fn from(e: axum::Error) -> Self {
+        TransportError(e.to_string())
+    }
+}
+
+#[cfg(feature = "client")]
+impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        TransportError(e.to_string())
+    }
+}
+
 #[cfg(feature = "axum")]
 pub(crate) mod axum_ws {
     use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -57,9 +118,7 @@ pub(crate) mod axum_ws {
             Ok(Message::Close(_)) => Ok(WsIn::Close),
             Err(e) => Err(TransportError(e.to_string())),
         });
-        let sink = sink
-            .sink_map_err(|e| TransportError(e.to_string()))
-            .with(|out: WsOut| future::ready(to_axum(out)));
+        let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_axum(out)));
         (stream, sink)
     }
 
@@ -107,9 +166,7 @@ pub(crate) mod tungstenite_ws {
             Ok(Message::Close(_)) => Ok(WsIn::Close),
             Err(e) => Err(TransportError(e.to_string())),
         });
-        let sink = sink
-            .sink_map_err(|e| TransportError(e.to_string()))
-            .with(|out: WsOut| future::ready(to_tungstenite(out)));
+        let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_tungstenite(out)));
         (stream, sink)
     }
 

@@ -77,6 +77,7 @@ fn frame() -> impl Strategy<Value = Ws> {
 }
 
 async fn run(frames: Vec<Ws>) {
+    neffos::testkit::watch_panics();
     let ts = &*SERVER;
     let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
     ws.send(Ws::text("M")).await.unwrap();
@@ -97,6 +98,7 @@ async fn run(frames: Vec<Ws>) {
     })
     .await;
     assert!(clean, "indexes not empty: {:?}", ts.server.stats());
+    assert_eq!(neffos::testkit::panics(), 0, "a task panicked");
     // The server still serves a well-behaved client.
     let (mut ok, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
     ok.send(Ws::text("M")).await.unwrap();

@@ -27,6 +27,7 @@ struct Fixture {
 }
 
 async fn fixture(config: Config) -> Fixture {
+    neffos::testkit::watch_panics();
     let handled = Arc::new(AtomicUsize::new(0));
     let h = handled.clone();
     let server = Server::builder(Namespaces::new().namespace(
@@ -93,6 +94,7 @@ async fn close_of(ws: &mut Raw) -> (CloseCode, String) {
 }
 
 async fn all_clean(ts: &TestServer) {
+    assert_eq!(neffos::testkit::panics(), 0, "a task panicked");
     let ok = eventually(T, || {
         let s = ts.server.stats();
         s.connections == 0 && s.ids == 0 && s.namespaces == 0 && s.rooms == 0

@@ -22,6 +22,7 @@ const T: Duration = Duration::from_secs(5);
 type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn server(config: Config) -> TestServer {
+    neffos::testkit::watch_panics();
     let server = Server::builder(Namespaces::new().namespace(
         "chat",
         Events::new().on("echo", |_ns, msg: neffos::Message| async move {
@@ -92,6 +93,7 @@ async fn close_of(ws: &mut Raw) -> Option<(CloseCode, String)> {
 }
 
 async fn all_clean(ts: &TestServer) {
+    assert_eq!(neffos::testkit::panics(), 0, "a task panicked");
     let ok = eventually(T, || {
         let s = ts.server.stats();
         s.connections == 0 && s.ids == 0 && s.namespaces == 0 && s.rooms == 0
@@ -325,4 +327,38 @@ async fn empty_frames_after_the_ack_are_ignored() {
     }
     echo_works(&mut ws).await;
     assert_eq!(ts.server.stats().invalid_frames, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_vanishing_while_the_server_writes_cause_no_panic() {
+    let ts = server(Config::default().outbound_queue(4096)).await;
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        sockets.push(acked(&ts).await);
+    }
+    assert!(eventually(T, || ts.server.stats().namespaces == 1).await);
+    let body = "z".repeat(16 * 1024);
+    let writer = {
+        let server = ts.server.clone();
+        tokio::spawn(async move {
+            for _ in 0..2000 {
+                let _ = server.broadcast(
+                    neffos::Target::namespace("chat"),
+                    neffos::Message::new("", "big", body.clone()),
+                );
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // Reset the TCP connections under the writers' feet (no close handshake).
+    for ws in sockets {
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.into_inner() {
+            // Linger 0: close sends RST at once (it does not block with a zero timeout).
+            #[allow(deprecated)]
+            let _ = tcp.set_linger(Some(Duration::ZERO));
+            drop(tcp);
+        }
+    }
+    writer.await.unwrap();
+    all_clean(&ts).await;
 }

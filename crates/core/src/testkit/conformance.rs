@@ -110,6 +110,7 @@ impl Cluster {
         F: Fn() -> Fut,
         Fut: Future<Output = Arc<dyn Exchange>>,
     {
+        super::watch_panics();
         let mut instances = Vec::new();
         for _ in 0..n {
             let server = Server::builder(server_namespaces())
@@ -461,6 +462,7 @@ where
 /// Waits until every instance's exchange applied the subscriptions queued so far
 /// ([`Exchange::flush`]), so a broadcast sent next reaches every interested instance.
 pub async fn settle(cluster: &Cluster) {
+    assert_eq!(super::panics(), 0, "a task panicked");
     for inst in &cluster.instances {
         if let Some(exchange) = inst.server.exchange() {
             tokio::time::timeout(WAIT, exchange.flush())

@@ -71,3 +71,24 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// Panics seen in this process since [`watch_panics`] was first called, in any thread or
+/// task. A panic inside a spawned task does not fail a test by itself; tests that drive
+/// the server hard call [`watch_panics`] first and assert this stays 0.
+pub fn panics() -> usize {
+    PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts counting panics (see [`panics`]); the previous panic hook still runs.
+pub fn watch_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
