@@ -47,6 +47,13 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Soak test: churn across two instances joined through Redis, sampling RSS, tasks and
+    /// Redis channels (needs `redis-server`).
+    Soak {
+        /// Minutes to run.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// Run the protocol fuzz targets, each for a bounded time.
     Fuzz {
         /// Seconds per target.
@@ -64,6 +71,23 @@ fn main() -> Result<()> {
         Command::Lint => tools::lint(&root),
         Command::Demo { port, args } => demo::demo(&root, port, &args),
         Command::Fuzz { seconds } => tools::fuzz(&root, seconds),
+        Command::Soak { minutes } => tools::run(
+            &root,
+            "cargo",
+            &[
+                "run",
+                "--release",
+                "-p",
+                "neffos-examples",
+                "--features",
+                "redis",
+                "--bin",
+                "soak",
+                "--",
+                "--minutes",
+                &minutes.to_string(),
+            ],
+        ),
     }
 }
 
