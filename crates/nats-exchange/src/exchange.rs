@@ -1,0 +1,405 @@
+//! [`NatsExchange`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use neffos::{Exchange, ExchangeStats, Inbound, Topic};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::actor::{Actor, Cmd, Timings};
+use crate::error::{Error, Result};
+use crate::subject::{DEFAULT_PREFIX, Subjects};
+
+type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Configures a [`NatsExchange`]; from [`NatsExchange::builder`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), neffos_nats::Error> {
+/// use std::time::Duration;
+/// use neffos_nats::{ConnectOptions, NatsExchange};
+///
+/// let exchange = NatsExchange::builder("nats://10.0.0.1:4222,nats://10.0.0.2:4222")
+///     .prefix("chat.prod")
+///     .options(
+///         ConnectOptions::with_user_and_password("chat".into(), "secret".into())
+///             .name("chat-server")
+///             .connection_timeout(Duration::from_secs(2)),
+///     )
+///     .connect()
+///     .await?;
+/// # let _ = exchange; Ok(()) }
+/// ```
+#[must_use]
+pub struct NatsExchangeBuilder {
+    urls: String,
+    prefix: String,
+    options: Option<ConnectOptions>,
+    queue_capacity: usize,
+    timings: Timings,
+    on_event: Option<OnEvent>,
+}
+
+impl fmt::Debug for NatsExchangeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsExchangeBuilder")
+            .field("urls", &self.urls)
+            .field("prefix", &self.prefix)
+            .field("options", &self.options)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsExchangeBuilder {
+    /// The prefix of every subject (default `neffos`): give each application sharing one
+    /// NATS account its own. 1 to 128 characters: dot-separated non-empty tokens of
+    /// `A-Z a-z 0-9 - _`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The `async-nats` connection options: credentials (user/password, token, NKey, JWT
+    /// credentials file), TLS, timeouts, reconnection delays, connection name…
+    /// Without options, credentials are taken from the URL and the connection is named
+    /// `neffos`.
+    ///
+    /// Two are always set by the exchange: `no_echo` (an instance does not receive what it
+    /// publishes; it would drop it anyway) and the event callback (to count reconnections;
+    /// use [`on_event`](Self::on_event) to see the events too). NKeys and credentials files
+    /// need the `nkeys` feature, TLS the `tls` feature. Keep `max_reconnects` unset
+    /// (unlimited, the default): after the last attempt the exchange stays disconnected.
+    pub fn options(mut self, options: ConnectOptions) -> Self {
+        self.options = Some(options);
+        self
+    }
+
+    /// Publishes that may wait for the exchange's task (default 65,536). When full, further
+    /// publishes are dropped and counted in `publish_errors`: memory stays bounded and the
+    /// caller never waits.
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long one publish may wait for room in `async-nats`'s command queue (default
+    /// 1 s). After such a wait, publishes are dropped (and counted) without waiting until
+    /// one fits at once again.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.publish = timeout;
+        self
+    }
+
+    /// How long [`Exchange::flush`] (and `close`) may wait for the broker's answer (default
+    /// 5 s): bounded even while the broker is unreachable.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.timings.flush = timeout;
+        self
+    }
+
+    /// Called with every connection event (connected, disconnected, slow consumer, server
+    /// error…) after the exchange accounted for it. Keep it short: events are handled one
+    /// at a time.
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
+    }
+
+    /// Validates the configuration and opens the connection, so a wrong address or
+    /// credentials fail here. Must run inside a tokio runtime.
+    pub async fn connect(self) -> Result<NatsExchange> {
+        let subjects = Subjects::new(&self.prefix)?;
+        let addrs = parse_urls(&self.urls)?;
+        let stats = Arc::new(ExchangeStats::default());
+        let closed = Arc::new(Notify::new());
+        let options = match self.options {
+            Some(options) => options,
+            None => url_credentials(&addrs).unwrap_or_default().name("neffos"),
+        }
+        .no_echo()
+        .event_callback(events(stats.clone(), closed.clone(), self.on_event));
+        let client = options.connect(addrs).await.map_err(Error::connect)?;
+        let id = Uuid::new_v4();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let server = client
+            .try_server_info()
+            .map(|info| format!("{}:{}", info.host, info.port))
+            .unwrap_or_default();
+        tracing::info!(
+            %server,
+            prefix = subjects.prefix(),
+            "connected to NATS"
+        );
+        tokio::spawn(
+            Actor {
+                client,
+                flush_subject: subjects.flush(id),
+                subjects: subjects.clone(),
+                stats: stats.clone(),
+                queued: queued.clone(),
+                rx,
+                timings: self.timings,
+                closed,
+            }
+            .run(),
+        );
+        Ok(NatsExchange {
+            subjects,
+            urls: self.urls,
+            tx,
+            queued,
+            queue_capacity: self.queue_capacity,
+            stats,
+            started: AtomicBool::new(false),
+        })
+    }
+}
+
+/// `nats://a:4222, tls://b:4222` → server addresses; `tls://` only with a TLS provider.
+fn parse_urls(urls: &str) -> Result<Vec<ServerAddr>> {
+    let mut addrs = Vec::new();
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let addr: ServerAddr = url.parse().map_err(|e| Error::InvalidUrl {
+            url: url.to_owned(),
+            source: Box::new(e),
+        })?;
+        if addr.tls_required() && !tls_available() {
+            return Err(Error::TlsNotEnabled);
+        }
+        addrs.push(addr);
+    }
+    if addrs.is_empty() {
+        return Err(Error::NoUrl);
+    }
+    Ok(addrs)
+}
+
+/// Options with the credentials of the first URL that has some: `user:password@` or
+/// `token@` (async-nats takes credentials from its options only).
+fn url_credentials(addrs: &[ServerAddr]) -> Option<ConnectOptions> {
+    let addr = addrs.iter().find(|a| a.has_user_pass())?;
+    let user = percent_decode(addr.username()?);
+    Some(match addr.password() {
+        Some(password) => ConnectOptions::with_user_and_password(user, percent_decode(password)),
+        None => ConnectOptions::with_token(user),
+    })
+}
+
+/// Decodes the `%XX` escapes of a URL's user information.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| s.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn tls_available() -> bool {
+    cfg!(feature = "tls") || async_nats::rustls::crypto::CryptoProvider::get_default().is_some()
+}
+
+/// The event callback: counts reconnections, logs, signals the end of the connection.
+fn events(
+    stats: Arc<ExchangeStats>,
+    closed: Arc<Notify>,
+    on_event: Option<OnEvent>,
+) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let connects = AtomicU64::new(0);
+    move |event| {
+        match &event {
+            Event::Connected => {
+                // The first is the initial connection (also with `retry_on_initial_connect`).
+                if connects.fetch_add(1, Ordering::Relaxed) > 0 {
+                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("reconnected to NATS; async-nats subscribes again");
+                }
+            }
+            Event::Disconnected => {
+                tracing::warn!("disconnected from NATS; reconnecting");
+            }
+            Event::Closed => {
+                tracing::debug!("NATS connection closed");
+                closed.notify_one();
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(
+                    sid,
+                    "NATS messages dropped by async-nats: a subscription's queue was full"
+                );
+            }
+            Event::ServerError(e) => {
+                let text = e.to_string();
+                if text.to_ascii_lowercase().contains("publish") {
+                    stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(error = %text, "NATS server error");
+            }
+            Event::ClientError(e) => {
+                tracing::error!(error = %e, "NATS client error");
+            }
+            other => {
+                tracing::info!(event = %other, "NATS connection event");
+            }
+        }
+        if let Some(f) = &on_event {
+            f(&event);
+        }
+        std::future::ready(())
+    }
+}
+
+/// Scales a neffos [`Server`](neffos::Server) out over NATS. See the
+/// [crate documentation](crate) for how it works.
+///
+/// Give each server its own `NatsExchange` (one per instance, one NATS connection each);
+/// all instances with the same prefix on the same NATS account form one cluster. Dropping
+/// the exchange (with the server) closes its connection; [`Exchange::close`] does it
+/// gracefully.
+pub struct NatsExchange {
+    subjects: Subjects,
+    urls: String,
+    tx: mpsc::UnboundedSender<Cmd>,
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
+    stats: Arc<ExchangeStats>,
+    started: AtomicBool,
+}
+
+impl fmt::Debug for NatsExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsExchange")
+            .field("urls", &self.urls)
+            .field("prefix", &self.subjects.prefix())
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsExchange {
+    /// Connects to the NATS server(s) at `urls` (comma-separated, e.g.
+    /// `nats://127.0.0.1:4222`) with the default prefix and options. Credentials may be in
+    /// the URL (`nats://user:pass@host`, `nats://token@host`); with
+    /// [`NatsExchangeBuilder::options`] they come from the options only.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), neffos_nats::Error> {
+    /// use neffos::{Events, Namespaces, Server};
+    /// let exchange = neffos_nats::NatsExchange::connect("nats://127.0.0.1:4222").await?;
+    /// let server = Server::builder(Namespaces::new().namespace("default", Events::new()))
+    ///     .exchange(exchange)
+    ///     .build();
+    /// # let _ = server; Ok(()) }
+    /// ```
+    pub async fn connect(urls: &str) -> Result<NatsExchange> {
+        NatsExchange::builder(urls).connect().await
+    }
+
+    /// Starts configuring an exchange for the NATS server(s) at `urls` (comma-separated).
+    pub fn builder(urls: impl Into<String>) -> NatsExchangeBuilder {
+        NatsExchangeBuilder {
+            urls: urls.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            options: None,
+            queue_capacity: 65_536,
+            timings: Timings {
+                publish: Duration::from_secs(1),
+                flush: Duration::from_secs(5),
+            },
+            on_event: None,
+        }
+    }
+
+    /// The subject of `topic` under this exchange's prefix (for operators: what to
+    /// `nats sub`), or `None` for a kind of topic this version does not know.
+    pub fn subject(&self, topic: &Topic) -> Option<String> {
+        self.subjects.subject(topic)
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        self.subjects.prefix()
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+}
+
+impl Exchange for NatsExchange {
+    fn start(&self, instance: Uuid, inbound: Inbound) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%instance, "NatsExchange::start called twice; ignored");
+            return;
+        }
+        self.send(Cmd::Start(instance, inbound));
+    }
+
+    fn publish(&self, topic: Topic, payload: Bytes) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.queue_capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%topic, "NATS publish queue full: dropped");
+            return;
+        }
+        if !self.send(Cmd::Publish(topic, payload)) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn subscribe(&self, topic: Topic) {
+        self.send(Cmd::Subscribe(topic));
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        self.send(Cmd::Unsubscribe(topic));
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Cmd::Flush(done));
+        Box::pin(async move {
+            if sent {
+                let _ = wait.await;
+            }
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let (done, wait) = oneshot::channel();
+        let sent = self.send(Cmd::Close(done));
+        Box::pin(async move {
+            if sent {
+                let _ = wait.await;
+            }
+        })
+    }
+
+    fn stats(&self) -> &ExchangeStats {
+        &self.stats
+    }
+}
