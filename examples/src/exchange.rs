@@ -22,6 +22,9 @@ pub enum ExchangeKind {
     /// Redis pub/sub (`--redis-url`), across processes and machines.
     #[cfg(feature = "redis")]
     Redis,
+    /// NATS (`--nats-url`), across processes and machines.
+    #[cfg(feature = "nats")]
+    Nats,
 }
 
 impl ExchangeKind {
@@ -37,6 +40,8 @@ impl fmt::Display for ExchangeKind {
             ExchangeKind::Memory => f.write_str("memory"),
             #[cfg(feature = "redis")]
             ExchangeKind::Redis => f.write_str("redis"),
+            #[cfg(feature = "nats")]
+            ExchangeKind::Nats => f.write_str("nats"),
         }
     }
 }
@@ -84,6 +89,13 @@ impl Exchanges {
                 let exchange = neffos_redis::RedisExchange::connect(self.urls.redis.clone())
                     .await
                     .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
+                Ok(Arc::new(exchange))
+            }
+            #[cfg(feature = "nats")]
+            ExchangeKind::Nats => {
+                let exchange = neffos_nats::NatsExchange::connect(&self.urls.nats)
+                    .await
+                    .with_context(|| format!("cannot use NATS at {}", self.urls.nats))?;
                 Ok(Arc::new(exchange))
             }
         }

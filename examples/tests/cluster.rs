@@ -1,9 +1,9 @@
 //! The scale-out promise end to end: three OS processes of the `scale-out` example, one
-//! instance each, joined through one real Redis; our Rust client and neffos.js spread over
+//! instance each, joined through one real Redis (then one real NATS); our Rust client and neffos.js spread over
 //! them. A chat message on instance 1 reaches clients on 2 and 3; a targeted send and a
 //! `Server::ask` from instance 1 reach clients on instance 3; killing instance 2 (kill -9)
 //! does not disturb 1 and 3.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "nats"))]
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use neffos::testkit::broker::RedisServer;
+use neffos::testkit::broker::{NatsServer, RedisServer};
 use neffos::{Client, Events, Message, Namespaces, NsConn, Reply};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -33,16 +33,10 @@ struct Instance {
 }
 
 impl Instance {
-    fn start(redis_url: &str, bundle: &Path) -> Instance {
+    fn start(broker: &Broker, bundle: &Path) -> Instance {
         let mut child = Command::new(env!("CARGO_BIN_EXE_scale-out"))
-            .args([
-                "--ports",
-                "0",
-                "--exchange",
-                "redis",
-                "--redis-url",
-                redis_url,
-            ])
+            .args(["--ports", "0"])
+            .args(broker.args())
             .arg("--neffos-js")
             .arg(bundle)
             .env("RUST_LOG", "warn")
@@ -226,15 +220,55 @@ async fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The broker joining the processes.
+enum Broker {
+    Redis(RedisServer),
+    Nats(NatsServer),
+}
+
+impl Broker {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Broker::Redis(r) => vec![
+                "--exchange".into(),
+                "redis".into(),
+                "--redis-url".into(),
+                r.url(),
+            ],
+            Broker::Nats(n) => vec![
+                "--exchange".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                n.url(),
+            ],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_redis() {
-    let redis = RedisServer::start();
-    let bundle =
-        std::env::temp_dir().join(format!("neffos-cluster-test-{}.js", std::process::id()));
+    three_processes(Broker::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_one_nats() {
+    three_processes(Broker::Nats(NatsServer::start())).await;
+}
+
+async fn three_processes(broker: Broker) {
+    let kind = if matches!(broker, Broker::Nats(_)) {
+        "nats"
+    } else {
+        "redis"
+    };
+    let bundle = std::env::temp_dir().join(format!(
+        "neffos-cluster-test-{}-{kind}.js",
+        std::process::id()
+    ));
     std::fs::write(&bundle, "// not used by this test\n").unwrap();
-    let one = Instance::start(&redis.url(), &bundle);
-    let mut two = Instance::start(&redis.url(), &bundle);
-    let three = Instance::start(&redis.url(), &bundle);
+    let one = Instance::start(&broker, &bundle);
+    let mut two = Instance::start(&broker, &bundle);
+    let three = Instance::start(&broker, &bundle);
 
     let (sender, _rx1) = rust_user(&one.ws(), "rust1").await;
     let (_c2, mut rx2) = rust_user(&two.ws(), "rust2").await;

@@ -34,7 +34,7 @@ async fn flush_all(fixture: &Fixture) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_follow_local_interest() {
     let fixture = Fixture::new("interest");
-    let cluster = Cluster::start(3, fixture.factory()).await;
+    let cluster = Cluster::start(3, &fixture.factory()).await;
     let _a = cluster.client(0, "a").await;
     let _a2 = cluster.client(0, "a2").await;
     let _b = cluster.client(1, "b").await;
@@ -75,7 +75,7 @@ async fn subscriptions_follow_local_interest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_under_concurrent_joins_and_leaves() {
     let fixture = Fixture::new("churn");
-    let cluster = Cluster::start(2, fixture.factory()).await;
+    let cluster = Cluster::start(2, &fixture.factory()).await;
     let ns = fixture
         .exchange(0)
         .channel(&Topic::Namespace(NS.into()))
@@ -238,7 +238,7 @@ async fn two_broker_connections_for_a_thousand_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_across_instances() {
     let fixture = Fixture::new("ask");
-    let cluster = Cluster::start(2, fixture.factory()).await;
+    let cluster = Cluster::start(2, &fixture.factory()).await;
     let _b = cluster.client(1, "b").await;
     settle(&cluster).await;
     let reply = cluster
@@ -288,7 +288,7 @@ async fn drain_until(r: &mut Recorder, marker: &str) -> Vec<u32> {
 async fn broker_kill_and_restart_mid_stream() {
     const N: u32 = 400;
     let fixture = Fixture::new("kill");
-    let cluster = Cluster::start(2, fixture.factory()).await;
+    let cluster = Cluster::start(2, &fixture.factory()).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     settle(&cluster).await;
@@ -377,7 +377,7 @@ async fn paused_broker_never_blocks_broadcasts() {
             ) as Arc<dyn Exchange>
         }
     };
-    let cluster = Cluster::start(2, make).await;
+    let cluster = Cluster::start(2, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     settle(&cluster).await;
@@ -416,7 +416,7 @@ async fn paused_broker_never_blocks_broadcasts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_payloads_are_counted_and_dropped() {
     let fixture = Fixture::new("foreign");
-    let cluster = Cluster::start(2, fixture.factory()).await;
+    let cluster = Cluster::start(2, &fixture.factory()).await;
     let _a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     settle(&cluster).await;
@@ -498,7 +498,7 @@ async fn credentials_from_the_url() {
                 }
             }
         };
-        let cluster = Cluster::start(2, make).await;
+        let cluster = Cluster::start(2, &make).await;
         let _a = cluster.client(0, "a").await;
         let mut b = cluster.client(1, "b").await;
         settle(&cluster).await;
@@ -570,7 +570,7 @@ async fn lazy_exchange_connects_when_the_broker_appears() {
             ) as Arc<dyn Exchange>
         }
     };
-    let cluster = Cluster::start(2, make).await;
+    let cluster = Cluster::start(2, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     cluster

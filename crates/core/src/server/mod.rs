@@ -698,6 +698,8 @@ impl ServerShared {
         }
     }
 
+    /// Tells the exchanges about interest transitions. Called with the registry lock held
+    /// (the exchange calls only queue work), so transitions keep their order.
     fn apply(&self, changes: impl IntoIterator<Item = Interest>) {
         for change in changes {
             for exchange in &self.exchanges {
@@ -750,23 +752,28 @@ impl ServerShared {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.metrics.accepted.increment(1);
         self.stats.metrics.connections.increment(1.0);
-        let change = self.registry.write().add_conn(conn);
-        self.apply(change);
+        {
+            let mut registry = self.registry.write();
+            let change = registry.add_conn(conn);
+            // Applied under the lock: interest transitions reach the exchange in the order
+            // they happened, so a leave racing a join cannot end unsubscribed.
+            self.apply(change);
+        }
         self.changed.notify_waiters();
     }
 
     pub(crate) async fn connection_closed(&self, conn: &Arc<ConnInner>) {
-        let (was_registered, changes) = {
+        let was_registered = {
             let mut registry = self.registry.write();
             let was = registry.conns.contains_key(&conn.key);
             let changes = registry.remove_conn(conn);
             self.set_index_gauges(&registry);
-            (was, changes)
+            self.apply(changes);
+            was
         };
         if was_registered {
             self.stats.metrics.connections.decrement(1.0);
         }
-        self.apply(changes);
         if was_registered && let Some(hook) = &self.on_disconnect {
             hook(Conn(conn.clone())).await;
         }
@@ -780,22 +787,16 @@ impl ServerShared {
     }
 
     pub(crate) fn namespace_added(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
-        let change = {
-            let mut registry = self.registry.write();
-            let change = registry.add_ns(ns, conn);
-            self.set_index_gauges(&registry);
-            change
-        };
+        let mut registry = self.registry.write();
+        let change = registry.add_ns(ns, conn);
+        self.set_index_gauges(&registry);
         self.apply(change);
     }
 
     pub(crate) fn namespace_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
-        let change = {
-            let mut registry = self.registry.write();
-            let change = registry.remove_ns(ns, conn.key);
-            self.set_index_gauges(&registry);
-            change
-        };
+        let mut registry = self.registry.write();
+        let change = registry.remove_ns(ns, conn.key);
+        self.set_index_gauges(&registry);
         self.apply(change);
     }
 

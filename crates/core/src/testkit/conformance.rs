@@ -105,7 +105,9 @@ fn client_namespaces(tx: mpsc::UnboundedSender<Message>) -> Namespaces {
 
 impl Cluster {
     /// Starts `n` instances, each with an exchange from `make`.
-    pub async fn start<F, Fut>(n: usize, make: F) -> Cluster
+    /// The factory is borrowed, so whatever it owns (a broker guard) lives as long as the
+    /// caller keeps it: for the whole scenario.
+    pub async fn start<F, Fut>(n: usize, make: &F) -> Cluster
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Arc<dyn Exchange>>,
@@ -154,7 +156,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     let mut c = cluster.client(2, "c").await;
@@ -206,7 +208,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     let mut c = cluster.client(2, "c").await;
@@ -239,7 +241,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     let mut c = cluster.client(2, "c").await;
@@ -275,7 +277,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let _a = cluster.client(0, "a").await;
     let _c = cluster.client(2, "c").await;
     settle(&cluster).await;
@@ -317,7 +319,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(2, make).await;
+    let cluster = Cluster::start(2, &make).await;
     let mut b = cluster.client(1, "b").await;
     settle(&cluster).await;
     const N: usize = 200;
@@ -341,7 +343,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let mut a = cluster.client(0, "a").await;
     let mut b = cluster.client(1, "b").await;
     settle(&cluster).await;
@@ -371,7 +373,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(2, make).await;
+    let cluster = Cluster::start(2, &make).await;
     let mut joined = Vec::new();
     for round in 0..3 {
         let mut tasks = Vec::new();
@@ -441,7 +443,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Exchange>>,
 {
-    let cluster = Cluster::start(3, make).await;
+    let cluster = Cluster::start(3, &make).await;
     let mut a = cluster.client(0, "a").await;
     let b = cluster.client(1, "b").await;
     let mut c = cluster.client(2, "c").await;
