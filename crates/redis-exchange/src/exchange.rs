@@ -35,7 +35,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             queue_capacity: 65_536,
-            max_batch: 512,
+            max_batch: 4096,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -88,7 +88,8 @@ impl RedisExchangeBuilder {
         self
     }
 
-    /// Most publishes sent in one pipelined round trip (default 512).
+    /// Most publishes sent in one pipelined round trip (default 4,096). One round trip is
+    /// in flight at a time (that keeps them ordered); what queues meanwhile goes in the next.
     pub fn max_batch(mut self, max: usize) -> Self {
         self.options.max_batch = max.max(1);
         self
