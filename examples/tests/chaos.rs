@@ -1,0 +1,333 @@
+//! Chaos on real brokers and processes: kill -9 the broker in the middle of a steady
+//! cross-instance stream and restart it; pause it (SIGSTOP) so it hangs instead of failing;
+//! shut an instance down under load. Local delivery never loses anything, cross-instance
+//! delivery resumes quickly, nothing hangs, nothing panics, and interest is released.
+#![cfg(all(feature = "redis", feature = "nats"))]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use neffos::testkit::broker::{NatsServer, RedisServer};
+use neffos::testkit::{TestServer, eventually, serve};
+use neffos::{Client, Events, Exchange, Message, Namespaces, NsConn, Server, Target};
+use neffos_nats::NatsExchange;
+use neffos_redis::RedisExchange;
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(10);
+
+/// One broker of either kind, controllable from the test.
+enum Broker {
+    Redis(RedisServer),
+    Nats(NatsServer),
+}
+
+impl Broker {
+    async fn exchange(&self) -> Arc<dyn Exchange> {
+        match self {
+            Broker::Redis(r) => Arc::new(
+                RedisExchange::builder(r.url())
+                    .response_timeout(Duration::from_millis(500))
+                    .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+                    .connect()
+                    .await
+                    .unwrap(),
+            ),
+            Broker::Nats(n) => Arc::new(NatsExchange::connect(&n.url()).await.unwrap()),
+        }
+    }
+    fn kill(&self) {
+        match self {
+            Broker::Redis(r) => r.kill(),
+            Broker::Nats(n) => n.kill(),
+        }
+    }
+    fn restart(&self) {
+        match self {
+            Broker::Redis(r) => r.restart(),
+            Broker::Nats(n) => n.restart(),
+        }
+    }
+}
+
+async fn instance(broker: &Broker) -> TestServer {
+    neffos::testkit::watch_panics();
+    let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+        .exchange_arc(broker.exchange().await)
+        .build();
+    serve(server).await.unwrap()
+}
+
+/// A client that records the sequence numbers of `seq` events, with arrival times.
+async fn recorder(ts: &TestServer) -> (Client, mpsc::UnboundedReceiver<(u64, Instant)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = Client::builder(ts.url())
+        .namespaces(Namespaces::new().namespace(
+            "chat",
+            Events::new().on("seq", move |_ns: NsConn, msg: Message| {
+                let tx = tx.clone();
+                async move {
+                    let n = std::str::from_utf8(&msg.body).unwrap().parse().unwrap();
+                    let _ = tx.send((n, Instant::now()));
+                }
+            }),
+        ))
+        .connect()
+        .await
+        .unwrap();
+    client.connect("chat").await.unwrap();
+    (client, rx)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+async fn kill_and_restart_mid_stream(broker: Broker) {
+    let a = instance(&broker).await;
+    let b = instance(&broker).await;
+    let (_ca, mut local) = recorder(&a).await;
+    let (_cb, mut remote) = recorder(&b).await;
+    a.server.flush_exchanges().await;
+    b.server.flush_exchanges().await;
+
+    // A steady stream from instance A: one broadcast every 5 ms.
+    let stream = {
+        let server = a.server.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for n in 0..1200u64 {
+                tick.tick().await;
+                server
+                    .broadcast(
+                        Target::namespace("chat"),
+                        Message::new("", "seq", n.to_string()),
+                    )
+                    .unwrap();
+            }
+        })
+    };
+    // Let the stream run, then kill the broker.
+    loop {
+        let (n, _) = tokio::time::timeout(T, remote.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if n >= 100 {
+            break;
+        }
+    }
+    let rss_before = rss_kib();
+    broker.kill();
+    let killed_at = Instant::now();
+    // Down for about 2 s (the stream keeps going meanwhile).
+    while killed_at.elapsed() < Duration::from_secs(2) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), remote.recv()).await;
+    }
+    let rss_down = rss_kib();
+    broker.restart();
+    let restarted_at = Instant::now();
+    // The first cross-instance message published after the restart arrives within 2 s.
+    let resumed = loop {
+        let (_, at) = tokio::time::timeout(T, remote.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if at > restarted_at {
+            break at;
+        }
+    };
+    let resume_delay = resumed.duration_since(restarted_at);
+    println!("cross-instance delivery resumed {resume_delay:?} after the restart");
+    assert!(
+        resume_delay < Duration::from_secs(2),
+        "resumed after {resume_delay:?}"
+    );
+    stream.await.unwrap();
+    // Local deliveries lost nothing, in order.
+    for expected in 0..1200u64 {
+        let (n, _) = tokio::time::timeout(T, local.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, expected, "a local delivery was lost or reordered");
+    }
+    let exchange_a = &a.server.exchanges()[0];
+    let stats = exchange_a.stats();
+    assert!(
+        stats.publish_errors.load(Ordering::Relaxed) > 0,
+        "publishes during the outage are counted"
+    );
+    assert!(
+        eventually(T, || stats.reconnects.load(Ordering::Relaxed) >= 1).await,
+        "reconnect counted"
+    );
+    assert!(
+        rss_down < rss_before + 32 * 1024,
+        "memory grew by {} KiB while the broker was down",
+        rss_down.saturating_sub(rss_before)
+    );
+    assert_eq!(neffos::testkit::panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_and_restart_mid_stream() {
+    kill_and_restart_mid_stream(Broker::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kill_9_and_restart_mid_stream() {
+    kill_and_restart_mid_stream(Broker::Nats(NatsServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_redis_hangs_nothing() {
+    let redis = RedisServer::start();
+    let broker = Broker::Redis(redis);
+    let a = instance(&broker).await;
+    let b = instance(&broker).await;
+    let (_cb, mut remote) = recorder(&b).await;
+    a.server.flush_exchanges().await;
+    b.server.flush_exchanges().await;
+    let Broker::Redis(redis) = &broker else {
+        unreachable!()
+    };
+    redis.pause();
+    // Connects, namespace connects (which subscribe), handlers and broadcasts go on.
+    let started = Instant::now();
+    let (_ca, mut local) = recorder(&a).await;
+    for n in 0..50u64 {
+        a.server
+            .broadcast(
+                Target::namespace("chat"),
+                Message::new("", "seq", n.to_string()),
+            )
+            .unwrap();
+    }
+    for n in 0..50u64 {
+        assert_eq!(
+            tokio::time::timeout(T, local.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            n
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "local work waited for the paused broker"
+    );
+    // Publishes time out and are counted.
+    let stats = a.server.exchanges()[0].stats();
+    assert!(
+        eventually(T, || stats.publish_errors.load(Ordering::Relaxed) > 0).await,
+        "publishes to a hung broker time out and are counted"
+    );
+    // Shutdown does not hang on the broker either.
+    let started = Instant::now();
+    let left = a.server.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(left, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    redis.resume();
+    // B still works after the pause.
+    let c = instance(&broker).await;
+    c.server.flush_exchanges().await;
+    b.server.flush_exchanges().await;
+    c.server
+        .broadcast(Target::namespace("chat"), Message::new("", "seq", "777"))
+        .unwrap();
+    loop {
+        let (n, _) = tokio::time::timeout(T, remote.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 777 {
+            break;
+        }
+    }
+    assert_eq!(neffos::testkit::panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_shutdown_under_load_releases_its_interest() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let broker = Broker::Redis(redis);
+    let a = instance(&broker).await;
+    let b = instance(&broker).await;
+    let (_cb, mut remote) = recorder(&b).await;
+    let (_ca, _local) = recorder(&a).await;
+    a.server.flush_exchanges().await;
+    b.server.flush_exchanges().await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = RedisExchange::connect(url.clone())
+        .await
+        .unwrap()
+        .channel(&neffos::Topic::Namespace("chat".into()))
+        .unwrap();
+    let numsub = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let channel = channel.clone();
+        async move {
+            let v: (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v.1
+        }
+    };
+    assert_eq!(
+        numsub(&mut conn).await,
+        2,
+        "both instances subscribed once each"
+    );
+    let load = {
+        let server = b.server.clone();
+        tokio::spawn(async move {
+            for n in 0..400u64 {
+                let _ = server.broadcast(
+                    Target::namespace("chat"),
+                    Message::new("", "seq", n.to_string()),
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    assert_eq!(a.server.shutdown(Duration::from_secs(3)).await, 0);
+    let deadline = Instant::now() + T;
+    while numsub(&mut conn).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "instance A's subscription was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    load.await.unwrap();
+    // B's own client received its whole stream.
+    for n in 0..400u64 {
+        assert_eq!(
+            tokio::time::timeout(T, remote.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            n
+        );
+    }
+}
