@@ -9,17 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use neffos::testkit::{TestServer, eventually, serve};
 use neffos::{Client, Config, Error, Events, Message, Namespaces, Reply, Server, Target};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const T: Duration = Duration::from_secs(5);
+mod support;
 
-type Raw =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use support::{T, acked, all_clean, close_of, connect_ns, next_text, raw};
 
 struct Fixture {
     ts: TestServer,
@@ -46,68 +45,6 @@ async fn fixture(config: Config) -> Fixture {
         ts: serve(server).await.unwrap(),
         handled,
     }
-}
-
-async fn raw(ts: &TestServer) -> Raw {
-    tokio_tungstenite::connect_async(ts.url()).await.unwrap().0
-}
-
-/// Dials and completes the neffos handshake; returns the socket and the ID.
-async fn acked(ts: &TestServer) -> (Raw, String) {
-    let mut ws = raw(ts).await;
-    ws.send(Ws::text("M")).await.unwrap();
-    let id = match next_text(&mut ws).await {
-        Some(t) if t.starts_with('A') => t[1..].to_owned(),
-        other => panic!("expected A<id>, got {other:?}"),
-    };
-    (ws, id)
-}
-
-/// The next text frame, or None on close.
-async fn next_text(ws: &mut Raw) -> Option<String> {
-    loop {
-        match tokio::time::timeout(T, ws.next())
-            .await
-            .expect("frame within timeout")
-        {
-            Some(Ok(Ws::Text(t))) => return Some(t.to_string()),
-            Some(Ok(Ws::Binary(b))) => return Some(String::from_utf8_lossy(&b).into_owned()),
-            Some(Ok(Ws::Ping(_) | Ws::Pong(_) | Ws::Frame(_))) => continue,
-            Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => return None,
-        }
-    }
-}
-
-/// Reads until the close frame and returns its code and reason.
-async fn close_of(ws: &mut Raw) -> (CloseCode, String) {
-    loop {
-        match tokio::time::timeout(T, ws.next())
-            .await
-            .expect("close within timeout")
-        {
-            Some(Ok(Ws::Close(Some(frame)))) => return (frame.code, frame.reason.to_string()),
-            Some(Ok(Ws::Close(None))) => return (CloseCode::Status, String::new()),
-            Some(Ok(_)) => continue,
-            None | Some(Err(_)) => return (CloseCode::Abnormal, String::new()),
-        }
-    }
-}
-
-async fn all_clean(ts: &TestServer) {
-    assert_eq!(neffos::testkit::panics(), 0, "a task panicked");
-    let ok = eventually(T, || {
-        let s = ts.server.stats();
-        s.connections == 0 && s.ids == 0 && s.namespaces == 0 && s.rooms == 0
-    })
-    .await;
-    assert!(ok, "indexes not empty: {:?}", ts.server.stats());
-}
-
-async fn connect_ns(ws: &mut Raw, ns: &str) {
-    ws.send(Ws::text(format!("$1;{ns};;_OnNamespaceConnect;0;0;")))
-        .await
-        .unwrap();
-    assert_eq!(next_text(ws).await.as_deref(), Some("$1;;;;;;"));
 }
 
 #[tokio::test]
