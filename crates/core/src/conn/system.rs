@@ -288,10 +288,6 @@ pub(crate) async fn leave_all(inner: &Arc<ConnInner>) {
     }
 }
 
-fn request(ns: &ByteString, room: &ByteString, event: &'static str) -> Message {
-    local_event(ns, room, event)
-}
-
 pub(crate) async fn ask_connect(inner: &Arc<ConnInner>, ns: ByteString) -> Result<()> {
     if inner.namespaces.lock().contains_key(&ns) {
         return Ok(());
@@ -299,7 +295,7 @@ pub(crate) async fn ask_connect(inner: &Arc<ConnInner>, ns: ByteString) -> Resul
     if inner.handlers.get(&ns).is_none() {
         return Err(Error::BadNamespace);
     }
-    let req = request(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
+    let req = local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
     if let Outcome::Error(text) = fire(inner, &ns, req.clone()).await {
         return Err(Error::Remote(text));
     }
@@ -319,7 +315,7 @@ pub(crate) async fn ask_disconnect(inner: &Arc<ConnInner>, ns: ByteString) -> Re
     if !inner.namespaces.lock().contains_key(&ns) {
         return Err(Error::BadNamespace);
     }
-    let req = request(&ns, &ByteString::new(), events::ON_NAMESPACE_DISCONNECT);
+    let req = local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_DISCONNECT);
     inner.ask(req.clone(), inner.config.ask_timeout).await?;
     leave_namespace(inner, &ns).await;
     let _ = fire(inner, &ns, req).await;
@@ -344,7 +340,7 @@ pub(crate) async fn ask_join(
     }
     inner
         .ask(
-            request(&ns, &room, events::ON_ROOM_JOIN),
+            local_event(&ns, &room, events::ON_ROOM_JOIN),
             inner.config.ask_timeout,
         )
         .await?;
@@ -366,7 +362,7 @@ pub(crate) async fn ask_leave(
     }
     inner
         .ask(
-            request(&ns, &room, events::ON_ROOM_LEAVE),
+            local_event(&ns, &room, events::ON_ROOM_LEAVE),
             inner.config.ask_timeout,
         )
         .await?;
