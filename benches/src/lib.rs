@@ -1,4 +1,11 @@
-//! Benchmarks of neffos-rs live in `benches/`; this library holds shared fixtures.
+//! Benchmarks of neffos-rs: the criterion benches live in `benches/`; this library holds
+//! their shared fixtures, the load generator ([`loadgen`], binary `neffos-loadgen`), the
+//! bench server ([`server`], binary `neffos-bench-server`) and the side-by-side suite
+//! behind `cargo xtask bench` ([`suite`]).
+
+pub mod loadgen;
+pub mod server;
+pub mod suite;
 
 use bytes::Bytes;
 use neffos_protocol::Message;

@@ -4,8 +4,10 @@
 //! - `lint`: formatting, clippy with `-D warnings`, cargo-deny.
 //! - `demo`: the chat demo in the browser (no broker needed).
 //! - `fuzz`: the protocol fuzz targets for a bounded time.
+//! - `bench`: the side-by-side benchmark (writes BENCHMARKS.md and docs/bench/).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod demo;
 mod integration;
 mod tools;
@@ -54,6 +56,13 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
     },
+    /// Build the benchmark peers (Go neffos, socketioxide, raw WebSocket servers), run every
+    /// scenario side by side, write BENCHMARKS.md and the plots under docs/bench/.
+    Bench {
+        /// Short runs: the whole suite in under five minutes.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run the protocol fuzz targets, each for a bounded time.
     Fuzz {
         /// Seconds per target.
@@ -71,6 +80,7 @@ fn main() -> Result<()> {
         Command::Lint => tools::lint(&root),
         Command::Demo { port, args } => demo::demo(&root, port, &args),
         Command::Fuzz { seconds } => tools::fuzz(&root, seconds),
+        Command::Bench { quick } => bench::bench(&root, quick),
         Command::Soak { minutes } => tools::run(
             &root,
             "cargo",

@@ -1,0 +1,87 @@
+//! Minimal socketioxide server, a peer of the neffos-rs benchmark: the same behaviour as
+//! the neffos bench servers, in Socket.IO terms.
+//!
+//! Namespace `/bench`:
+//! - `join` (ack): joins the room named by the argument, then acknowledges.
+//! - `fanout` `[room, body]`: emits `msg` with `body` to every other socket of the
+//!   namespace (room `""`) or of the room.
+//! - `ask` (ack): acknowledges with the same body.
+//!
+//! ```sh
+//! peer-socketioxide --addr 127.0.0.1:0 --lifetime-secs 600
+//! ```
+//!
+//! Prints `{"event":"listening","addr":"127.0.0.1:<port>"}` once listening, then exits when
+//! its standard input closes or after the lifetime.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, SocketRef};
+
+fn main() -> std::io::Result<()> {
+    let mut addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut lifetime = Duration::from_secs(600);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().unwrap_or_default();
+        match arg.as_str() {
+            "--addr" => addr = value.parse().map_err(std::io::Error::other)?,
+            "--lifetime-secs" => {
+                lifetime = Duration::from_secs(value.parse().map_err(std::io::Error::other)?)
+            }
+            other => return Err(std::io::Error::other(format!("unknown argument {other}"))),
+        }
+    }
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    std::thread::spawn(move || {
+        std::thread::sleep(lifetime);
+        std::process::exit(0);
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (layer, io) = SocketIo::new_layer();
+        io.ns("/bench", async |s: SocketRef| {
+            s.on(
+                "join",
+                async |s: SocketRef, Data(room): Data<String>, ack: AckSender| {
+                    s.join(room);
+                    let _ = ack.send(&());
+                },
+            );
+            s.on(
+                "fanout",
+                async |s: SocketRef, Data((room, body)): Data<(String, String)>| {
+                    let _ = if room.is_empty() {
+                        s.broadcast().emit("msg", &body).await
+                    } else {
+                        s.to(room).emit("msg", &body).await
+                    };
+                },
+            );
+            s.on("ask", async |Data(body): Data<String>, ack: AckSender| {
+                let _ = ack.send(&body);
+            });
+        });
+        let app = axum::Router::new().layer(layer);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "{{\"event\":\"listening\",\"addr\":\"{}\"}}",
+            listener.local_addr()?
+        );
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await
+    })
+}

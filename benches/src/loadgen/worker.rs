@@ -1,0 +1,724 @@
+//! One worker's share of a run: its connections, its receivers and (worker 0) its senders.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::proto::Proto;
+use super::stamp::{self, Stamp, now_ns};
+use super::stats::{self, Recorder};
+use super::ws::{self, Endpoint, StdWriter, WsClient};
+use super::{Scenario, Spec};
+
+/// Deadline of one connection's WebSocket handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A run ends this long after the last delivery once sending is over…
+const QUIET: Duration = Duration::from_millis(300);
+/// …or at the latest this long after sending is over.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+/// How long a saturating sender waits for one window slot before counting a stall.
+const STALL: Duration = Duration::from_secs(2);
+/// Errors kept per worker.
+const MAX_ERRORS: usize = 5;
+
+/// What a worker tells the coordinator once connected.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ReadyInfo {
+    pub(crate) connected: usize,
+    pub(crate) connect_failed: usize,
+}
+
+/// A worker's measurements.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WorkerOut {
+    pub(crate) connected: usize,
+    pub(crate) connect_failed: usize,
+    pub(crate) connect_s: f64,
+    /// Connected receivers per room (one entry, the namespace, without rooms).
+    pub(crate) receivers_per_room: Vec<u64>,
+    /// Messages sent per room (fanout; one entry without rooms), or Asks sent.
+    pub(crate) sent_per_room: Vec<u64>,
+    pub(crate) received: u64,
+    pub(crate) disconnects: u64,
+    pub(crate) hist: Vec<(u64, u64)>,
+    pub(crate) last_recv_ns: u64,
+    pub(crate) stalls: u64,
+    pub(crate) cycles: u64,
+    pub(crate) cycle_failures: u64,
+    pub(crate) cpu_s: f64,
+    pub(crate) errors: Vec<String>,
+}
+
+impl WorkerOut {
+    fn error(&mut self, e: impl std::fmt::Display) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e.to_string());
+        }
+    }
+}
+
+/// State shared by a worker's receiving tasks.
+#[derive(Debug, Default)]
+struct Shared {
+    recorder: Recorder,
+    received: AtomicU64,
+    disconnects: AtomicU64,
+    last_recv_ns: AtomicU64,
+    /// Latencies of messages meant to be sent before this instant are not recorded
+    /// (`u64::MAX` until the start).
+    record_from_ns: AtomicU64,
+    window: Option<Window>,
+}
+
+impl Shared {
+    fn on_stamp(&self, conn: usize, stamp: Stamp) {
+        let now = now_ns();
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.last_recv_ns.fetch_max(now, Ordering::Relaxed);
+        if stamp.t_ns >= self.record_from_ns.load(Ordering::Relaxed) {
+            self.recorder.record(conn, now.saturating_sub(stamp.t_ns));
+        }
+        if let Some(window) = &self.window {
+            window.ack(stamp);
+        }
+    }
+}
+
+/// Delivery counters of the messages in flight of saturating senders: slot `k % window` of
+/// sender `s` counts the receivers that got message `k`.
+#[derive(Debug)]
+struct Window {
+    size: usize,
+    slots: Vec<AtomicU32>,
+}
+
+impl Window {
+    fn new(senders: usize, size: usize) -> Self {
+        Window {
+            size,
+            slots: (0..senders * size).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn slot(&self, sender: usize, seq: u64) -> &AtomicU32 {
+        &self.slots[sender * self.size + (seq % self.size as u64) as usize]
+    }
+
+    fn ack(&self, stamp: Stamp) {
+        let sender = stamp.sender as usize;
+        if sender * self.size < self.slots.len() {
+            self.slot(sender, stamp.seq).fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The source address of connection `i`: 127.0.0.2, 127.0.0.3, …
+fn source_ip(spec: &Spec, i: usize) -> Option<IpAddr> {
+    (spec.source_ips > 0).then(|| {
+        let n = (i % spec.source_ips.min(250)) as u8;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + n))
+    })
+}
+
+fn room_names(spec: &Spec) -> Vec<String> {
+    (0..spec.rooms).map(|r| format!("r{r}")).collect()
+}
+
+/// Opens connection `i` to `endpoint` and joins the namespace and `rooms`.
+async fn open(
+    spec: &Spec,
+    endpoint: &Endpoint,
+    i: usize,
+    rooms: &[String],
+) -> anyhow::Result<WsClient> {
+    let mut ws = WsClient::connect(endpoint, source_ip(spec, i), CONNECT_TIMEOUT).await?;
+    spec.proto.join(&mut ws, rooms).await?;
+    Ok(ws)
+}
+
+/// Reads until `stop` (then hands the connection back for a clean close) or until the
+/// server closes; answers keep-alives; records stamps unless `count` is false.
+async fn receive(
+    mut ws: WsClient,
+    conn: usize,
+    proto: Proto,
+    shared: Arc<Shared>,
+    count: bool,
+    mut stop: watch::Receiver<bool>,
+) -> Option<WsClient> {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = async { drop(stop.wait_for(|s| *s).await) } => return Some(ws),
+            frame = ws.recv() => frame,
+        };
+        let lost = match frame {
+            Ok(Some(f)) => match f.opcode {
+                ws::TEXT | ws::BINARY => {
+                    if let Some(answer) = proto.keepalive_answer(&f.payload) {
+                        ws.send_text(answer).await.is_err()
+                    } else {
+                        if count && let Some(stamp) = stamp::decode(&f.payload) {
+                            shared.on_stamp(conn, stamp);
+                        }
+                        false
+                    }
+                }
+                ws::PING => ws.pong(&f.payload).await.is_err(),
+                ws::CLOSE => true,
+                _ => false,
+            },
+            Ok(None) | Err(_) => true,
+        };
+        if lost {
+            if count {
+                shared.disconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+    }
+}
+
+/// Connects `ids` (with their rooms) with bounded concurrency; returns the connections
+/// and counts failures in `out`.
+async fn connect_all(
+    spec: &Spec,
+    endpoints: &[Endpoint],
+    ids: Vec<usize>,
+    rooms: &[String],
+    connected_counter: &AtomicU64,
+    out: &mut WorkerOut,
+) -> Vec<(usize, WsClient)> {
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(ids.len());
+    let mut attempts = futures_util::stream::iter(ids)
+        .map(|i| {
+            let endpoint = &endpoints[i % endpoints.len()];
+            let joined: Vec<String> = if rooms.is_empty() {
+                Vec::new()
+            } else {
+                vec![rooms[i % rooms.len()].clone()]
+            };
+            async move { (i, open(spec, endpoint, i, &joined).await) }
+        })
+        .buffer_unordered(spec.connect_concurrency.max(1));
+    while let Some((i, result)) = attempts.next().await {
+        match result {
+            Ok(ws) => {
+                connected_counter.fetch_add(1, Ordering::Relaxed);
+                conns.push((i, ws));
+            }
+            Err(e) => {
+                out.connect_failed += 1;
+                out.error(format_args!("connection {i}: {e:#}"));
+            }
+        }
+    }
+    out.connected = conns.len();
+    out.connect_s = started.elapsed().as_secs_f64();
+    conns
+}
+
+/// Closes every connection cleanly (bounded in time).
+async fn close_all(conns: Vec<WsClient>) {
+    let closing = futures_util::stream::iter(conns)
+        .map(|ws| ws.close(Duration::from_millis(500)))
+        .buffer_unordered(512)
+        .collect::<Vec<()>>();
+    let _ = tokio::time::timeout(Duration::from_secs(10), closing).await;
+}
+
+/// Waits until `ns` (Unix nanoseconds).
+async fn sleep_until_ns(ns: u64) {
+    let now = now_ns();
+    if ns > now {
+        tokio::time::sleep(Duration::from_nanos(ns - now)).await;
+    }
+}
+
+/// Runs worker `index` of `workers`. `ready` is called once connected and returns the
+/// shared start instant (Unix nanoseconds). `connected` counts connections as they open
+/// (for progress display).
+pub(crate) async fn run<F, Fut>(
+    spec: &Spec,
+    index: usize,
+    workers: usize,
+    connected: Arc<AtomicU64>,
+    ready: F,
+) -> anyhow::Result<WorkerOut>
+where
+    F: FnOnce(ReadyInfo) -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let endpoints = spec
+        .urls
+        .iter()
+        .map(|u| Endpoint::parse(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match spec.scenario {
+        Scenario::Fanout | Scenario::ClusterFanout | Scenario::Ask | Scenario::Idle => {
+            traffic(spec, &endpoints, index, workers, &connected, ready).await
+        }
+        Scenario::Churn => churn(spec, &endpoints, index, ready).await,
+    }
+}
+
+/// Fanout, cluster-fanout, ask and idle.
+async fn traffic<F, Fut>(
+    spec: &Spec,
+    endpoints: &[Endpoint],
+    index: usize,
+    workers: usize,
+    connected: &AtomicU64,
+    ready: F,
+) -> anyhow::Result<WorkerOut>
+where
+    F: FnOnce(ReadyInfo) -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let fanout = matches!(spec.scenario, Scenario::Fanout | Scenario::ClusterFanout);
+    let saturate = fanout && spec.rate <= 0.0;
+    if saturate && workers > 1 {
+        anyhow::bail!("saturating fan-out (rate 0) runs in one worker process");
+    }
+    if spec.rooms > 0 && !spec.proto.has_rooms() {
+        anyhow::bail!("rooms need a protocol with rooms (neffos, socketio)");
+    }
+    if spec.scenario == Scenario::Ask && !spec.proto.has_rooms() {
+        anyhow::bail!("ask needs a protocol with Asks (neffos, socketio)");
+    }
+    let rooms = if fanout || spec.scenario == Scenario::Idle {
+        room_names(spec)
+    } else {
+        Vec::new()
+    };
+    let mut out = WorkerOut::default();
+    let ids: Vec<usize> = (index..spec.clients).step_by(workers.max(1)).collect();
+    let conns = connect_all(spec, endpoints, ids, &rooms, connected, &mut out).await;
+    out.receivers_per_room = vec![0; rooms.len().max(1)];
+    for (i, _) in &conns {
+        out.receivers_per_room[if rooms.is_empty() { 0 } else { i % rooms.len() }] += 1;
+    }
+
+    // Senders: extra connections of worker 0 (fanout), or every asking connection (ask).
+    let mut sender_conns = Vec::new();
+    if fanout && index == 0 {
+        for s in 0..spec.senders {
+            // Neffos needs the sender in the rooms it emits to; Socket.IO does not.
+            let joined: &[String] = if spec.proto == Proto::Neffos {
+                &rooms
+            } else {
+                &[]
+            };
+            match open(spec, &endpoints[0], spec.clients + s, joined).await {
+                Ok(ws) => sender_conns.push(ws),
+                Err(e) => anyhow::bail!("sender {s}: {e:#}"),
+            }
+        }
+    }
+
+    let window = saturate.then(|| Window::new(spec.senders, spec.window.max(1)));
+    let shared = Arc::new(Shared {
+        record_from_ns: AtomicU64::new(u64::MAX),
+        window,
+        ..Shared::default()
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut writers: Vec<StdWriter> = Vec::new();
+    let mut tasks = Vec::with_capacity(conns.len() + sender_conns.len());
+    for (i, ws) in conns {
+        if spec.scenario == Scenario::Ask {
+            writers.push(ws.std_writer()?);
+        }
+        tasks.push(tokio::spawn(receive(
+            ws,
+            i,
+            spec.proto,
+            shared.clone(),
+            spec.scenario != Scenario::Idle,
+            stop_rx.clone(),
+        )));
+    }
+    let mut sender_writers = Vec::new();
+    for ws in sender_conns {
+        sender_writers.push(ws.std_writer()?);
+        tasks.push(tokio::spawn(receive(
+            ws,
+            usize::MAX,
+            spec.proto,
+            shared.clone(),
+            false,
+            stop_rx.clone(),
+        )));
+    }
+
+    let t0 = ready(ReadyInfo {
+        connected: out.connected,
+        connect_failed: out.connect_failed,
+    })
+    .await?;
+    let cpu_start = stats::cpu_seconds(None);
+    shared
+        .record_from_ns
+        .store(t0 + (spec.warmup.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    let t_end = t0 + (spec.duration.max(0.0) * 1e9) as u64;
+
+    // The senders run on their own threads: their schedule needs sub-millisecond sleeps
+    // (tokio's timer has a one-millisecond resolution).
+    let abort = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    if fanout {
+        let targets: Arc<Vec<u64>> = Arc::new(out.receivers_per_room.clone());
+        for (s, writer) in sender_writers.into_iter().enumerate() {
+            let plan = SendPlan {
+                proto: spec.proto,
+                rooms: rooms.clone(),
+                size: spec.size,
+                sender: s,
+                senders: spec.senders.max(1),
+                rate: spec.rate,
+                t0,
+                t_end,
+            };
+            let (shared, targets, abort) = (shared.clone(), targets.clone(), abort.clone());
+            threads.push(std::thread::spawn(move || {
+                if plan.rate > 0.0 {
+                    send_open_loop(&plan, writer, &abort)
+                } else {
+                    send_saturating(&plan, writer, &shared, &targets, &abort)
+                }
+            }));
+        }
+    } else if spec.scenario == Scenario::Ask && !writers.is_empty() {
+        let plan = SendPlan {
+            proto: spec.proto,
+            rooms: Vec::new(),
+            size: spec.size,
+            sender: index,
+            senders: workers.max(1),
+            rate: spec.rate,
+            t0,
+            t_end,
+        };
+        let abort = abort.clone();
+        threads.push(std::thread::spawn(move || {
+            send_asks(&plan, writers, &abort)
+        }));
+    }
+
+    if threads.is_empty() {
+        sleep_until_ns(t_end).await;
+    } else {
+        let joined = tokio::task::spawn_blocking(move || {
+            threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+        });
+        let results = match tokio::time::timeout(
+            Duration::from_secs_f64(spec.duration.max(0.0) + 30.0),
+            joined,
+        )
+        .await
+        {
+            Ok(Ok(results)) => results,
+            _ => {
+                abort.store(true, Ordering::Relaxed);
+                anyhow::bail!("the senders did not finish in time");
+            }
+        };
+        for result in results {
+            match result {
+                Ok(sent) => {
+                    if out.sent_per_room.len() < sent.per_room.len() {
+                        out.sent_per_room.resize(sent.per_room.len(), 0);
+                    }
+                    for (acc, n) in out.sent_per_room.iter_mut().zip(&sent.per_room) {
+                        *acc += n;
+                    }
+                    out.stalls += sent.stalls;
+                    if let Some(e) = sent.error {
+                        out.error(e);
+                    }
+                }
+                Err(_) => out.error("a sender thread panicked"),
+            }
+        }
+        // Drain: until nothing arrived for a while, or the deadline.
+        let drain_deadline = t_end + DRAIN_MAX.as_nanos() as u64;
+        loop {
+            let now = now_ns();
+            let last = shared.last_recv_ns.load(Ordering::Relaxed);
+            if now >= drain_deadline
+                || (now > t_end && now.saturating_sub(last.max(t_end)) > QUIET.as_nanos() as u64)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if let (Some(start), Some(end)) = (cpu_start, stats::cpu_seconds(None)) {
+        out.cpu_s = end - start;
+    }
+
+    let _ = stop_tx.send(true);
+    let mut open_conns = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(Some(ws)) = task.await {
+            open_conns.push(ws);
+        }
+    }
+    close_all(open_conns).await;
+
+    out.received = shared.received.load(Ordering::Relaxed);
+    out.disconnects = shared.disconnects.load(Ordering::Relaxed);
+    out.last_recv_ns = shared.last_recv_ns.load(Ordering::Relaxed);
+    out.hist = stats::to_pairs(&shared.recorder.merged());
+    Ok(out)
+}
+
+/// A sender's schedule.
+#[derive(Debug, Clone)]
+struct SendPlan {
+    proto: Proto,
+    rooms: Vec<String>,
+    size: usize,
+    sender: usize,
+    senders: usize,
+    /// Messages per second over all senders (0: saturate).
+    rate: f64,
+    t0: u64,
+    t_end: u64,
+}
+
+/// What a sender thread did.
+#[derive(Debug, Default)]
+struct Sent {
+    per_room: Vec<u64>,
+    stalls: u64,
+    error: Option<String>,
+}
+
+/// Sleeps the calling thread until `ns` (Unix nanoseconds).
+fn wait_until(ns: u64) {
+    let now = now_ns();
+    if ns > now {
+        std::thread::sleep(Duration::from_nanos(ns - now));
+    }
+}
+
+fn frame_for(
+    plan: &SendPlan,
+    frame: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+    seq: u64,
+    t_ns: u64,
+) -> usize {
+    let room = if plan.rooms.is_empty() {
+        0
+    } else {
+        (seq % plan.rooms.len() as u64) as usize
+    };
+    body.clear();
+    stamp::encode(
+        body,
+        Stamp {
+            sender: plan.sender as u32,
+            seq,
+            t_ns,
+        },
+        plan.size,
+    );
+    frame.clear();
+    let name = plan.rooms.get(room).map(String::as_str).unwrap_or("");
+    plan.proto.fanout_frame(frame, name, body);
+    room
+}
+
+/// Open loop: message `k` of sender `s` is meant for `t0 + (k·S + s) / rate`.
+fn send_open_loop(plan: &SendPlan, mut writer: StdWriter, abort: &AtomicBool) -> Sent {
+    let mut sent = Sent {
+        per_room: vec![0; plan.rooms.len().max(1)],
+        ..Sent::default()
+    };
+    let step = 1e9 / plan.rate;
+    let (mut frame, mut body) = (Vec::new(), Vec::new());
+    for seq in 0u64.. {
+        let intended =
+            plan.t0 + ((seq as f64 * plan.senders as f64 + plan.sender as f64) * step) as u64;
+        if intended >= plan.t_end || abort.load(Ordering::Relaxed) {
+            break;
+        }
+        wait_until(intended);
+        let room = frame_for(plan, &mut frame, &mut body, seq, intended);
+        if let Err(e) = writer.send_text(&frame) {
+            sent.error = Some(format!("sender {}: {e}", plan.sender));
+            break;
+        }
+        sent.per_room[room] += 1;
+    }
+    sent
+}
+
+/// Saturation: send as fast as the slowest receiver allows, with at most `window` messages
+/// not yet delivered to every receiver.
+fn send_saturating(
+    plan: &SendPlan,
+    mut writer: StdWriter,
+    shared: &Shared,
+    targets: &[u64],
+    abort: &AtomicBool,
+) -> Sent {
+    let mut sent = Sent {
+        per_room: vec![0; plan.rooms.len().max(1)],
+        ..Sent::default()
+    };
+    let Some(window) = &shared.window else {
+        return sent;
+    };
+    let target_of = |seq: u64| -> u32 {
+        let room = if plan.rooms.is_empty() {
+            0
+        } else {
+            (seq % plan.rooms.len() as u64) as usize
+        };
+        targets.get(room).copied().unwrap_or(0) as u32
+    };
+    let (mut frame, mut body) = (Vec::new(), Vec::new());
+    for seq in 0u64.. {
+        if now_ns() >= plan.t_end || abort.load(Ordering::Relaxed) {
+            break;
+        }
+        if seq >= window.size as u64 {
+            let previous = seq - window.size as u64;
+            let slot = window.slot(plan.sender, previous);
+            let target = target_of(previous);
+            let give_up = Instant::now() + STALL;
+            let mut spins = 0u32;
+            while slot.load(Ordering::Acquire) < target {
+                if Instant::now() > give_up || abort.load(Ordering::Relaxed) {
+                    sent.stalls += 1;
+                    break;
+                }
+                spins += 1;
+                if spins < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+            }
+            slot.store(0, Ordering::Release);
+        }
+        let room = frame_for(plan, &mut frame, &mut body, seq, now_ns());
+        if let Err(e) = writer.send_text(&frame) {
+            sent.error = Some(format!("sender {}: {e}", plan.sender));
+            break;
+        }
+        sent.per_room[room] += 1;
+    }
+    sent
+}
+
+/// Open-loop Asks over `writers`, round-robin: Ask `k` of worker `w` is meant for
+/// `t0 + (k·W + w) / rate`.
+fn send_asks(plan: &SendPlan, mut writers: Vec<StdWriter>, abort: &AtomicBool) -> Sent {
+    let mut sent = Sent {
+        per_room: vec![0],
+        ..Sent::default()
+    };
+    let step = 1e9 / plan.rate.max(1e-3);
+    let (mut frame, mut body) = (Vec::new(), Vec::new());
+    let n = writers.len();
+    for seq in 0u64.. {
+        let intended =
+            plan.t0 + ((seq as f64 * plan.senders as f64 + plan.sender as f64) * step) as u64;
+        if intended >= plan.t_end || abort.load(Ordering::Relaxed) {
+            break;
+        }
+        wait_until(intended);
+        body.clear();
+        stamp::encode(
+            &mut body,
+            Stamp {
+                sender: plan.sender as u32,
+                seq,
+                t_ns: intended,
+            },
+            plan.size,
+        );
+        frame.clear();
+        plan.proto.ask_frame(&mut frame, 100 + seq, &body);
+        let writer = &mut writers[(seq % n as u64) as usize];
+        if let Err(e) = writer.send_text(&frame) {
+            sent.error = Some(format!("ask {seq}: {e}"));
+            break;
+        }
+        sent.per_room[0] += 1;
+    }
+    sent
+}
+
+/// Churn: `concurrency` loops that connect, join and close until the end.
+async fn churn<F, Fut>(
+    spec: &Spec,
+    endpoints: &[Endpoint],
+    index: usize,
+    ready: F,
+) -> anyhow::Result<WorkerOut>
+where
+    F: FnOnce(ReadyInfo) -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let t0 = ready(ReadyInfo::default()).await?;
+    sleep_until_ns(t0).await;
+    let cpu_start = stats::cpu_seconds(None);
+    let t_end = t0 + (spec.duration.max(0.0) * 1e9) as u64;
+    let recorder = Recorder::default();
+    let next = AtomicU64::new((index as u64) << 40);
+    let cycles = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    let errors = parking_lot::Mutex::new(Vec::<String>::new());
+    let lane = |lane: usize| {
+        let (recorder, next, cycles, failures, errors) =
+            (&recorder, &next, &cycles, &failures, &errors);
+        async move {
+            while now_ns() < t_end {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let endpoint = &endpoints[i % endpoints.len()];
+                let started = now_ns();
+                match open(spec, endpoint, i, &[]).await {
+                    Ok(ws) => {
+                        recorder.record(lane, now_ns().saturating_sub(started));
+                        ws.close(Duration::from_millis(500)).await;
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        {
+                            let mut errors = errors.lock();
+                            if errors.len() < MAX_ERRORS {
+                                errors.push(format!("{e:#}"));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+    };
+    futures_util::future::join_all((0..spec.concurrency.max(1)).map(lane)).await;
+    let mut out = WorkerOut {
+        cycles: cycles.load(Ordering::Relaxed),
+        cycle_failures: failures.load(Ordering::Relaxed),
+        hist: stats::to_pairs(&recorder.merged()),
+        last_recv_ns: now_ns(),
+        errors: errors.into_inner(),
+        ..WorkerOut::default()
+    };
+    if let (Some(start), Some(end)) = (cpu_start, stats::cpu_seconds(None)) {
+        out.cpu_s = end - start;
+    }
+    Ok(out)
+}

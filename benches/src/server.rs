@@ -1,0 +1,260 @@
+//! Our server under test (`neffos-bench-server`), with the behaviour every peer of the
+//! benchmark shares:
+//!
+//! - `--mode neffos`: namespace `bench`; event `fanout` broadcasts `msg` with the same
+//!   body to every other connection of the namespace, or of the message's room when it
+//!   has one; event `ask` replies with the same body. Default [`Config`] (as shipped).
+//! - `--mode raw`: the raw WebSocket floor on the same stack (axum's WebSocket, i.e.
+//!   tokio-tungstenite 0.29), no protocol: every frame a client sends is broadcast to every
+//!   other client; one `tokio::sync::broadcast` channel, a reader task and a writer loop per
+//!   connection that writes every frame queued before one flush.
+//!
+//! `--instances K` serves K instances (one port each) joined by the exchange:
+//! `--exchange memory` (in-process), `redis` (cargo feature `redis`, `--redis-url`) or
+//! `nats` (not available yet). Each instance prints
+//! `{"event":"listening","addr":"127.0.0.1:<port>","instance":<i>}`; the process exits when
+//! its standard input closes or after `--lifetime-secs`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::serve::ListenerExt;
+use futures_util::{SinkExt, StreamExt};
+use neffos::{Events, Exchange, MemoryExchange, Message, Namespaces, Reply, Server, Target};
+use tokio::sync::broadcast;
+
+/// What the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// neffos-rs.
+    Neffos,
+    /// Raw axum WebSocket broadcast (the floor of our stack).
+    Raw,
+}
+
+/// The exchange joining instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExchangeKind {
+    /// None (one instance).
+    None,
+    /// In-process `MemoryExchange`.
+    Memory,
+    /// `neffos-redis` (cargo feature `redis`).
+    Redis,
+    /// `neffos-nats` (not available yet).
+    Nats,
+}
+
+/// The command line of `neffos-bench-server`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "neffos-rs bench server: the same minimal behaviour as every benchmark peer")]
+pub struct ServerArgs {
+    /// Listen address of the first instance (port 0: any free port; the next instances
+    /// take the following ports, or free ports).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// neffos, or the raw WebSocket floor.
+    #[arg(long, value_enum, default_value_t = Mode::Neffos)]
+    pub mode: Mode,
+    /// Instances in this process.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// The exchange joining the instances (and other processes, for brokers).
+    #[arg(long, value_enum, default_value_t = ExchangeKind::None)]
+    pub exchange: ExchangeKind,
+    /// Redis URL for `--exchange redis`.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// NATS URL for `--exchange nats`.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Exit after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub lifetime_secs: u64,
+}
+
+/// The neffos server of the benchmark, optionally joined to others by `exchange`.
+pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>) -> Server {
+    let events = Events::new()
+        .on("fanout", |ns, msg: Message| async move {
+            let Some(server) = ns.conn().server() else {
+                return;
+            };
+            let target = if msg.room.is_empty() {
+                Target::namespace(ns.namespace())
+            } else {
+                Target::room(ns.namespace(), &msg.room)
+            };
+            let out = Message::new("", "msg", msg.body);
+            // A failed broadcast shows as losses in the load generator's report.
+            let _ = server.broadcast(target.except(ns.conn()), out);
+        })
+        .on(
+            "ask",
+            |_ns, msg: Message| async move { Reply::new(msg.body) },
+        );
+    let mut builder = Server::builder(Namespaces::new().namespace("bench", events));
+    if let Some(exchange) = exchange {
+        builder = builder.exchange_arc(exchange);
+    }
+    builder.build()
+}
+
+async fn exchange_for(
+    args: &ServerArgs,
+    memory: &MemoryExchange,
+) -> anyhow::Result<Option<Arc<dyn Exchange>>> {
+    Ok(match args.exchange {
+        ExchangeKind::None => None,
+        ExchangeKind::Memory => Some(Arc::new(memory.clone())),
+        #[cfg(feature = "redis")]
+        ExchangeKind::Redis => Some(Arc::new(
+            neffos_redis::RedisExchange::builder(args.redis_url.clone())
+                .prefix("bench")
+                .connect()
+                .await
+                .context("connecting to Redis")?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        ExchangeKind::Redis => {
+            bail!("--exchange redis needs the `redis` cargo feature of neffos-benches")
+        }
+        ExchangeKind::Nats => bail!(
+            "--exchange nats: the NATS exchange (neffos-nats) is not available yet; \
+             this is the hook to wire it in"
+        ),
+    })
+}
+
+static NEXT_RAW_ID: AtomicU64 = AtomicU64::new(1);
+
+type Bus = broadcast::Sender<(u64, WsMessage)>;
+
+async fn raw_socket(socket: WebSocket, bus: Bus) {
+    let id = NEXT_RAW_ID.fetch_add(1, Ordering::Relaxed);
+    let mut rx = bus.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let mut reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                WsMessage::Text(_) | WsMessage::Binary(_) => {
+                    let _ = bus.send((id, msg));
+                }
+                WsMessage::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    'outer: loop {
+        let first = tokio::select! {
+            received = rx.recv() => match received {
+                Ok(m) => m,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            // The peer closed: flush tungstenite's close reply and stop.
+            _ = &mut reader => {
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        let mut pending = Some(first);
+        // Write everything queued so far, then flush once.
+        while let Some((from, msg)) = pending.take() {
+            if from != id && sink.feed(msg).await.is_err() {
+                break 'outer;
+            }
+            pending = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => rx.try_recv().ok(),
+                Err(_) => None,
+            };
+        }
+        if sink.flush().await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+}
+
+fn raw_router() -> axum::Router {
+    let (bus, _) = broadcast::channel::<(u64, WsMessage)>(4096);
+    let config = neffos::Config::default();
+    axum::Router::new().route(
+        "/echo",
+        axum::routing::any(move |ws: WebSocketUpgrade| {
+            let bus = bus.clone();
+            async move {
+                ws.read_buffer_size(config.read_buffer_size)
+                    .write_buffer_size(config.write_buffer_size)
+                    .on_upgrade(move |socket| raw_socket(socket, bus))
+            }
+        }),
+    )
+}
+
+/// Runs the bench server until its input closes or its lifetime ends.
+#[allow(clippy::print_stdout)]
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    if args.instances == 0 {
+        bail!("--instances must be at least 1");
+    }
+    if args.instances > 1 && args.exchange == ExchangeKind::None {
+        bail!("several instances need an exchange (--exchange memory|redis|nats)");
+    }
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        std::process::exit(0);
+    });
+    let lifetime = Duration::from_secs(args.lifetime_secs);
+    let memory = MemoryExchange::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut servers = Vec::new();
+    for i in 0..args.instances {
+        let addr = if args.addr.port() == 0 || i == 0 {
+            args.addr
+        } else {
+            SocketAddr::new(args.addr.ip(), args.addr.port() + i as u16)
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        let app = match args.mode {
+            Mode::Neffos => {
+                let server = neffos_server(exchange_for(&args, &memory).await?);
+                let app = axum::Router::new().route("/echo", server.route());
+                servers.push(server);
+                app
+            }
+            Mode::Raw => raw_router(),
+        };
+        println!("{{\"event\":\"listening\",\"addr\":\"{local}\",\"instance\":{i}}}");
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tasks.spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(lifetime) => {}
+        Some(done) = tasks.join_next() => {
+            done.context("an instance panicked")?.context("an instance stopped")?;
+        }
+    }
+    for server in &servers {
+        server.shutdown(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}

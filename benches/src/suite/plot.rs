@@ -1,0 +1,379 @@
+//! The plots of `BENCHMARKS.md` (plotters), as SVG and PNG. The labels need a TrueType
+//! font: DejaVu Sans from the usual places, or the file named by `NEFFOS_BENCH_FONT`.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::anyhow;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::SuiteResults;
+use super::report::thousands;
+
+/// A plot written under `docs/bench/`.
+#[derive(Debug, Clone)]
+pub(super) struct Plot {
+    /// Caption.
+    pub(super) title: String,
+    /// SVG path relative to the repository root.
+    pub(super) svg: String,
+    /// PNG path relative to the repository root, when written.
+    pub(super) png: Option<String>,
+}
+
+const SIZE: (u32, u32) = (900, 540);
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0xD6, 0x27, 0x28),
+    RGBColor(0x1F, 0x77, 0xB4),
+    RGBColor(0x2C, 0xA0, 0x2C),
+    RGBColor(0x7F, 0x7F, 0x7F),
+    RGBColor(0x94, 0x67, 0xBD),
+    RGBColor(0xFF, 0x7F, 0x0E),
+];
+
+/// Registers a font for the bitmap backend once; false when none was found.
+fn font_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| {
+        let candidates = [
+            std::env::var("NEFFOS_BENCH_FONT").unwrap_or_default(),
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into(),
+            "/usr/share/fonts/TTF/DejaVuSans.ttf".into(),
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf".into(),
+        ];
+        for path in candidates.iter().filter(|p| !p.is_empty()) {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type DrawResult = anyhow::Result<()>;
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing: {e:?}")
+}
+
+/// A drawing function usable with both backends.
+trait Chart {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
+}
+
+/// Draws `chart` into `<dir>/<name>.svg` and, with a font, `.png`.
+fn plot_chart(dir: &Path, name: &str, title: &str, chart: &impl Chart) -> anyhow::Result<Plot> {
+    if !font_ready() {
+        anyhow::bail!(
+            "no TrueType font to draw the labels with: install DejaVu Sans (fonts-dejavu-core) \
+             or set NEFFOS_BENCH_FONT to a .ttf file"
+        );
+    }
+    let svg_path = dir.join(format!("{name}.svg"));
+    {
+        let root = SVGBackend::new(&svg_path, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        chart.draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    let png = {
+        let png_path = dir.join(format!("{name}.png"));
+        let root = BitMapBackend::new(&png_path, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        chart.draw(&root)?;
+        root.present().map_err(err)?;
+        Some(format!("docs/bench/{name}.png"))
+    };
+    Ok(Plot {
+        title: title.to_owned(),
+        svg: format!("docs/bench/{name}.svg"),
+        png,
+    })
+}
+
+/// Deliveries per second versus receivers, per peer (saturating runs).
+struct Throughput<'a>(&'a SuiteResults);
+
+impl Chart for Throughput<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let res = self.0;
+        let series: Vec<(String, Vec<(f64, f64)>)> = res
+            .peers
+            .iter()
+            .map(|p| {
+                let pts = res
+                    .plan
+                    .client_counts
+                    .iter()
+                    .filter_map(|&n| p.saturate_at(n))
+                    .filter(|r| r.connected > 0)
+                    .map(|r| (r.connected as f64, r.deliveries_per_s))
+                    .collect();
+                (p.key.clone(), pts)
+            })
+            .collect();
+        let max_y = series
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.1))
+            .fold(1.0f64, f64::max)
+            * 1.15;
+        let (min_x, max_x) = series
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.0))
+            .fold((f64::MAX, 1.0f64), |(a, b), x| (a.min(x), b.max(x)));
+        let min_x = if min_x == f64::MAX { 1.0 } else { min_x };
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Fan-out: maximum deliveries/s vs clients ({} B)",
+                    res.plan.size
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(90)
+            .build_cartesian_2d((min_x * 0.8..max_x * 1.25).log_scale(), 0.0..max_y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("clients (log scale)")
+            .y_desc("deliveries/s")
+            .light_line_style(WHITE)
+            .x_label_formatter(&|x| {
+                let shown = res
+                    .plan
+                    .client_counts
+                    .iter()
+                    .any(|&c| (c as f64 - *x).abs() < 0.5);
+                if shown { thousands(*x) } else { String::new() }
+            })
+            .y_label_formatter(&|y| thousands(*y))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// p50 (thin) and p99 (thick) latency versus offered deliveries/s, per peer.
+struct LatencyChart<'a>(&'a SuiteResults);
+
+impl Chart for LatencyChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let res = self.0;
+        let mut max_x = 1.0f64;
+        let mut max_y = 0.1f64;
+        let mut min_y = f64::MAX;
+        for p in &res.peers {
+            for r in p.sweep.iter().chain(p.fixed.iter()) {
+                max_x = max_x.max(r.offered_deliveries_per_s);
+                max_y = max_y.max(r.latency.p99_us / 1000.0);
+                min_y = min_y.min(r.latency.p50_us / 1000.0);
+            }
+        }
+        let min_y = if min_y == f64::MAX {
+            0.01
+        } else {
+            (min_y * 0.7).max(0.01)
+        };
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Fan-out latency vs offered load ({} clients): p99 thick, p50 thin",
+                    thousands(res.plan.fanout_clients as f64)
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..max_x * 1.1, (min_y..max_y * 1.5).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered deliveries/s")
+            .y_desc("latency, ms (log scale)")
+            .y_labels(6)
+            .light_line_style(WHITE)
+            .x_label_formatter(&|x| thousands(*x))
+            .y_label_formatter(&|y| format!("{y}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for (i, p) in res.peers.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let mut runs: Vec<_> = p.sweep.iter().chain(p.fixed.iter()).collect();
+            runs.sort_by(|a, b| {
+                a.offered_deliveries_per_s
+                    .total_cmp(&b.offered_deliveries_per_s)
+            });
+            let p99: Vec<(f64, f64)> = runs
+                .iter()
+                .map(|r| (r.offered_deliveries_per_s, r.latency.p99_us / 1000.0))
+                .collect();
+            let p50: Vec<(f64, f64)> = runs
+                .iter()
+                .map(|r| (r.offered_deliveries_per_s, r.latency.p50_us / 1000.0))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(p99.clone(), color.stroke_width(3)))
+                .map_err(err)?
+                .label(p.key.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            chart
+                .draw_series(p99.iter().map(|&pt| Circle::new(pt, 4, color.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(p50.clone(), color.stroke_width(1)))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    p50.iter()
+                        .map(|&pt| Circle::new(pt, 3, color.stroke_width(1))),
+                )
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Server KiB per idle connection, per peer.
+struct IdleChart<'a>(&'a SuiteResults);
+
+impl Chart for IdleChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let res = self.0;
+        let bars: Vec<(String, f64)> = res
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.key.clone(), p.idle.as_ref()?.kib_per_conn?)))
+            .collect();
+        let max_y = bars.iter().map(|b| b.1).fold(8.0f64, f64::max) * 1.2;
+        let n = bars.len().max(1) as u32;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Server memory per idle connection ({} connections), KiB",
+                    thousands(res.plan.idle_clients as f64)
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0u32..n - 1).into_segmented(), 0.0..max_y)
+            .map_err(err)?;
+        let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE)
+            .y_desc("KiB per connection (VmRSS delta)")
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for (i, (_, kib)) in bars.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let i = i as u32;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *kib),
+                    ],
+                    color.mix(0.8).filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{kib:.1}"),
+                    (SegmentValue::CenterOf(i), *kib + max_y * 0.02),
+                    ("sans-serif", 16),
+                )))
+                .map_err(err)?;
+        }
+        // The target.
+        chart
+            .draw_series(LineSeries::new(
+                vec![(SegmentValue::Exact(0), 8.0), (SegmentValue::Exact(n), 8.0)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("target: 8 KiB")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Draws every plot into `dir`.
+pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plot>> {
+    Ok(vec![
+        plot_chart(
+            dir,
+            "throughput_vs_clients",
+            "Maximum fan-out throughput versus clients",
+            &Throughput(res),
+        )?,
+        plot_chart(
+            dir,
+            "latency_vs_load",
+            "Fan-out latency percentiles versus offered load",
+            &LatencyChart(res),
+        )?,
+        plot_chart(
+            dir,
+            "idle_memory",
+            "Server memory per idle connection",
+            &IdleChart(res),
+        )?,
+    ])
+}

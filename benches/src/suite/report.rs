@@ -1,0 +1,768 @@
+#![allow(clippy::print_stderr)]
+//! `BENCHMARKS.md`: the targets (met or missed), the tables with ratios against each peer
+//! of the same run, the plots, the machine and the method.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{PeerResults, Role, SuiteResults, plot};
+use crate::loadgen::Report;
+
+/// The key of our server among the peers.
+pub(super) const OURS: &str = "neffos-rs";
+
+/// Formats an integer-ish rate with thousands separators.
+pub(super) fn thousands(v: f64) -> String {
+    let n = v.round().max(0.0) as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats microseconds as µs or ms.
+fn time_us(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.0} ms", us / 1000.0)
+    } else if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+/// CPUs in a `Cpus_allowed_list` such as `1`, `1-3` or `0,2-3`.
+fn cpu_count(list: &str) -> usize {
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.trim().parse().unwrap_or(0), b.trim().parse().unwrap_or(0));
+                b.saturating_sub(a) + 1
+            }
+            None => 1,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+impl SuiteResults {
+    fn peer(&self, key: &str) -> Option<&PeerResults> {
+        self.peers.iter().find(|p| p.key == key)
+    }
+
+    fn loadgen_cores(&self) -> usize {
+        cpu_count(&self.loadgen_cpus)
+    }
+
+    /// True when the load generator was (nearly) saturated: the server could have gone
+    /// faster.
+    fn loadgen_bound(&self, r: &Report) -> bool {
+        r.loadgen_cores >= 0.9 * self.loadgen_cores() as f64
+    }
+}
+
+impl PeerResults {
+    /// The saturating fan-out to `clients` receivers (the median run when repeated).
+    pub(super) fn saturate_at(&self, clients: usize) -> Option<&Report> {
+        let mut runs = self.saturate_runs(clients);
+        runs.sort_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s));
+        runs.get(runs.len() / 2).copied()
+    }
+
+    /// Every saturating run to `clients` receivers.
+    pub(super) fn saturate_runs(&self, clients: usize) -> Vec<&Report> {
+        self.saturate
+            .iter()
+            .filter(|r| r.spec.clients == clients)
+            .collect()
+    }
+
+    /// The open-loop run closest to `fraction` of the maximum.
+    pub(super) fn sweep_at(&self, fraction: f64) -> Option<&Report> {
+        let max = self.saturate_max()?;
+        self.sweep.iter().min_by(|a, b| {
+            let fa = (a.spec.rate / max - fraction).abs();
+            let fb = (b.spec.rate / max - fraction).abs();
+            fa.total_cmp(&fb)
+        })
+    }
+
+    /// Maximum sustainable messages per second of the headline fan-out (from the sweep's
+    /// base: the saturating run whose receiver count the sweep used).
+    pub(super) fn saturate_max(&self) -> Option<f64> {
+        let clients = self.sweep.first()?.spec.clients;
+        let r = self.saturate_at(clients)?;
+        (r.connected > 0).then(|| r.deliveries_per_s / r.connected as f64)
+    }
+}
+
+/// One target line.
+struct Target {
+    what: String,
+    measured: String,
+    required: String,
+    met: Option<bool>,
+    /// Status when there is no target to meet.
+    unmet_status: &'static str,
+}
+
+fn targets(res: &SuiteResults) -> Vec<Target> {
+    let clients = res.plan.fanout_clients;
+    let ours = res.peer(OURS);
+    let sat = |key: &str| {
+        res.peer(key)
+            .and_then(|p| p.saturate_at(clients))
+            .map(|r| r.deliveries_per_s)
+    };
+    let ours_sat = sat(OURS);
+    let mut out = Vec::new();
+    for (key, name, factor) in [
+        ("go-neffos", "Go neffos", 3.0),
+        ("socketioxide", "socketioxide", 1.5),
+        ("raw-axum", "the raw WebSocket floor (same stack)", 0.6),
+    ] {
+        let peer = sat(key);
+        let met = match (ours_sat, peer) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b >= factor),
+            _ => None,
+        };
+        let bound = [OURS, key].iter().any(|k| {
+            res.peer(k)
+                .and_then(|p| p.saturate_at(clients))
+                .is_some_and(|r| res.loadgen_bound(r))
+        });
+        let cpu = |key: &str| {
+            res.peer(key)
+                .and_then(|p| p.saturate_at(clients))
+                .and_then(|r| r.server_cpu_us_per_delivery)
+        };
+        let cpu_note = match (cpu(OURS), cpu(key)) {
+            (Some(a), Some(b)) if a > 0.0 => format!(
+                "; server CPU per delivery {a:.2} vs {b:.2} µs ({})",
+                if a <= b {
+                    format!("{:.2}× less work", b / a)
+                } else {
+                    format!("{:.2}× more work", a / b)
+                }
+            ),
+            _ => String::new(),
+        };
+        out.push(Target {
+            what: format!(
+                "Fan-out 1 sender → {} clients, {} B: deliveries/s vs {name}{}",
+                thousands(clients as f64),
+                res.plan.size,
+                if res.plan.repeats > 1 {
+                    format!(" (median of {} runs)", res.plan.repeats)
+                } else {
+                    String::new()
+                }
+            ),
+            measured: match (ours_sat, peer) {
+                (Some(a), Some(b)) => format!(
+                    "{} vs {} = **{}**{}{cpu_note}",
+                    thousands(a),
+                    thousands(b),
+                    ratio(a, b),
+                    if bound {
+                        " (load generator saturated)"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => "not measured".into(),
+            },
+            required: if factor >= 1.0 {
+                format!("≥ {factor}×")
+            } else {
+                format!("≥ {:.0} %", factor * 100.0)
+            },
+            met,
+            unmet_status: "not measured yet",
+        });
+    }
+    let half = ours.and_then(|p| p.sweep_at(0.5));
+    out.push(Target {
+        what: format!(
+            "p99 latency at half the maximum sustainable rate ({} clients, local)",
+            thousands(clients as f64)
+        ),
+        measured: opt(half, |r| {
+            format!(
+                "{} at {} deliveries/s (p50 {})",
+                time_us(r.latency.p99_us),
+                thousands(r.offered_deliveries_per_s),
+                time_us(r.latency.p50_us)
+            )
+        }),
+        required: "≤ 2 ms".into(),
+        met: half.map(|r| r.latency.p99_us <= 2000.0 && r.lost == 0),
+        unmet_status: "not measured yet",
+    });
+    let idle = ours.and_then(|p| p.idle.as_ref());
+    out.push(Target {
+        what: format!(
+            "Idle memory at {} connections, one instance",
+            thousands(res.plan.idle_clients as f64)
+        ),
+        measured: opt(idle, |r| {
+            format!(
+                "{} KiB per connection ({} connected)",
+                opt(r.kib_per_conn, |k| format!("{k:.1}")),
+                thousands(r.connected as f64)
+            )
+        }),
+        required: "≤ 8 KiB".into(),
+        met: idle.and_then(|r| {
+            r.kib_per_conn
+                .map(|k| k <= 8.0 && r.connected >= res.plan.idle_clients)
+        }),
+        unmet_status: "not measured yet",
+    });
+    for c in &res.cluster {
+        if c.exchange == "memory" {
+            continue;
+        }
+        out.push(Target {
+            what: format!("Cross-instance fan-out over {}", c.exchange),
+            measured: match &c.saturate {
+                Some(r) => format!(
+                    "{} deliveries/s (saturating)",
+                    thousands(r.deliveries_per_s)
+                ),
+                None => c.status.clone(),
+            },
+            required: "no target set yet".into(),
+            met: None,
+            unmet_status: if c.saturate.is_some() {
+                "measured (no target yet)"
+            } else {
+                "not measured yet"
+            },
+        });
+    }
+    out
+}
+
+fn status(t: &Target) -> &'static str {
+    match t.met {
+        Some(true) => "**met**",
+        Some(false) => "**missed**",
+        None => t.unmet_status,
+    }
+}
+
+/// Writes `BENCHMARKS.md` and the plots under `docs/bench/`.
+pub(super) fn write(res: &SuiteResults, root: &Path) -> anyhow::Result<()> {
+    let plots_dir = root.join("docs/bench");
+    std::fs::create_dir_all(&plots_dir)?;
+    let plots = match plot::draw_all(res, &plots_dir) {
+        Ok(plots) => plots,
+        Err(e) => {
+            eprintln!("no plots: {e:#}");
+            Vec::new()
+        }
+    };
+    let mut md = String::new();
+    render(res, &plots, root, &mut md)?;
+    std::fs::write(root.join("BENCHMARKS.md"), md)?;
+    Ok(())
+}
+
+fn render(
+    res: &SuiteResults,
+    plots: &[plot::Plot],
+    root: &Path,
+    md: &mut String,
+) -> std::fmt::Result {
+    let clients = res.plan.fanout_clients;
+    writeln!(md, "# Benchmarks")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Generated by `cargo xtask bench{}` on {} ({:.0} s). Every number below comes from this one run, \
+         on one machine, with every peer driven by the same load generator (`neffos-loadgen`); \
+         ratios compare peers of this run only. Do not edit by hand: run the command again.",
+        if res.quick { " --quick" } else { "" },
+        res.date,
+        res.wall_s
+    )?;
+    if res.quick {
+        writeln!(
+            md,
+            "\nThis is a **quick** run ({} s per measurement): expect a few percent of noise; \
+             `cargo xtask bench` runs longer and wider.",
+            res.plan.duration
+        )?;
+    }
+
+    writeln!(md, "\n## Targets\n")?;
+    writeln!(md, "| target | measured | required | status |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for t in targets(res) {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.measured,
+            t.required,
+            status(&t)
+        )?;
+    }
+
+    writeln!(md, "\n## Peers\n")?;
+    writeln!(md, "| peer | role | protocol | built from |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for p in &res.peers {
+        let role = match p.role {
+            Role::Ours => "ours",
+            Role::Baseline => "baseline",
+            Role::Floor => "raw WebSocket (no protocol)",
+        };
+        writeln!(
+            md,
+            "| {} | {role} | {} | {} |",
+            p.key, p.proto, p.description
+        )?;
+    }
+    writeln!(
+        md,
+        "\nEvery peer does the same: clients connect to namespace `bench` (Socket.IO: `/bench`), \
+         optionally join a room; a sender's `fanout` event is broadcast as `msg` with the same \
+         body to every other client of the namespace or room; `ask` is answered with its body. \
+         The raw peers have no namespaces, rooms or Asks: every frame is broadcast to every other \
+         connection."
+    )?;
+
+    // Fan-out saturation.
+    let ours = res.peer(OURS);
+    writeln!(md, "\n## Fan-out: maximum sustainable rate\n")?;
+    writeln!(
+        md,
+        "One sender → N clients of the namespace, {} B bodies; the sender keeps at most {} \
+         messages not yet delivered to every client (so no queue overflows) and sends as fast as \
+         that allows for {} s; the headline receiver count is run several times and the median \
+         reported, every run listed. *ours ÷ peer* is neffos-rs's deliveries/s divided by the peer's. \
+         *CPU/delivery* is the server's CPU time (user + system, from `/proc/<pid>/stat`) \
+         divided by deliveries: it does not depend on whether the load generator kept up.\n",
+        res.plan.size,
+        crate::loadgen::Spec::default().window,
+        res.plan.duration
+    )?;
+    writeln!(
+        md,
+        "| peer | clients | deliveries/s (median) | runs | ours ÷ peer | server CPU/delivery | ours ÷ peer (CPU) | lost | load generator |"
+    )?;
+    writeln!(md, "|---|---:|---:|---|---:|---:|---:|---:|---|")?;
+    for &n in &res.plan.client_counts {
+        let o = ours.and_then(|p| p.saturate_at(n));
+        for p in &res.peers {
+            let Some(r) = p.saturate_at(n) else {
+                writeln!(
+                    md,
+                    "| {} | {} | failed | | | | | | |",
+                    p.key,
+                    thousands(n as f64)
+                )?;
+                continue;
+            };
+            let cpu = r.server_cpu_us_per_delivery;
+            let runs = p.saturate_runs(n);
+            let runs = if runs.len() > 1 {
+                runs.iter()
+                    .map(|r| format!("{:.2} M", r.deliveries_per_s / 1e6))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            } else {
+                "1".into()
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {runs} | {} | {} | {} | {} | {:.2} cores{} |",
+                p.key,
+                thousands(r.connected as f64),
+                thousands(r.deliveries_per_s),
+                if p.key == OURS {
+                    "1.00×".into()
+                } else {
+                    opt(o, |o| ratio(o.deliveries_per_s, r.deliveries_per_s))
+                },
+                opt(cpu, |c| format!("{c:.2} µs")),
+                match (o.and_then(|o| o.server_cpu_us_per_delivery), cpu) {
+                    (Some(a), Some(b)) if p.key != OURS => format!("{:.2}× the CPU", a / b),
+                    _ => "–".into(),
+                },
+                r.lost + r.stalls,
+                r.loadgen_cores,
+                if res.loadgen_bound(r) {
+                    " (saturated)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+
+    // Latency.
+    writeln!(md, "\n## Fan-out latency versus offered load\n")?;
+    writeln!(
+        md,
+        "One sender on an open-loop schedule → {} clients: message k is due at t₀ + k/rate and \
+         carries that *intended* time; latency is the receiver's clock minus the intended time, \
+         so a sender or server that falls behind shows up as latency (coordinated omission is \
+         accounted for). HDR histograms, the first {:.1} s excluded. Offered load is a fraction \
+         of each peer's own maximum above.\n",
+        thousands(clients as f64),
+        (res.plan.duration * 0.2).min(1.0)
+    )?;
+    writeln!(
+        md,
+        "| peer | of max | offered deliveries/s | achieved | p50 | p90 | p99 | p99.9 | max | lost |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for p in &res.peers {
+        let max = p.saturate_max();
+        for r in &p.sweep {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.key,
+                opt(max, |m| format!("{:.0} %", r.spec.rate / m * 100.0)),
+                thousands(r.offered_deliveries_per_s),
+                thousands(r.deliveries_per_s),
+                time_us(r.latency.p50_us),
+                time_us(r.latency.p90_us),
+                time_us(r.latency.p99_us),
+                time_us(r.latency.p999_us),
+                time_us(r.latency.max_us),
+                r.lost
+            )?;
+        }
+    }
+
+    // Same load for everyone.
+    writeln!(md, "\n## Fan-out latency at the same load\n")?;
+    writeln!(
+        md,
+        "Every peer at {} messages/s to {} clients ({} deliveries/s), open loop as above.\n",
+        res.plan.fixed_rate,
+        thousands(clients as f64),
+        thousands(res.plan.fixed_rate * clients as f64)
+    )?;
+    writeln!(
+        md,
+        "| peer | p50 | p90 | p99 | p99.9 | max | lost | server CPU/delivery | p99: ours ÷ peer |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let ours_fixed = ours
+        .and_then(|p| p.fixed.as_ref())
+        .map(|r| r.latency.p99_us);
+    for p in &res.peers {
+        if let Some(r) = &p.fixed {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.key,
+                time_us(r.latency.p50_us),
+                time_us(r.latency.p90_us),
+                time_us(r.latency.p99_us),
+                time_us(r.latency.p999_us),
+                time_us(r.latency.max_us),
+                r.lost,
+                opt(r.server_cpu_us_per_delivery, |c| format!("{c:.2} µs")),
+                if p.key == OURS {
+                    "–".into()
+                } else {
+                    opt(ours_fixed, |o| ratio(o, r.latency.p99_us))
+                }
+            )?;
+        }
+    }
+
+    // Rooms.
+    writeln!(md, "\n## Room fan-out\n")?;
+    writeln!(
+        md,
+        "{} clients in {} rooms, {} messages/s, each to one room (round-robin), open loop.\n",
+        thousands(clients as f64),
+        res.plan.rooms,
+        res.plan.room_rate
+    )?;
+    writeln!(
+        md,
+        "| peer | deliveries/s | p50 | p99 | p99.9 | lost | server CPU/delivery | ours ÷ peer (CPU) |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let ours_rooms_cpu = ours
+        .and_then(|p| p.rooms.as_ref())
+        .and_then(|r| r.server_cpu_us_per_delivery);
+    for p in &res.peers {
+        if let Some(r) = &p.rooms {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.key,
+                thousands(r.deliveries_per_s),
+                time_us(r.latency.p50_us),
+                time_us(r.latency.p99_us),
+                time_us(r.latency.p999_us),
+                r.lost,
+                opt(r.server_cpu_us_per_delivery, |c| format!("{c:.2} µs")),
+                match (ours_rooms_cpu, r.server_cpu_us_per_delivery) {
+                    (Some(a), Some(b)) if p.key != OURS => format!("{:.2}×", a / b),
+                    _ => "–".into(),
+                }
+            )?;
+        }
+    }
+
+    // Ask.
+    writeln!(md, "\n## Ask round trips\n")?;
+    writeln!(
+        md,
+        "{} connections, {} Asks/s in total (open loop, round-robin over the connections), \
+         each answered with its own {} B body.\n",
+        res.plan.ask_clients, res.plan.ask_rate, res.plan.size
+    )?;
+    writeln!(
+        md,
+        "| peer | replies/s | p50 | p90 | p99 | p99.9 | lost | server CPU/Ask |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    for p in &res.peers {
+        if let Some(r) = &p.ask {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.key,
+                thousands(r.deliveries_per_s),
+                time_us(r.latency.p50_us),
+                time_us(r.latency.p90_us),
+                time_us(r.latency.p99_us),
+                time_us(r.latency.p999_us),
+                r.lost,
+                opt(r.server_cpu_us_per_delivery, |c| format!("{c:.1} µs"))
+            )?;
+        }
+    }
+
+    // Churn.
+    writeln!(md, "\n## Connection churn\n")?;
+    writeln!(
+        md,
+        "{} loops, each: TCP connect, WebSocket upgrade, protocol handshake and namespace \
+         connect (neffos `M`/`A` + `_OnNamespaceConnect`; Socket.IO open + `40/bench,`), then \
+         a clean close; {} s.\n",
+        res.plan.churn_concurrency, res.plan.duration
+    )?;
+    writeln!(
+        md,
+        "| peer | connects/s | ours ÷ peer | connect p50 | connect p99 | failures | server CPU/connect | load generator |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|")?;
+    let ours_churn = ours.and_then(|p| p.churn.as_ref()).map(|r| r.cycles_per_s);
+    for p in &res.peers {
+        if let Some(r) = &p.churn {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} cores{} |",
+                p.key,
+                thousands(r.cycles_per_s),
+                if p.key == OURS {
+                    "1.00×".into()
+                } else {
+                    opt(ours_churn, |o| ratio(o, r.cycles_per_s))
+                },
+                time_us(r.latency.p50_us),
+                time_us(r.latency.p99_us),
+                r.cycle_failures,
+                opt(r.server_cpu_us_per_delivery, |c| format!("{c:.0} µs")),
+                r.loadgen_cores,
+                if res.loadgen_bound(r) {
+                    " (saturated)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+    }
+
+    // Idle.
+    writeln!(md, "\n## Idle connections: server memory\n")?;
+    writeln!(
+        md,
+        "{} connections opened by {} load generator processes from 127.0.0.2–127.0.0.17 (each \
+         handshaken and connected to the namespace), then the server's `VmRSS` \
+         (`/proc/<pid>/status`) is read after {} s and compared with its value before the \
+         first connection. A fresh server process per peer.\n",
+        thousands(res.plan.idle_clients as f64),
+        res.plan.idle_workers,
+        crate::loadgen::Spec::default().settle
+    )?;
+    writeln!(
+        md,
+        "| peer | connected | RSS before | RSS after | KiB per connection | ours ÷ peer |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|")?;
+    let ours_idle = ours
+        .and_then(|p| p.idle.as_ref())
+        .and_then(|r| r.kib_per_conn);
+    for p in &res.peers {
+        if let Some(r) = &p.idle {
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                p.key,
+                thousands(r.connected as f64),
+                opt(r.rss_before_kib, |k| format!(
+                    "{:.1} MiB",
+                    k as f64 / 1024.0
+                )),
+                opt(r.rss_after_kib, |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                opt(r.kib_per_conn, |k| format!("{k:.1}")),
+                match (ours_idle, r.kib_per_conn) {
+                    (Some(a), Some(b)) if p.key != OURS => ratio(a, b),
+                    _ => "–".into(),
+                }
+            )?;
+        }
+    }
+
+    // Cluster.
+    writeln!(md, "\n## neffos-rs across instances\n")?;
+    writeln!(
+        md,
+        "{} receivers split evenly over the instances, the sender on the first: saturating, \
+         then open loop at half that rate. Server CPU is the first instance's process.\n",
+        thousands(clients as f64)
+    )?;
+    writeln!(
+        md,
+        "| exchange | setup | saturating deliveries/s | half rate: p50 | p99 | lost | status |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---|")?;
+    for c in &res.cluster {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            c.exchange,
+            c.setup,
+            opt(c.saturate.as_ref(), |r| thousands(r.deliveries_per_s)),
+            opt(c.half.as_ref(), |r| time_us(r.latency.p50_us)),
+            opt(c.half.as_ref(), |r| time_us(r.latency.p99_us)),
+            opt(c.half.as_ref(), |r| (r.lost
+                + c.saturate.as_ref().map_or(0, |s| s.lost))
+            .to_string()),
+            c.status
+        )?;
+    }
+
+    writeln!(md, "\n## Plots\n")?;
+    for p in plots {
+        writeln!(md, "**{}**\n", p.title)?;
+        writeln!(md, "![{}]({})\n", p.title, p.svg)?;
+        if let Some(png) = &p.png {
+            writeln!(md, "(PNG: [{png}]({png}))\n")?;
+        }
+    }
+
+    let errors: Vec<_> = res
+        .peers
+        .iter()
+        .flat_map(|p| p.errors.iter().map(move |e| (p.key.clone(), e.clone())))
+        .chain(res.peers.iter().flat_map(|p| {
+            [&p.idle, &p.fixed, &p.rooms, &p.ask, &p.churn]
+                .into_iter()
+                .flatten()
+                .chain(p.saturate.iter())
+                .chain(p.sweep.iter())
+                .flat_map(move |r| r.errors.iter().map(move |e| (p.key.clone(), e.clone())))
+        }))
+        .collect();
+    if !errors.is_empty() {
+        writeln!(md, "\n## Errors seen\n")?;
+        for (peer, e) in errors.iter().take(30) {
+            writeln!(md, "- {peer}: {e}")?;
+        }
+    }
+
+    if let Ok(analysis) = std::fs::read_to_string(root.join("docs/bench/analysis.md")) {
+        writeln!(md, "\n{}", analysis.trim_end())?;
+    }
+
+    writeln!(md, "\n## Machine and versions\n")?;
+    let m = &res.machine;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(md, "| CPU | {} × {} |", m.cores, m.cpu_model)?;
+    writeln!(md, "| memory | {} MiB |", thousands(m.memory_mib as f64))?;
+    writeln!(md, "| kernel | {} |", m.kernel)?;
+    writeln!(md, "| open files (soft / hard) | {} |", m.fd_limit)?;
+    writeln!(md, "| ephemeral ports | {} |", m.port_range)?;
+    writeln!(
+        md,
+        "| pinning | servers on CPU {}, load generator on CPU {} |",
+        res.server_cpus.as_deref().unwrap_or("(not pinned)"),
+        res.loadgen_cpus
+    )?;
+    for (name, version) in &res.versions.0 {
+        writeln!(md, "| {name} | {version} |")?;
+    }
+
+    writeln!(md, "\n## Method\n")?;
+    writeln!(
+        md,
+        "- `cargo xtask bench` builds `neffos-loadgen` and `neffos-bench-server` (release), the \
+           socketioxide and fastwebsockets peers (their own workspaces under `benches/peers/`, \
+           built into `target/peers`) and the Go neffos server (`interop/go/benchserver`, \
+           `GOTOOLCHAIN=go1.27.3`), then runs `neffos-loadgen suite`.\n\
+         - Servers run one at a time, pinned to CPU {} (`taskset`); the load generator runs \
+           on the other CPU(s). A row marked *(saturated)* had the load generator at ≥ 90 % of \
+           its CPUs: the server could have gone faster, so a ratio in its favour is a lower bound.\n\
+         - The load generator uses its own minimal WebSocket client (masked frames, one read per \
+           wake-up), binds each connection to 127.0.0.2…127.0.0.17 before connecting, and runs \
+           the senders on their own threads (sub-millisecond schedules; tokio's timer has a 1 ms \
+           resolution). Connections are closed cleanly after each run.\n\
+         - Losses: messages are numbered; expected deliveries = messages sent × receivers \
+           connected (per room); *lost* = expected − received after a drain (until nothing \
+           arrived for 300 ms, at most 5 s).\n\
+         - Run one scenario by hand: `target/release/neffos-loadgen fanout --help`.",
+        res.server_cpus.as_deref().unwrap_or("–")
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_formatted() {
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(time_us(812.0), "812 µs");
+        assert_eq!(time_us(3410.0), "3.41 ms");
+        assert_eq!(time_us(25_000.0), "25 ms");
+        assert_eq!(cpu_count("1"), 1);
+        assert_eq!(cpu_count("1-3"), 3);
+        assert_eq!(cpu_count("0,2-3"), 3);
+    }
+}
