@@ -1,5 +1,7 @@
 //! In-process broadcast fan-out: one broadcast to 1,000 connected WebSocket clients on
-//! loopback, measured until every client has read it (encode, queue, write, read).
+//! loopback, measured until every client has read it (encode, queue, write, read); then
+//! the same with one extra client that never reads (a slow consumer), whose cost on the
+//! others is the ratio of the two groups.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -22,7 +24,7 @@ struct Fixture {
     done: Arc<Notify>,
 }
 
-async fn setup() -> Fixture {
+async fn setup(stuck: bool) -> Fixture {
     let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
         .config(Config::default().outbound_queue(1024))
         .build();
@@ -30,6 +32,17 @@ async fn setup() -> Fixture {
     let received = Arc::new(AtomicU64::new(0));
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let done = Arc::new(Notify::new());
+    if stuck {
+        // One more client that completes the handshake, then never reads again: its
+        // socket buffers fill, its queue fills, and the server closes it as a slow
+        // consumer. The others must not slow down.
+        let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
+        ws.send(Ws::text("M")).await.unwrap();
+        let _ack = ws.next().await.unwrap().unwrap();
+        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;")).await.unwrap();
+        let _ok = ws.next().await.unwrap().unwrap();
+        std::mem::forget(ws);
+    }
     for _ in 0..CLIENTS {
         let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
         ws.send(Ws::text("M")).await.unwrap();
@@ -59,13 +72,18 @@ async fn setup() -> Fixture {
 }
 
 fn fanout(c: &mut Criterion) {
+    run(c, "fanout_1000_clients", false);
+    run(c, "fanout_1000_clients_plus_one_stuck", true);
+}
+
+fn run(c: &mut Criterion, name: &str, stuck: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let fx = rt.block_on(setup());
-    let mut group = c.benchmark_group("fanout_1000_clients");
+    let fx = rt.block_on(setup(stuck));
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(CLIENTS));
     group.measurement_time(Duration::from_secs(5));
     for size in [64usize, 1024] {
