@@ -39,7 +39,9 @@ async fn setup(stuck: bool) -> Fixture {
         let (mut ws, _) = tokio_tungstenite::connect_async(ts.url()).await.unwrap();
         ws.send(Ws::text("M")).await.unwrap();
         let _ack = ws.next().await.unwrap().unwrap();
-        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;")).await.unwrap();
+        ws.send(Ws::text("$1;chat;;_OnNamespaceConnect;0;0;"))
+            .await
+            .unwrap();
         let _ok = ws.next().await.unwrap().unwrap();
         std::mem::forget(ws);
     }
