@@ -67,6 +67,11 @@ struct Probe {
     server_cpu_start: Option<f64>,
     /// The start instant handed to the workers.
     t0: u64,
+    /// Machine-wide busy CPU seconds, this process's CPU seconds and the instant, at the
+    /// start.
+    busy_start: Option<f64>,
+    self_cpu_start: Option<f64>,
+    wall_start: Option<std::time::Instant>,
 }
 
 /// Once every worker is connected: lets an idle server settle and reads its memory, then
@@ -81,6 +86,9 @@ fn on_all_ready(spec: &Spec, probe: &mut Probe) -> u64 {
     probe.server_cpu_start = spec
         .server_pid
         .and_then(|pid| stats::cpu_seconds(Some(pid)));
+    probe.busy_start = stats::machine_busy_seconds();
+    probe.self_cpu_start = stats::cpu_seconds(None);
+    probe.wall_start = Some(std::time::Instant::now());
     probe.t0 = now_ns() + START_DELAY.as_nanos() as u64;
     probe.t0
 }
@@ -134,7 +142,25 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    Ok(merge(spec, &outs, &probe, server_cpu))
+    let mut report = merge(spec, &outs, &probe, server_cpu);
+    // CPU used by everything else on the machine meanwhile: a disturbed measurement.
+    if let (Some(b0), Some(b1), Some(c0), Some(c1), Some(start)) = (
+        probe.busy_start,
+        stats::machine_busy_seconds(),
+        probe.self_cpu_start,
+        stats::cpu_seconds(None),
+        probe.wall_start,
+    ) {
+        let children: f64 = if spec.workers > 1 {
+            outs.iter().map(|o| o.cpu_s).sum()
+        } else {
+            0.0
+        };
+        let ours = (c1 - c0) + children + server_cpu.unwrap_or(0.0);
+        let wall = start.elapsed().as_secs_f64().max(1e-3);
+        report.other_cores = Some(((b1 - b0) - ours).max(0.0) / wall);
+    }
+    Ok(report)
 }
 
 /// Kills the child processes when dropped.

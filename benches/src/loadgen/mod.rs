@@ -219,6 +219,10 @@ pub struct Report {
     pub server_cpu_us_per_delivery: Option<f64>,
     /// Load generator CPU time during the measured phase, in cores (1.0 = one core busy).
     pub loadgen_cores: f64,
+    /// CPU used meanwhile by every other process of the machine, in cores: above a few
+    /// tenths the measurement was disturbed.
+    #[serde(default)]
+    pub other_cores: Option<f64>,
     /// The first errors seen.
     pub errors: Vec<String>,
 }

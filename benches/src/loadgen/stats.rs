@@ -126,6 +126,23 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some((utime + stime) / CLK_TCK)
 }
 
+/// CPU time the whole machine spent busy (`/proc/stat`, all CPUs: user, nice, system,
+/// irq and softirq), in seconds.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .take(7)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if fields.len() < 7 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq
+    Some((fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / CLK_TCK)
+}
+
 /// The `VmRSS` of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_field(pid, "VmRSS:")
@@ -162,6 +179,7 @@ mod tests {
     #[test]
     fn this_process_has_cpu_time_and_memory() {
         assert!(cpu_seconds(None).is_some());
+        assert!(machine_busy_seconds().is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
     }
 }

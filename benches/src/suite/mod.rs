@@ -283,9 +283,8 @@ fn base_spec(plan: &Plan, peer: &Peer, url: String, pid: u32) -> Spec {
     }
 }
 
-fn run_peer(peer: &Peer, plan: &Plan, cpus: Option<&str>) -> PeerResults {
-    eprintln!("== {} ({})", peer.key, peer.description);
-    let mut results = PeerResults {
+fn empty_results(peer: &Peer) -> PeerResults {
+    PeerResults {
         key: peer.key.to_owned(),
         proto: peer.proto.to_string(),
         role: peer.role,
@@ -298,104 +297,166 @@ fn run_peer(peer: &Peer, plan: &Plan, cpus: Option<&str>) -> PeerResults {
         ask: None,
         churn: None,
         errors: Vec::new(),
-    };
-    let mut error_list = Vec::new();
-    let errors = &mut error_list;
+    }
+}
 
-    // Idle memory, on a fresh server.
-    if let Some(server) = note(errors, "start", peers::start_peer(peer, cpus)) {
-        let spec = Spec {
-            scenario: Scenario::Idle,
-            clients: plan.idle_clients,
-            workers: plan.idle_workers,
-            duration: 0.5,
-            ..base_spec(plan, peer, peer.url(&server.addrs[0]), server.pid())
-        };
-        results.idle = note(errors, "idle", measure(&spec));
-        drop(server);
+/// A peer's server for the traffic phases, and its results so far.
+struct Slot<'a> {
+    peer: &'a Peer,
+    server: Option<peers::Running>,
+    results: PeerResults,
+}
+
+impl Slot<'_> {
+    /// The run `shape` against this peer's server (skipped if it did not start).
+    fn run(&mut self, plan: &Plan, what: &str, shape: impl FnOnce(Spec) -> Spec) -> Option<Report> {
+        let server = self.server.as_ref()?;
+        let base = base_spec(
+            plan,
+            self.peer,
+            self.peer.url(&server.addrs[0]),
+            server.pid(),
+        );
+        eprintln!("-- {} {what}", self.peer.key);
+        note(&mut self.results.errors, what, measure(&shape(base)))
     }
 
-    let Some(server) = note(errors, "start", peers::start_peer(peer, cpus)) else {
-        results.errors = error_list;
-        return results;
-    };
-    let base = base_spec(plan, peer, peer.url(&server.addrs[0]), server.pid());
+    /// Messages per second this peer sustained at the headline receiver count.
+    fn max_rate(&self, plan: &Plan) -> Option<f64> {
+        let mut runs: Vec<&Report> = self
+            .results
+            .saturate
+            .iter()
+            .filter(|r| r.spec.clients == plan.fanout_clients && r.connected > 0)
+            .collect();
+        runs.sort_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s));
+        let r = runs.get(runs.len() / 2)?;
+        Some(r.deliveries_per_s / r.connected as f64)
+    }
+}
 
-    // Saturation, per receiver count.
-    for &clients in &plan.client_counts {
-        let spec = Spec {
-            scenario: Scenario::Fanout,
-            clients,
-            rate: 0.0,
-            ..base.clone()
-        };
-        let runs = if clients == plan.fanout_clients {
-            plan.repeats.max(1)
-        } else {
-            1
-        };
-        for _ in 0..runs {
-            if let Some(r) = note(errors, &format!("saturate {clients}"), measure(&spec)) {
-                results.saturate.push(r);
+/// Every scenario against every peer. Phases run one after the other, and within a phase
+/// the peers take turns (repeated runs too), so that a disturbance of the machine does not
+/// fall on one peer only. The idle measurement gets a fresh server per peer; the traffic
+/// phases share one server per peer, all started up front (an idle server costs nothing).
+fn run_peers(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> Vec<PeerResults> {
+    let mut slots: Vec<Slot<'_>> = list
+        .iter()
+        .map(|peer| Slot {
+            peer,
+            server: None,
+            results: empty_results(peer),
+        })
+        .collect();
+
+    eprintln!("== idle connections ({})", plan.idle_clients);
+    for slot in &mut slots {
+        let errors = &mut slot.results.errors;
+        if let Some(server) = note(errors, "start", peers::start_peer(slot.peer, cpus)) {
+            let spec = Spec {
+                scenario: Scenario::Idle,
+                clients: plan.idle_clients,
+                workers: plan.idle_workers,
+                duration: 0.5,
+                ..base_spec(
+                    plan,
+                    slot.peer,
+                    slot.peer.url(&server.addrs[0]),
+                    server.pid(),
+                )
+            };
+            eprintln!("-- {} idle", slot.peer.key);
+            slot.results.idle = note(errors, "idle", measure(&spec));
+        }
+    }
+
+    for slot in &mut slots {
+        slot.server = note(
+            &mut slot.results.errors,
+            "start",
+            peers::start_peer(slot.peer, cpus),
+        );
+    }
+
+    eprintln!("== saturating fan-out");
+    for round in 0..plan.repeats.max(1) {
+        for &clients in &plan.client_counts {
+            if round > 0 && clients != plan.fanout_clients {
+                continue;
+            }
+            for slot in &mut slots {
+                let what = format!("saturate {clients}");
+                if let Some(r) = slot.run(plan, &what, |base| Spec {
+                    scenario: Scenario::Fanout,
+                    clients,
+                    rate: 0.0,
+                    ..base
+                }) {
+                    slot.results.saturate.push(r);
+                }
             }
         }
     }
-    let max_rate = results
-        .saturate_at(plan.fanout_clients)
-        .filter(|r| r.connected > 0)
-        .map(|r| r.deliveries_per_s / r.connected as f64);
 
-    // Latency at fractions of this peer's own maximum.
-    if let Some(max_rate) = max_rate {
-        for &fraction in &plan.sweep {
-            let spec = Spec {
+    eprintln!("== fan-out latency versus load");
+    for &fraction in &plan.sweep {
+        for slot in &mut slots {
+            let Some(max_rate) = slot.max_rate(plan) else {
+                continue;
+            };
+            let label = format!("{} @ {fraction}", slot.peer.key);
+            if let Some(r) = slot.run(plan, &format!("sweep {fraction}"), |base| Spec {
                 scenario: Scenario::Fanout,
                 clients: plan.fanout_clients,
                 rate: (max_rate * fraction).max(1.0),
-                label: Some(format!("{} @ {fraction}", peer.key)),
-                ..base.clone()
-            };
-            if let Some(r) = note(errors, &format!("sweep {fraction}"), measure(&spec)) {
-                results.sweep.push(r);
+                label: Some(label),
+                ..base
+            }) {
+                slot.results.sweep.push(r);
             }
         }
     }
 
-    let spec = Spec {
-        scenario: Scenario::Fanout,
-        clients: plan.fanout_clients,
-        rate: plan.fixed_rate,
-        ..base.clone()
-    };
-    results.fixed = note(errors, "fixed rate", measure(&spec));
-
-    if peer.proto.has_rooms() {
-        let spec = Spec {
+    eprintln!("== the same load for every peer, rooms, asks");
+    for slot in &mut slots {
+        slot.results.fixed = slot.run(plan, "fixed rate", |base| Spec {
             scenario: Scenario::Fanout,
             clients: plan.fanout_clients,
-            rooms: plan.rooms,
-            rate: plan.room_rate,
-            ..base.clone()
-        };
-        results.rooms = note(errors, "rooms", measure(&spec));
-        let spec = Spec {
-            scenario: Scenario::Ask,
-            clients: plan.ask_clients,
-            rate: plan.ask_rate,
-            ..base.clone()
-        };
-        results.ask = note(errors, "ask", measure(&spec));
+            rate: plan.fixed_rate,
+            ..base
+        });
+    }
+    for slot in &mut slots {
+        if slot.peer.proto.has_rooms() {
+            slot.results.rooms = slot.run(plan, "rooms", |base| Spec {
+                scenario: Scenario::Fanout,
+                clients: plan.fanout_clients,
+                rooms: plan.rooms,
+                rate: plan.room_rate,
+                ..base
+            });
+        }
+    }
+    for slot in &mut slots {
+        if slot.peer.proto.has_rooms() {
+            slot.results.ask = slot.run(plan, "ask", |base| Spec {
+                scenario: Scenario::Ask,
+                clients: plan.ask_clients,
+                rate: plan.ask_rate,
+                ..base
+            });
+        }
     }
 
-    let spec = Spec {
-        scenario: Scenario::Churn,
-        concurrency: plan.churn_concurrency,
-        ..base
-    };
-    results.churn = note(errors, "churn", measure(&spec));
-    drop(server);
-    results.errors = error_list;
-    results
+    eprintln!("== churn");
+    for slot in &mut slots {
+        slot.results.churn = slot.run(plan, "churn", |base| Spec {
+            scenario: Scenario::Churn,
+            concurrency: plan.churn_concurrency,
+            ..base
+        });
+    }
+    slots.into_iter().map(|s| s.results).collect()
 }
 
 /// Saturation and half-rate runs over the instances at `urls`.
@@ -557,14 +618,14 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         peers: Vec::new(),
         cluster: Vec::new(),
     };
-    for peer in peers::all(&programs, &versions) {
-        if !args.only.is_empty() && !args.only.iter().any(|k| k == peer.key) {
-            continue;
-        }
-        results
-            .peers
-            .push(run_peer(&peer, &plan, server_cpus.as_deref()));
+    let list: Vec<Peer> = peers::all(&programs, &versions)
+        .into_iter()
+        .filter(|peer| args.only.is_empty() || args.only.iter().any(|k| k == peer.key))
+        .collect();
+    for peer in &list {
+        eprintln!("peer {}: {}", peer.key, peer.description);
     }
+    results.peers = run_peers(&list, &plan, server_cpus.as_deref());
     if !args.no_cluster {
         results.cluster = run_cluster(&programs, &plan, server_cpus.as_deref());
     }

@@ -115,6 +115,22 @@ impl PeerResults {
     }
 }
 
+/// Other processes used more than this many cores during a run: marked as disturbed.
+const DISTURBED: f64 = 0.3;
+
+/// The peer's name, marked when another process disturbed one of `runs`.
+fn named(key: &str, runs: &[&Report]) -> String {
+    let worst = runs
+        .iter()
+        .filter_map(|r| r.other_cores)
+        .fold(0.0f64, f64::max);
+    if worst > DISTURBED {
+        format!("{key} ⚠{worst:.1}")
+    } else {
+        key.to_owned()
+    }
+}
+
 /// One target line.
 struct Target {
     what: String,
@@ -386,9 +402,10 @@ fn render(
                 continue;
             };
             let cpu = r.server_cpu_us_per_delivery;
-            let runs = p.saturate_runs(n);
-            let runs = if runs.len() > 1 {
-                runs.iter()
+            let all_runs = p.saturate_runs(n);
+            let runs = if all_runs.len() > 1 {
+                all_runs
+                    .iter()
                     .map(|r| format!("{:.2} M", r.deliveries_per_s / 1e6))
                     .collect::<Vec<_>>()
                     .join(" / ")
@@ -398,7 +415,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {runs} | {} | {} | {} | {} | {:.2} cores{} |",
-                p.key,
+                named(&p.key, &all_runs),
                 thousands(r.connected as f64),
                 thousands(r.deliveries_per_s),
                 if p.key == OURS {
@@ -445,7 +462,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                p.key,
+                named(&p.key, &[r]),
                 opt(max, |m| format!("{:.0} %", r.spec.rate / m * 100.0)),
                 thousands(r.offered_deliveries_per_s),
                 thousands(r.deliveries_per_s),
@@ -481,7 +498,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                p.key,
+                named(&p.key, &[r]),
                 time_us(r.latency.p50_us),
                 time_us(r.latency.p90_us),
                 time_us(r.latency.p99_us),
@@ -520,7 +537,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                p.key,
+                named(&p.key, &[r]),
                 thousands(r.deliveries_per_s),
                 time_us(r.latency.p50_us),
                 time_us(r.latency.p99_us),
@@ -553,7 +570,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                p.key,
+                named(&p.key, &[r]),
                 thousands(r.deliveries_per_s),
                 time_us(r.latency.p50_us),
                 time_us(r.latency.p90_us),
@@ -585,7 +602,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {:.2} cores{} |",
-                p.key,
+                named(&p.key, &[r]),
                 thousands(r.cycles_per_s),
                 if p.key == OURS {
                     "1.00×".into()
@@ -631,7 +648,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} |",
-                p.key,
+                named(&p.key, &[r]),
                 thousands(r.connected as f64),
                 opt(r.rss_before_kib, |k| format!(
                     "{:.1} MiB",
@@ -741,6 +758,10 @@ fn render(
            wake-up), binds each connection to 127.0.0.2…127.0.0.17 before connecting, and runs \
            the senders on their own threads (sub-millisecond schedules; tokio's timer has a 1 ms \
            resolution). Connections are closed cleanly after each run.\n\
+         - ⚠*x* after a peer's name: while that run lasted, processes other than the server \
+           and the load generator used *x* CPUs on average (this machine is shared); treat \
+           that row with suspicion. Phases run one after the other and the peers take turns \
+           within each phase, so a disturbance does not fall on one peer only.\n\
          - Losses: messages are numbered; expected deliveries = messages sent × receivers \
            connected (per room); *lost* = expected − received after a drain (until nothing \
            arrived for 300 ms, at most 5 s).\n\
