@@ -254,9 +254,53 @@ fn pin_self(cpus: &str) -> anyhow::Result<Option<std::process::ExitStatus>> {
 
 /// One load generator run, with a pause afterwards for the sockets to close.
 fn measure(spec: &Spec) -> anyhow::Result<Report> {
+    wait_for_quiet();
     let report = loadgen::run(spec);
     std::thread::sleep(Duration::from_millis(300));
     report
+}
+
+/// Other processes busier than this (in CPUs) make the suite wait before a run.
+const QUIET_CORES: f64 = 0.3;
+/// The longest wait for a quiet machine before a run goes ahead anyway (and is marked).
+const QUIET_WAIT: Duration = Duration::from_secs(20);
+/// The most a whole suite waits for quiet (so a busy machine cannot stretch it for long).
+const QUIET_BUDGET_MS: u64 = 90_000;
+
+static QUIET_WAITED_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Between runs nothing of ours is busy (the servers idle): waits, within
+/// [`QUIET_WAIT`], until the rest of the machine uses less than [`QUIET_CORES`].
+fn wait_for_quiet() {
+    use std::sync::atomic::Ordering;
+    let began = Instant::now();
+    let deadline = began + QUIET_WAIT;
+    let mut waited = false;
+    loop {
+        if QUIET_WAITED_MS.load(Ordering::Relaxed) + began.elapsed().as_millis() as u64
+            > QUIET_BUDGET_MS
+        {
+            break;
+        }
+        let (Some(a), start) = (loadgen::stats::machine_busy_seconds(), Instant::now()) else {
+            break;
+        };
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(b) = loadgen::stats::machine_busy_seconds() else {
+            break;
+        };
+        let cores = (b - a) / start.elapsed().as_secs_f64();
+        if cores < QUIET_CORES || Instant::now() > deadline {
+            if waited {
+                eprintln!("   (waited for a quiet machine: {cores:.2} CPUs busy elsewhere)");
+            }
+            break;
+        }
+        waited = true;
+    }
+    if waited {
+        QUIET_WAITED_MS.fetch_add(began.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
 }
 
 fn note<T>(errors: &mut Vec<String>, what: &str, r: anyhow::Result<T>) -> Option<T> {

@@ -648,7 +648,7 @@ fn render(
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} |",
-                named(&p.key, &[r]),
+                p.key,
                 thousands(r.connected as f64),
                 opt(r.rss_before_kib, |k| format!(
                     "{:.1} MiB",
@@ -760,8 +760,10 @@ fn render(
            resolution). Connections are closed cleanly after each run.\n\
          - ⚠*x* after a peer's name: while that run lasted, processes other than the server \
            and the load generator used *x* CPUs on average (this machine is shared); treat \
-           that row with suspicion. Phases run one after the other and the peers take turns \
-           within each phase, so a disturbance does not fall on one peer only.\n\
+           that row with suspicion. Before each run the suite waits (up to 20 s) until \
+           other processes use less than 0.3 CPUs (at most 90 s in all); phases run one after the other and the \
+           peers take turns within each phase, so a disturbance does not fall on one peer \
+           only.\n\
          - Losses: messages are numbered; expected deliveries = messages sent × receivers \
            connected (per room); *lost* = expected − received after a drain (until nothing \
            arrived for 300 ms, at most 5 s).\n\
