@@ -22,11 +22,14 @@ where
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    // Created once: `cancelled()` registers with the token (a lock) each time it is made.
+    let cancelled = inner.cancel.cancelled();
+    tokio::pin!(cancelled);
     let result: Result<(), TransportError> = async {
         loop {
             tokio::select! {
                 biased;
-                () = inner.cancel.cancelled() => return Ok(()),
+                () = &mut cancelled => return Ok(()),
                 item = rx.recv() => {
                     let Some(item) = item else { return Ok(()) };
                     let (mut frames, mut bytes) = (0u64, 0u64);
