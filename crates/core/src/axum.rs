@@ -41,7 +41,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, request::Parts};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 
@@ -153,16 +153,32 @@ impl Upgrade {
         let extensions = self.extensions;
         ws.on_upgrade(move |socket| async move {
             let _admission = admission;
-            let request = RequestInfo {
-                headers: parts.headers.clone(),
-                uri: parts.uri.clone(),
-                remote_addr,
-            };
+            let request = detach(&parts, remote_addr);
             let (stream, sink) = axum_ws::split(socket);
             server
-                .serve_socket(request, Some(&parts), stream, sink, extensions)
+                .serve_socket(request, Some(parts), stream, sink, extensions)
                 .await;
         })
+    }
+}
+
+/// The request head in fresh allocations. hyper's header values and URI are slices of its
+/// 16 KiB per-connection read buffer: a shallow clone would keep that buffer alive for as
+/// long as the WebSocket lives (it more than doubled the memory of an idle connection).
+fn detach(parts: &Parts, remote_addr: Option<SocketAddr>) -> RequestInfo {
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // Header names are parsed into their own allocation (or a static); values are not.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
+        }
+    }
+    let uri = Uri::try_from(parts.uri.to_string()).unwrap_or_default();
+    RequestInfo {
+        headers,
+        uri,
+        remote_addr,
     }
 }
 

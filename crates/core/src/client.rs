@@ -215,7 +215,7 @@ impl Dialer {
             (sink, id?)
         };
 
-        let (inner, rx) = ConnInner::new(NewConn {
+        let inner = ConnInner::new(NewConn {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             id: ByteString::from(id),
             role: Role::Client,
@@ -228,7 +228,7 @@ impl Dialer {
         if native_only {
             engine::connect_native(&inner);
         }
-        let writer = engine::spawn_writer(&inner, sink, rx);
+        let writer = engine::spawn_writer(&inner, sink);
         let reader_inner = inner.clone();
         tokio::spawn(async move {
             engine::run_loop(&reader_inner, stream, Default::default()).await;

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::OptionFuture;
@@ -33,17 +34,13 @@ fn decode_options(inner: &ConnInner) -> DecodeOptions {
 }
 
 /// Spawns the writer task.
-pub(crate) fn spawn_writer<W>(
-    inner: &Arc<ConnInner>,
-    sink: W,
-    rx: mpsc::Receiver<WsOut>,
-) -> tokio::task::JoinHandle<()>
+pub(crate) fn spawn_writer<W>(inner: &Arc<ConnInner>, sink: W) -> tokio::task::JoinHandle<()>
 where
     W: Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
 {
     let span = tracing::debug_span!("neffos_writer", id = %inner.id, key = inner.key);
     tokio::spawn(tracing::Instrument::instrument(
-        writer::run(inner.clone(), sink, rx),
+        writer::run(inner.clone(), sink),
         span,
     ))
 }
@@ -229,14 +226,26 @@ where
     R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
 {
     let opts = decode_options(inner);
+    // Messages read while a handler runs; empty (and unallocated) in the common case where
+    // each message is handled before the next arrives.
     let mut pending: VecDeque<Message> = VecDeque::new();
     for frame in early {
-        if !accept_frame(inner, &opts, frame, &mut pending) {
-            break;
+        match accept_frame(inner, &opts, frame) {
+            Accepted::Dispatch(msg) => pending.push_back(msg),
+            Accepted::Consumed => {}
+            Accepted::Close => break,
         }
     }
     let idle = inner.config.idle_timeout;
     let mut last_seen = Instant::now();
+    // One timer for the connection's life, pushed back lazily when it fires: re-arming a
+    // timer on every frame would cost a timer-wheel update per message.
+    // (Never polled without an idle timeout.)
+    let idle_timer =
+        tokio::time::sleep_until(last_seen + idle.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(idle_timer);
+    let cancelled = inner.cancel.cancelled();
+    tokio::pin!(cancelled);
     let mut rate = inner.config.max_messages_per_second.map(RateLimit::new);
     let mut current: Option<BoxFuture<()>> = None;
     loop {
@@ -244,12 +253,14 @@ where
             && let Some(msg) = pending.pop_front()
         {
             current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
+            if pending.is_empty() && pending.capacity() > 8 {
+                pending = VecDeque::new();
+            }
         }
         let can_read = pending.len() < inner.config.inbound_queue;
-        let idle_at = idle.map(|d| last_seen + d);
         tokio::select! {
             biased;
-            () = inner.cancel.cancelled() => break,
+            () = &mut cancelled => break,
             Some(()) = OptionFuture::from(current.as_mut()) => current = None,
             item = stream.next(), if can_read => {
                 last_seen = Instant::now();
@@ -263,14 +274,10 @@ where
                         break;
                     }
                 }
-                match item {
-                    Some(Ok(WsIn::Text(bytes))) => {
-                        if !accept_frame(inner, &opts, Incoming { bytes, binary: false }, &mut pending) { break }
-                    }
-                    Some(Ok(WsIn::Binary(bytes))) => {
-                        if !accept_frame(inner, &opts, Incoming { bytes, binary: true }, &mut pending) { break }
-                    }
-                    Some(Ok(WsIn::Control)) => {}
+                let incoming = match item {
+                    Some(Ok(WsIn::Text(bytes))) => Incoming { bytes, binary: false },
+                    Some(Ok(WsIn::Binary(bytes))) => Incoming { bytes, binary: true },
+                    Some(Ok(WsIn::Control)) => continue,
                     Some(Ok(WsIn::Close)) | None => { inner.close(close_code::NORMAL, ""); break }
                     Some(Err(e)) => {
                         tracing::debug!(id = %inner.id, error = %e, "read failed");
@@ -282,9 +289,22 @@ where
                         }
                         break;
                     }
+                };
+                match accept_frame(inner, &opts, incoming) {
+                    Accepted::Dispatch(msg) if current.is_none() && pending.is_empty() => {
+                        current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
+                    }
+                    Accepted::Dispatch(msg) => pending.push_back(msg),
+                    Accepted::Consumed => {}
+                    Accepted::Close => break,
                 }
             }
-            () = async { match idle_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+            () = &mut idle_timer, if idle.is_some() => {
+                let deadline = last_seen + idle.unwrap_or_default();
+                if deadline > Instant::now() {
+                    idle_timer.as_mut().reset(deadline);
+                    continue;
+                }
                 inner.close(close_code::GOING_AWAY, "idle timeout");
                 break;
             }
@@ -303,29 +323,31 @@ where
     inner.finished.cancel();
 }
 
-/// Decodes one frame and routes it. False when the connection must close.
-fn accept_frame(
-    inner: &Arc<ConnInner>,
-    opts: &DecodeOptions,
-    frame: Incoming,
-    pending: &mut VecDeque<Message>,
-) -> bool {
+/// What became of one frame.
+enum Accepted {
+    /// A message for the handlers.
+    Dispatch(Message),
+    /// Handled already (a reply to one of our Asks) or dropped.
+    Consumed,
+    /// The connection must close.
+    Close,
+}
+
+/// Decodes one frame and routes it.
+fn accept_frame(inner: &Arc<ConnInner>, opts: &DecodeOptions, frame: Incoming) -> Accepted {
     match decode(frame.bytes, frame.binary, opts) {
         Ok(msg) => match route(inner, msg) {
-            Route::Dispatch(msg) => {
-                pending.push_back(msg);
-                true
-            }
-            Route::Consumed => true,
+            Route::Dispatch(msg) => Accepted::Dispatch(msg),
+            Route::Consumed => Accepted::Consumed,
             Route::Forbidden(reason) => {
                 tracing::warn!(id = %inner.id, reason, "closing a connection that sent a forbidden frame");
                 inner.close(close_code::POLICY, reason);
-                false
+                Accepted::Close
             }
         },
         Err(DecodeError::FrameTooLarge { .. }) => {
             inner.close(close_code::TOO_BIG, "frame too large");
-            false
+            Accepted::Close
         }
         // As neffos does, an invalid frame is dropped and the connection stays open.
         Err(e) => {
@@ -333,7 +355,7 @@ fn accept_frame(
             if let Some(server) = &inner.server {
                 server.stats.invalid_frame();
             }
-            true
+            Accepted::Consumed
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod ask;
 pub(crate) mod engine;
+mod queue;
 mod system;
 mod writer;
 
@@ -17,10 +18,10 @@ use bytestring::ByteString;
 use http::{HeaderMap, Uri};
 use neffos_protocol::{Frame, Message, NativeMode, events};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use ask::PendingAsks;
+pub(crate) use queue::{OutQueue, PushError};
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::{Error, Result};
@@ -59,7 +60,8 @@ pub(crate) struct ConnInner {
     pub(crate) key: u64,
     pub(crate) id: ByteString,
     pub(crate) role: Role,
-    pub(crate) tx: mpsc::Sender<WsOut>,
+    /// Frames waiting for the writer.
+    pub(crate) queue: OutQueue,
     pub(crate) cancel: CancellationToken,
     close_reason: Mutex<Option<(u16, String)>>,
     pub(crate) acknowledged: AtomicBool,
@@ -100,14 +102,13 @@ pub(crate) struct NewConn {
 }
 
 impl ConnInner {
-    pub(crate) fn new(new: NewConn) -> (Arc<Self>, mpsc::Receiver<WsOut>) {
-        let (tx, rx) = mpsc::channel(new.config.outbound_queue.max(1));
+    pub(crate) fn new(new: NewConn) -> Arc<Self> {
         let native = new.handlers.native_mode();
-        let inner = Arc::new(ConnInner {
+        Arc::new(ConnInner {
             key: new.key,
             id: new.id,
             role: new.role,
-            tx,
+            queue: OutQueue::new(new.config.outbound_queue),
             cancel: CancellationToken::new(),
             close_reason: Mutex::new(None),
             acknowledged: AtomicBool::new(false),
@@ -123,8 +124,7 @@ impl ConnInner {
             namespaces_changed: tokio::sync::Notify::new(),
             last_namespaces: Mutex::new(HashMap::new()),
             finished: CancellationToken::new(),
-        });
-        (inner, rx)
+        })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -151,10 +151,10 @@ impl ConnInner {
         if self.is_closed() {
             return Err(Error::ConnectionClosed);
         }
-        match self.tx.try_send(out) {
+        match self.queue.try_push(out) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::ConnectionClosed),
-            Err(mpsc::error::TrySendError::Full(_)) => match self.config.slow_consumer {
+            Err(PushError::Closed) => Err(Error::ConnectionClosed),
+            Err(PushError::Full) => match self.config.slow_consumer {
                 SlowConsumerPolicy::Close => {
                     tracing::warn!(id = %self.id, "outbound queue full: closing slow consumer");
                     if let Some(server) = &self.server {
@@ -199,7 +199,7 @@ impl ConnInner {
     /// Queues `frame`, waiting for room; fails once the connection closes.
     pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
         tokio::select! {
-            sent = self.tx.send(WsOut::Frame(frame)) => sent.map_err(|_| Error::ConnectionClosed),
+            sent = self.queue.push(WsOut::Frame(frame)) => sent.map_err(|_| Error::ConnectionClosed),
             () = self.cancel.cancelled() => Err(Error::ConnectionClosed),
         }
     }

@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
-
 use super::ConnInner;
 use crate::transport::{TransportError, WsOut};
+use futures_util::{Sink, SinkExt};
 
 /// Frames written before a flush when the queue holds many.
 const MAX_BATCH: usize = 64;
 
-pub(crate) async fn run<W>(inner: Arc<ConnInner>, mut sink: W, mut rx: mpsc::Receiver<WsOut>)
+pub(crate) async fn run<W>(inner: Arc<ConnInner>, mut sink: W)
 where
     W: Sink<WsOut, Error = TransportError> + Unpin,
 {
@@ -30,7 +28,7 @@ where
             tokio::select! {
                 biased;
                 () = &mut cancelled => return Ok(()),
-                item = rx.recv() => {
+                item = inner.queue.pop() => {
                     let Some(item) = item else { return Ok(()) };
                     let (mut frames, mut bytes) = (0u64, 0u64);
                     let mut count = |item: &WsOut| if let WsOut::Frame(f) = item {
@@ -40,12 +38,12 @@ where
                     count(&item);
                     sink.feed(item).await?;
                     for _ in 0..MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(item) => {
+                        match inner.queue.try_pop() {
+                            Some(item) => {
                                 count(&item);
                                 sink.feed(item).await?;
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     sink.flush().await?;
@@ -63,6 +61,8 @@ where
         }
     }
     .await;
+    // No frame is accepted from now on; those already queued can still be written below.
+    inner.queue.close();
     if let Err(e) = result {
         tracing::debug!(id = %inner.id, error = %e, "write failed; dropping the connection");
         inner.cancel.cancel();
@@ -74,7 +74,7 @@ where
         .close_reason()
         .unwrap_or((super::close_code::NORMAL, String::new()));
     let graceful = async {
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = inner.queue.try_pop() {
             if sink.feed(item).await.is_err() {
                 break;
             }

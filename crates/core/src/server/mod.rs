@@ -623,7 +623,7 @@ impl Server {
     pub(crate) async fn serve_socket<R, W>(
         &self,
         request: RequestInfo,
-        parts: Option<&http::request::Parts>,
+        parts: Option<Box<http::request::Parts>>,
         stream: R,
         sink: W,
         extensions: http::Extensions,
@@ -631,11 +631,13 @@ impl Server {
         R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
         W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
     {
-        let id = match (&self.0.id_generator, parts) {
+        let id = match (&self.0.id_generator, &parts) {
             (Some(generate), Some(parts)) => generate(parts),
             _ => Uuid::new_v4().to_string(),
         };
-        let (inner, rx) = ConnInner::new(NewConn {
+        // The request head still references hyper's read buffer; `request` holds copies.
+        drop(parts);
+        let inner = ConnInner::new(NewConn {
             key: self.0.next_key.fetch_add(1, Ordering::Relaxed),
             id: ByteString::from(id),
             role: Role::Server,
@@ -645,7 +647,7 @@ impl Server {
             server: Some(self.0.clone()),
         });
         inner.extend(extensions);
-        let writer = engine::spawn_writer(&inner, sink, rx);
+        let writer = engine::spawn_writer(&inner, sink);
         if self.is_shutting_down() {
             inner.close(close_code::GOING_AWAY, "server shutting down");
         } else {
