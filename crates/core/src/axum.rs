@@ -44,6 +44,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
+use futures_util::FutureExt;
 
 use crate::conn::RequestInfo;
 use crate::server::{Refusal, Server};
@@ -151,23 +152,38 @@ impl Upgrade {
             .max_frame_size(config.max_frame_size);
         let server = server.clone();
         let extensions = self.extensions;
-        ws.on_upgrade(move |socket| async move {
-            let _admission = admission;
+        // A plain closure returning the connection's future: the socket, the request head
+        // and the rest are consumed here, not kept in the state of the task that runs for
+        // the connection's whole life.
+        ws.on_upgrade(move |socket| {
             let request = detach(&parts, remote_addr);
             let (stream, sink) = axum_ws::split(socket);
+            // `map`, not `async move { serve.await }`: an async block would hold the
+            // future twice (once captured, once being awaited).
             server
                 .serve_socket(request, Some(parts), stream, sink, extensions)
-                .await;
+                .map(move |()| drop(admission))
         })
     }
 }
 
-/// The request head in fresh allocations. hyper's header values and URI are slices of its
+/// Headers that only served the upgrade itself; not kept with the connection.
+/// (`Sec-WebSocket-Protocol` is kept: applications use it to carry tokens.)
+const UPGRADE_ONLY: [HeaderName; 5] = [
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// The request head in fresh allocations, without [`UPGRADE_ONLY`] headers. hyper's header values and URI are slices of its
 /// 16 KiB per-connection read buffer: a shallow clone would keep that buffer alive for as
 /// long as the WebSocket lives (it more than doubled the memory of an idle connection).
 fn detach(parts: &Parts, remote_addr: Option<SocketAddr>) -> RequestInfo {
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
+    let kept = |name: &HeaderName| !UPGRADE_ONLY.contains(name);
+    let mut headers = HeaderMap::with_capacity(parts.headers.keys().filter(|n| kept(n)).count());
+    for (name, value) in parts.headers.iter().filter(|(n, _)| kept(n)) {
         // Header names are parsed into their own allocation (or a static); values are not.
         if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
             copy.set_sensitive(value.is_sensitive());

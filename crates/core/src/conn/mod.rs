@@ -3,6 +3,7 @@
 
 mod ask;
 pub(crate) mod engine;
+mod latch;
 mod queue;
 mod system;
 mod writer;
@@ -18,9 +19,9 @@ use bytestring::ByteString;
 use http::{HeaderMap, Uri};
 use neffos_protocol::{Frame, Message, NativeMode, events};
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
 pub(crate) use ask::PendingAsks;
+pub(crate) use latch::Latch;
 pub(crate) use queue::{OutQueue, PushError};
 
 use crate::config::{Config, SlowConsumerPolicy};
@@ -62,7 +63,7 @@ pub(crate) struct ConnInner {
     pub(crate) role: Role,
     /// Frames waiting for the writer.
     pub(crate) queue: OutQueue,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Latch,
     close_reason: Mutex<Option<(u16, String)>>,
     pub(crate) acknowledged: AtomicBool,
     pub(crate) namespaces: Mutex<NsTable>,
@@ -79,7 +80,7 @@ pub(crate) struct ConnInner {
     /// Namespaces and rooms at the moment the connection closed (for reconnection).
     pub(crate) last_namespaces: Mutex<NsTable>,
     /// Cancelled once the connection is closed and fully cleaned up.
-    pub(crate) finished: CancellationToken,
+    pub(crate) finished: Latch,
 }
 
 impl fmt::Debug for ConnInner {
@@ -109,7 +110,7 @@ impl ConnInner {
             id: new.id,
             role: new.role,
             queue: OutQueue::new(new.config.outbound_queue),
-            cancel: CancellationToken::new(),
+            cancel: Latch::new(),
             close_reason: Mutex::new(None),
             acknowledged: AtomicBool::new(false),
             namespaces: Mutex::new(HashMap::new()),
@@ -123,7 +124,7 @@ impl ConnInner {
             dropped_frames: AtomicU64::new(0),
             namespaces_changed: tokio::sync::Notify::new(),
             last_namespaces: Mutex::new(HashMap::new()),
-            finished: CancellationToken::new(),
+            finished: Latch::new(),
         })
     }
 

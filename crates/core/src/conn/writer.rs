@@ -10,82 +10,93 @@ use futures_util::{Sink, SinkExt};
 /// Frames written before a flush when the queue holds many.
 const MAX_BATCH: usize = 64;
 
-pub(crate) async fn run<W>(inner: Arc<ConnInner>, mut sink: W)
+/// The writer's future. A plain function returning an `async move` block: an `async fn`
+/// would keep a second copy of `sink` in its state for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<W>(inner: Arc<ConnInner>, mut sink: W) -> impl Future<Output = ()> + Send
+where
+    W: Sink<WsOut, Error = TransportError> + Send + Unpin,
+{
+    async move {
+        // The close interrupts a write that waits for a peer which does not read; what is
+        // still queued then gets the close timeout below, like the close frame.
+        let result = tokio::select! {
+            biased;
+            () = inner.cancel.cancelled() => Ok(()),
+            result = write_queued(&inner, &mut sink) => result,
+        };
+        // No frame is accepted from now on; those already queued can still be written below.
+        inner.queue.close();
+        if let Err(e) = result {
+            tracing::debug!(id = %inner.id, error = %e, "write failed; dropping the connection");
+            inner.cancel.cancel();
+            return;
+        }
+        // Closing: deliver what was queued before the close (e.g. the `H` refusal), then the
+        // close frame, all within the close timeout.
+        let (code, reason) = inner
+            .close_reason()
+            .unwrap_or((super::close_code::NORMAL, String::new()));
+        let graceful = async {
+            while let Some(item) = inner.queue.try_pop() {
+                if sink.feed(item).await.is_err() {
+                    break;
+                }
+            }
+            // After the peer's close frame tungstenite has queued its own reply and refuses
+            // ours; `close` still flushes that reply, so errors here are not the end.
+            let _ = sink.feed(WsOut::Close(code, truncate(reason, 123))).await;
+            let _ = sink.flush().await;
+            sink.close().await
+        };
+        let _ = tokio::time::timeout(inner.config.close_timeout, graceful).await;
+    }
+}
+
+/// Writes queued frames (several before one flush) and pings until the queue is closed.
+async fn write_queued<W>(inner: &ConnInner, sink: &mut W) -> Result<(), TransportError>
 where
     W: Sink<WsOut, Error = TransportError> + Unpin,
 {
-    let ping_every = inner.config.ping_interval;
-    let mut ping = ping_every.map(|every| {
+    let mut ping = inner.config.ping_interval.map(|every| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    // Created once: `cancelled()` registers with the token (a lock) each time it is made.
-    let cancelled = inner.cancel.cancelled();
-    tokio::pin!(cancelled);
-    let result: Result<(), TransportError> = async {
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut cancelled => return Ok(()),
-                item = inner.queue.pop() => {
-                    let Some(item) = item else { return Ok(()) };
-                    let (mut frames, mut bytes) = (0u64, 0u64);
-                    let mut count = |item: &WsOut| if let WsOut::Frame(f) = item {
-                        frames += 1;
-                        bytes += f.bytes.len() as u64;
-                    };
-                    count(&item);
-                    sink.feed(item).await?;
-                    for _ in 0..MAX_BATCH {
-                        match inner.queue.try_pop() {
-                            Some(item) => {
-                                count(&item);
-                                sink.feed(item).await?;
-                            }
-                            None => break,
+    loop {
+        tokio::select! {
+            biased;
+            item = inner.queue.pop() => {
+                let Some(item) = item else { return Ok(()) };
+                let (mut frames, mut bytes) = (0u64, 0u64);
+                let mut count = |item: &WsOut| if let WsOut::Frame(f) = item {
+                    frames += 1;
+                    bytes += f.bytes.len() as u64;
+                };
+                count(&item);
+                sink.feed(item).await?;
+                for _ in 0..MAX_BATCH {
+                    match inner.queue.try_pop() {
+                        Some(item) => {
+                            count(&item);
+                            sink.feed(item).await?;
                         }
-                    }
-                    sink.flush().await?;
-                    if let Some(server) = &inner.server {
-                        server.stats.metrics.frames_out.increment(frames);
-                        server.stats.metrics.bytes_out.increment(bytes);
+                        None => break,
                     }
                 }
-                _ = async { match ping.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => {
-                    if inner.acknowledged.load(std::sync::atomic::Ordering::Acquire) {
-                        sink.send(WsOut::Ping).await?;
-                    }
+                sink.flush().await?;
+                if let Some(server) = &inner.server {
+                    server.stats.metrics.frames_out.increment(frames);
+                    server.stats.metrics.bytes_out.increment(bytes);
+                }
+            }
+            _ = async { match ping.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => {
+                if inner.acknowledged.load(std::sync::atomic::Ordering::Acquire) {
+                    sink.send(WsOut::Ping).await?;
                 }
             }
         }
     }
-    .await;
-    // No frame is accepted from now on; those already queued can still be written below.
-    inner.queue.close();
-    if let Err(e) = result {
-        tracing::debug!(id = %inner.id, error = %e, "write failed; dropping the connection");
-        inner.cancel.cancel();
-        return;
-    }
-    // Closing: deliver what was queued before the close (e.g. the `H` refusal), then the
-    // close frame, all within the close timeout.
-    let (code, reason) = inner
-        .close_reason()
-        .unwrap_or((super::close_code::NORMAL, String::new()));
-    let graceful = async {
-        while let Some(item) = inner.queue.try_pop() {
-            if sink.feed(item).await.is_err() {
-                break;
-            }
-        }
-        // After the peer's close frame tungstenite has queued its own reply and refuses
-        // ours; `close` still flushes that reply, so errors here are not the end.
-        let _ = sink.feed(WsOut::Close(code, truncate(reason, 123))).await;
-        let _ = sink.flush().await;
-        sink.close().await
-    };
-    let _ = tokio::time::timeout(inner.config.close_timeout, graceful).await;
 }
 
 /// A close reason may hold at most 123 bytes; cut on a character boundary.

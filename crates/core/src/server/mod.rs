@@ -618,16 +618,21 @@ impl Server {
         self.0.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Serves one upgraded WebSocket (any transport mapped to the engine's frames) until it
-    /// closes. Used by the axum integration and the test harness.
-    pub(crate) async fn serve_socket<R, W>(
+    /// Sets up one upgraded WebSocket (any transport mapped to the engine's frames) and
+    /// returns the future that serves it until it closes. Used by the axum integration.
+    ///
+    /// Everything that is needed only to set up (the request head, the sink, which the
+    /// writer task takes) is consumed before the future is built, so the long-lived task
+    /// does not carry it.
+    pub(crate) fn serve_socket<R, W>(
         &self,
         request: RequestInfo,
         parts: Option<Box<http::request::Parts>>,
         stream: R,
         sink: W,
         extensions: http::Extensions,
-    ) where
+    ) -> impl Future<Output = ()> + Send + use<R, W>
+    where
         R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
         W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
     {
@@ -648,19 +653,24 @@ impl Server {
         });
         inner.extend(extensions);
         let writer = engine::spawn_writer(&inner, sink);
-        if self.is_shutting_down() {
+        let accept: Option<BoxFuture<Result<(), String>>> = if self.is_shutting_down() {
             inner.close(close_code::GOING_AWAY, "server shutting down");
+            None
         } else {
-            let accept: BoxFuture<Result<(), String>> = match &self.0.on_connect {
+            Some(match &self.0.on_connect {
                 Some(hook) => hook(Conn(inner.clone())),
                 None => Box::pin(async { Ok(()) }),
-            };
-            let span = tracing::debug_span!("neffos_conn", id = %inner.id, key = inner.key);
-            tracing::Instrument::instrument(engine::serve(inner.clone(), stream, accept), span)
-                .await;
+            })
+        };
+        async move {
+            if let Some(accept) = accept {
+                let span = tracing::debug_span!("neffos_conn", id = %inner.id, key = inner.key);
+                tracing::Instrument::instrument(engine::serve(inner.clone(), stream, accept), span)
+                    .await;
+            }
+            inner.cancel.cancel();
+            let _ = writer.await;
         }
-        inner.cancel.cancel();
-        let _ = writer.await;
     }
 }
 
