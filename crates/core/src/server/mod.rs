@@ -800,6 +800,11 @@ impl ServerShared {
 
     pub(crate) fn namespace_added(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
         let mut registry = self.registry.write();
+        // Checked under the lock: a connection closes before its cleanup takes this lock,
+        // so nothing can be indexed after the cleanup removed the connection's entries.
+        if conn.is_closed() {
+            return;
+        }
         let change = registry.add_ns(ns, conn);
         self.set_index_gauges(&registry);
         self.apply(change);
@@ -814,6 +819,9 @@ impl ServerShared {
 
     pub(crate) fn room_added(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         let mut registry = self.registry.write();
+        if conn.is_closed() {
+            return;
+        }
         registry.add_room(ns, room, conn);
         self.set_index_gauges(&registry);
     }

@@ -59,8 +59,10 @@ impl Registry {
         if remove(&mut self.by_id, &conn.id, conn.key) {
             changes.push(Interest::Lost(Topic::Conn(conn.id.to_string())));
         }
-        // Normally empty by now (namespaces are left before removal); defensive cleanup
-        // so no index entry can outlive its connection.
+        // Normally empty by now (namespaces are left before removal, and nothing is
+        // indexed for a closed connection); defensive cleanup so no index entry can outlive
+        // its connection. Namespaces are few: scanning them is cheap. Rooms can be many
+        // (one per user is common), so only the connection's own rooms are visited.
         let namespaces: Vec<ByteString> = self
             .by_ns
             .iter()
@@ -72,10 +74,15 @@ impl Registry {
                 changes.push(change);
             }
         }
-        self.by_room.retain(|_, m| {
-            m.remove(&conn.key);
-            !m.is_empty()
-        });
+        let own_rooms: Vec<(ByteString, ByteString)> = conn
+            .namespaces
+            .lock()
+            .iter()
+            .flat_map(|(ns, rooms)| rooms.iter().map(|room| (ns.clone(), room.clone())))
+            .collect();
+        for (ns, room) in own_rooms {
+            self.remove_room(&ns, &room, conn.key);
+        }
         changes
     }
 
