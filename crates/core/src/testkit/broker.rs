@@ -22,7 +22,7 @@
 //! # let _ = url;
 //! ```
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -141,6 +141,25 @@ impl Kind {
     }
 }
 
+/// Runs the broker as a child of a small `sh` watchdog whose standard input is a pipe held
+/// by this process: when the test process ends in any way (a panic, a timeout kill, a
+/// server leaked through a reference cycle so that no guard is ever dropped), the pipe
+/// closes and the watchdog kills the broker. Its first output line is the broker's PID
+/// (signals go to the broker itself); it exits with the broker.
+const WATCHDOG: &str = r#"exec 3<&0
+"$0" "$@" </dev/null >/dev/null &
+broker=$!
+echo "$broker"
+(read -r _ <&3; kill -9 "$broker") </dev/null >/dev/null 2>&1 &
+wait "$broker""#;
+
+/// A running broker: its watchdog (see [`WATCHDOG`]) and the broker's own PID.
+#[derive(Debug)]
+struct Running {
+    watchdog: Child,
+    pid: u32,
+}
+
 /// One broker process on a fixed port; shared by [`RedisServer`] and [`NatsServer`].
 #[derive(Debug)]
 struct Process {
@@ -148,7 +167,17 @@ struct Process {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<Running>>,
+}
+
+/// Whether `binary` (a path, or a name looked up in `PATH`) names an existing file.
+fn binary_exists(binary: &str) -> bool {
+    let path = Path::new(binary);
+    if path.components().count() > 1 {
+        return path.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
 fn free_port() -> u16 {
@@ -198,30 +227,41 @@ impl Process {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Spawns the broker on `self.port` and waits until it serves, or explains why not.
     fn spawn_and_wait(&self) -> Result<(), String> {
         let binary = self.kind.binary();
-        let child = Command::new(&binary)
-            .args(self.kind.args(self.port, &self.dir, &self.extra))
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+        if !binary_exists(&binary) {
+            panic!(
                 "`{binary}` was not found: {} is needed by this test; {}",
                 self.kind.name(),
                 self.kind.hint()
-            ),
-            Err(e) => panic!("cannot start `{binary}`: {e}"),
-        };
-        *self.lock() = Some(child);
+            );
+        }
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(&binary)
+            .args(self.kind.args(self.port, &self.dir, &self.extra))
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `sh` to run `{binary}`: {e}"));
+        let pid = watchdog
+            .stdout
+            .take()
+            .and_then(|out| {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).ok()?;
+                line.trim().parse::<u32>().ok()
+            })
+            .unwrap_or_else(|| panic!("the watchdog of `{binary}` did not report its PID"));
+        *self.lock() = Some(Running { watchdog, pid });
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if self.kind.ready(self.addr()) {
@@ -249,7 +289,7 @@ impl Process {
     /// The exit status if the process ended (its stderr is then kept for diagnostics).
     fn exited(&self) -> Option<String> {
         let mut guard = self.lock();
-        let child = guard.as_mut()?;
+        let child = &mut guard.as_mut()?.watchdog;
         match child.try_wait() {
             Ok(Some(status)) => {
                 let mut stderr = String::new();
@@ -271,13 +311,19 @@ impl Process {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.lock().as_ref().map(Child::id)
+        self.lock().as_ref().map(|running| running.pid)
     }
 
+    /// `kill -9` of the broker; waits until it is gone.
     fn kill(&self) {
-        if let Some(mut child) = self.lock().take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut running) = self.lock().take() {
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(running.pid.to_string())
+                .status();
+            // The watchdog exits with the broker; closing its stdin also ends its helper.
+            drop(running.watchdog.stdin.take());
+            let _ = running.watchdog.wait();
         }
     }
 
