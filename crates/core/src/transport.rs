@@ -20,8 +20,36 @@ pub(crate) enum WsIn {
 #[derive(Debug, Clone)]
 pub(crate) enum WsOut {
     Frame(Frame),
+    /// A text frame checked for UTF-8 once and shared by every recipient of a broadcast
+    /// (axum's text type re-checks a plain `Bytes` on every conversion).
+    #[cfg(feature = "axum")]
+    Text(axum::extract::ws::Utf8Bytes),
     Ping,
     Close(u16, String),
+}
+
+impl WsOut {
+    /// Payload bytes of a data frame (for the frames/bytes metrics), `None` otherwise.
+    pub(crate) fn data_len(&self) -> Option<usize> {
+        match self {
+            WsOut::Frame(f) => Some(f.bytes.len()),
+            #[cfg(feature = "axum")]
+            WsOut::Text(text) => Some(text.len()),
+            WsOut::Ping | WsOut::Close(..) => None,
+        }
+    }
+
+    /// The frame to queue for each recipient of a broadcast of `frame`: a text frame is
+    /// checked once here instead of once per recipient.
+    pub(crate) fn shared(frame: Frame) -> WsOut {
+        #[cfg(feature = "axum")]
+        if !frame.binary
+            && let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(frame.bytes.clone())
+        {
+            return WsOut::Text(text);
+        }
+        WsOut::Frame(frame)
+    }
 }
 
 /// A transport failure, already logged by whoever saw it first.
@@ -129,6 +157,7 @@ pub(crate) mod axum_ws {
                 Utf8Bytes::try_from(f.bytes)
                     .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
             ),
+            WsOut::Text(text) => Message::Text(text),
             WsOut::Ping => Message::Ping(bytes::Bytes::new()),
             WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
                 code,
@@ -175,6 +204,11 @@ pub(crate) mod tungstenite_ws {
             WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
             WsOut::Frame(f) => Message::Text(
                 Utf8Bytes::try_from(f.bytes)
+                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+            ),
+            #[cfg(feature = "axum")]
+            WsOut::Text(text) => Message::Text(
+                Utf8Bytes::try_from(bytes::Bytes::from(text))
                     .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
             ),
             WsOut::Ping => Message::Ping(bytes::Bytes::new()),

@@ -233,10 +233,6 @@ impl ConnInner {
         Ok(msg.to_frame())
     }
 
-    pub(crate) fn write_frame(&self, frame: Frame) -> Result<()> {
-        self.enqueue(WsOut::Frame(frame))
-    }
-
     pub(crate) fn set_extension<T: Clone + Send + Sync + 'static>(&self, value: T) {
         self.extensions.lock().insert(value);
     }

@@ -69,9 +69,9 @@ where
             item = inner.queue.pop() => {
                 let Some(item) = item else { return Ok(()) };
                 let (mut frames, mut bytes) = (0u64, 0u64);
-                let mut count = |item: &WsOut| if let WsOut::Frame(f) = item {
+                let mut count = |item: &WsOut| if let Some(len) = item.data_len() {
                     frames += 1;
-                    bytes += f.bytes.len() as u64;
+                    bytes += len as u64;
                 };
                 count(&item);
                 sink.feed(item).await?;

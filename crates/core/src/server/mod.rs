@@ -728,7 +728,7 @@ impl ServerShared {
 
     /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per recipient.
     pub(crate) fn deliver_local(&self, target: &Target, msg: &Message) -> usize {
-        let frame = msg.to_frame();
+        let out = WsOut::shared(msg.to_frame());
         let registry = self.registry.read();
         let members = match (&target.to, &target.room) {
             (Some(id), _) => registry.by_id.get(&**id),
@@ -749,7 +749,7 @@ impl ServerShared {
             if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
                 continue;
             }
-            if conn.write_frame(frame.clone()).is_ok() {
+            if conn.enqueue(out.clone()).is_ok() {
                 delivered += 1;
             }
         }
