@@ -3,7 +3,9 @@
 //!
 //! - `--mode neffos`: namespace `bench`; event `fanout` broadcasts `msg` with the same
 //!   body to every other connection of the namespace, or of the message's room when it
-//!   has one; event `ask` replies with the same body. Default [`Config`] (as shipped).
+//!   has one; event `ask` replies with the same body; event `ask-peer` (body
+//!   `<connection ID>|<rest>`) Asks that connection, on any instance of the cluster, with
+//!   `<rest>` and replies with its reply. Default [`Config`] (as shipped).
 //! - `--mode raw`: the raw WebSocket floor on the same stack (axum's WebSocket, i.e.
 //!   tokio-tungstenite 0.29), no protocol: every frame a client sends is broadcast to every
 //!   other client; one `tokio::sync::broadcast` channel, a reader task and a writer loop per
@@ -11,7 +13,9 @@
 //!
 //! `--instances K` serves K instances (one port each) joined by the exchange:
 //! `--exchange memory` (in-process), `redis` (cargo feature `redis`, `--redis-url`) or
-//! `nats` (not available yet). Each instance prints
+//! `nats` (cargo feature `nats`, `--nats-url`); the broker-backed exchanges use the
+//! prefix `bench` (Redis namespace channel `bench:ns:5:bench`, NATS subject
+//! `bench.ns.bench`). Each instance prints
 //! `{"event":"listening","addr":"127.0.0.1:<port>","instance":<i>}`; the process exits when
 //! its standard input closes or after `--lifetime-secs`.
 
@@ -46,7 +50,7 @@ pub enum ExchangeKind {
     Memory,
     /// `neffos-redis` (cargo feature `redis`).
     Redis,
-    /// `neffos-nats` (not available yet).
+    /// `neffos-nats` (cargo feature `nats`).
     Nats,
 }
 
@@ -97,12 +101,31 @@ pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>) -> Server {
         .on(
             "ask",
             |_ns, msg: Message| async move { Reply::new(msg.body) },
-        );
+        )
+        .on("ask-peer", ask_peer);
     let mut builder = Server::builder(Namespaces::new().namespace("bench", events));
     if let Some(exchange) = exchange {
         builder = builder.exchange_arc(exchange);
     }
     builder.build()
+}
+
+/// How long `ask-peer` waits for the responder's reply.
+const ASK_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Event `ask-peer`: the body is `<connection ID>|<rest>`; the server Asks that connection
+/// (on this instance or, through the exchange, any other) with `<rest>` and replies with
+/// the responder's reply body, or with an error reply when the Ask failed.
+async fn ask_peer(ns: neffos::NsConn, msg: Message) -> Result<Reply, String> {
+    let server = ns.conn().server().ok_or("no server")?;
+    let at = memchr::memchr(b'|', &msg.body).ok_or("expected `<id>|<body>`")?;
+    let id = std::str::from_utf8(&msg.body[..at]).map_err(|_| "the ID is not UTF-8")?;
+    let ask = Message::new("", "ask-peer", msg.body.slice(at + 1..));
+    let reply = server
+        .ask(ns.namespace(), id, ask, ASK_PEER_TIMEOUT)
+        .await
+        .map_err(|e| format!("ask-peer {id}: {e}"))?;
+    Ok(Reply::new(reply.body))
 }
 
 async fn exchange_for(
@@ -124,10 +147,18 @@ async fn exchange_for(
         ExchangeKind::Redis => {
             bail!("--exchange redis needs the `redis` cargo feature of neffos-benches")
         }
-        ExchangeKind::Nats => bail!(
-            "--exchange nats: the NATS exchange (neffos-nats) is not available yet; \
-             this is the hook to wire it in"
-        ),
+        #[cfg(feature = "nats")]
+        ExchangeKind::Nats => Some(Arc::new(
+            neffos_nats::NatsExchange::builder(args.nats_url.clone())
+                .prefix("bench")
+                .connect()
+                .await
+                .context("connecting to NATS")?,
+        )),
+        #[cfg(not(feature = "nats"))]
+        ExchangeKind::Nats => {
+            bail!("--exchange nats needs the `nats` cargo feature of neffos-benches")
+        }
     })
 }
 

@@ -3,11 +3,12 @@
 //!
 //! Built here:
 //! - `neffos-loadgen` and `neffos-bench-server` (package `neffos-benches`, release), with
-//!   the `redis` feature when the Redis exchange builds (else without: the Redis cluster
-//!   run is then reported as not measured);
+//!   the `redis` and `nats` features when the exchanges build (else without: the Redis and
+//!   NATS cluster runs of neffos-rs are then reported as not measured);
 //! - the socketioxide and fastwebsockets peers, each its own workspace under
 //!   `benches/peers/`, into `target/peers`;
-//! - the Go neffos v0.0.25 server `interop/go/benchserver` into `target/peers`, with
+//! - the Go neffos v0.0.25 server `interop/go/benchserver` (with its Redis and NATS
+//!   StackExchanges, `-exchange none|redis|nats`) into `target/peers`, with
 //!   `GOTOOLCHAIN=go1.27.3` (fetched by Go itself).
 //!
 //! The suite starts the peers one at a time on free loopback ports, pins them and itself to
@@ -31,21 +32,22 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// Builds the load generator and our bench server; with the Redis exchange if it builds.
+/// Builds the load generator and our bench server; with the Redis and NATS exchanges if
+/// they build.
 fn build_ours(root: &Path) -> Result<()> {
-    let with_redis = [
+    let with_brokers = [
         "build",
         "--release",
         "-p",
         "neffos-benches",
         "--bins",
         "--features",
-        "redis",
+        "redis,nats",
     ];
-    if run(root, "cargo", &with_redis).is_ok() {
+    if run(root, "cargo", &with_brokers).is_ok() {
         return Ok(());
     }
-    eprintln!("the Redis exchange does not build: benchmarking without it");
+    eprintln!("the Redis or NATS exchange does not build: benchmarking without them");
     run(
         root,
         "cargo",
@@ -102,8 +104,76 @@ fn build_go_peer(root: &Path, peers: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench [--quick]`.
-pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
+/// Builds `neffos-bench-server` as it was at git revision `rev` (a copy of that tree from
+/// `git archive`, in `target/before/<rev>`, with its own target directory), so that a
+/// before/after comparison is measured in one run. Returns the binary and the short revision.
+fn build_before(root: &Path, target: &Path, rev: &str) -> Result<(PathBuf, String)> {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(["rev-parse", "--short", &format!("{rev}^{{commit}}")])
+        .output()
+        .context("running git rev-parse")?;
+    if !out.status.success() {
+        bail!("`{rev}` is not a commit of this repository");
+    }
+    let short = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dir = target.join("before").join(&short);
+    let src = dir.join("src");
+    if !src.join("Cargo.toml").is_file() {
+        std::fs::create_dir_all(&src)?;
+        eprintln!("$ git archive {short} | tar -x -C {}", src.display());
+        let archive = Command::new("git")
+            .current_dir(root)
+            .args(["archive", "--format=tar", &short])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running git archive")?;
+        let status = Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(&src)
+            .stdin(archive.stdout.context("git archive output")?)
+            .status()
+            .context("running tar")?;
+        if !status.success() {
+            bail!("unpacking {short} failed ({status})");
+        }
+    }
+    let manifest = src.join("Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let target_dir = dir.join("target");
+    let target_arg = target_dir.to_string_lossy();
+    // Older revisions may lack a feature: the richest build that works.
+    let built = [Some("redis,nats"), Some("redis"), None]
+        .into_iter()
+        .any(|features| {
+            let mut args = vec![
+                "build",
+                "--release",
+                "--manifest-path",
+                &manifest,
+                "--target-dir",
+                &target_arg,
+                "-p",
+                "neffos-benches",
+                "--bin",
+                "neffos-bench-server",
+            ];
+            if let Some(features) = features {
+                args.extend(["--features", features]);
+            }
+            run(root, "cargo", &args).is_ok()
+        });
+    if !built {
+        bail!("neffos-bench-server does not build at {short}");
+    }
+    Ok((target_dir.join("release/neffos-bench-server"), short))
+}
+
+/// `cargo xtask bench [--quick] [--scale-out]`: the scale-out demonstration (100,000
+/// clients over 6 instances, `neffos-loadgen suite --scale-out`) runs in the full suite,
+/// and in a quick one only when asked for.
+pub(crate) fn bench(root: &Path, quick: bool, scale_out: bool, before: Option<&str>) -> Result<()> {
     require(
         "taskset",
         "Install util-linux (`apt-get install util-linux`): the suite pins servers and load generator to separate CPUs.",
@@ -115,6 +185,9 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
     build_rust_peer(root, &peers, "socketioxide")?;
     build_rust_peer(root, &peers, "fastws")?;
     build_go_peer(root, &peers)?;
+    let before = before
+        .map(|rev| build_before(root, &target, rev))
+        .transpose()?;
 
     let loadgen = target.join("release/neffos-loadgen");
     let root_arg = root.to_string_lossy();
@@ -122,6 +195,15 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<()> {
     let mut args = vec!["suite", "--root", &root_arg, "--peers", &peers_arg];
     if quick {
         args.push("--quick");
+    }
+    if scale_out || !quick {
+        args.push("--scale-out");
+    }
+    let before_program = before
+        .as_ref()
+        .map(|(program, _)| program.to_string_lossy().into_owned());
+    if let (Some(program), Some((_, label))) = (&before_program, &before) {
+        args.extend(["--before", program, "--before-label", label]);
     }
     run(root, &loadgen.to_string_lossy(), &args)
 }

@@ -62,6 +62,14 @@ enum Command {
         /// Short runs: the whole suite in under five minutes.
         #[arg(long)]
         quick: bool,
+        /// Also run the scale-out demonstration (100,000 clients over 6 instances through
+        /// Redis and NATS); the full run does it anyway, `--quick` only with this flag.
+        #[arg(long)]
+        scale_out: bool,
+        /// Also run neffos-rs as built at this git revision (e.g. `HEAD~3`), side by side
+        /// with the working tree, for before/after ratios from the same run.
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Run the protocol fuzz targets, each for a bounded time.
     Fuzz {
@@ -80,7 +88,11 @@ fn main() -> Result<()> {
         Command::Lint => tools::lint(&root),
         Command::Demo { port, args } => demo::demo(&root, port, &args),
         Command::Fuzz { seconds } => tools::fuzz(&root, seconds),
-        Command::Bench { quick } => bench::bench(&root, quick),
+        Command::Bench {
+            quick,
+            scale_out,
+            before,
+        } => bench::bench(&root, quick, scale_out, before.as_deref()),
         Command::Soak { minutes } => tools::run(
             &root,
             "cargo",

@@ -7,11 +7,15 @@
 //! neffos-loadgen fanout --url ws://127.0.0.1:9000/echo --rate 0          # saturate
 //! neffos-loadgen cluster-fanout --url ws://127.0.0.1:9000/echo --url ws://127.0.0.1:9001/echo
 //! neffos-loadgen ask --url ws://127.0.0.1:9000/echo --clients 100 --rate 5000
+//! # Asks relayed by instance 9000 to responders on instance 9001 (through the exchange)
+//! neffos-loadgen cluster-ask --url ws://127.0.0.1:9000/echo --url ws://127.0.0.1:9001/echo --rate 2000
 //! neffos-loadgen idle --url ws://127.0.0.1:9000/echo --clients 15000 --workers 2 --server-pid 1234
 //! neffos-loadgen churn --url ws://127.0.0.1:9000/echo --concurrency 16 --duration 5
 //! neffos-loadgen fanout --proto socketio --url 'ws://127.0.0.1:9002/socket.io/?EIO=4&transport=websocket'
 //! # everything, side by side (what `cargo xtask bench` runs after building the peers)
 //! neffos-loadgen suite --quick --root . --peers target/peers
+//! # only the scale-out demonstration: 100,000 clients over 6 instances, Redis then NATS
+//! neffos-loadgen suite --only-scale-out
 //! ```
 //!
 //! See `neffos_benches::loadgen` for what is measured and how.
@@ -42,6 +46,8 @@ enum Command {
     ClusterFanout(Spec),
     /// Ask round trips at a fixed rate.
     Ask(Spec),
+    /// Asks relayed by the first instance (`ask-peer`) to responders on the last --url.
+    ClusterAsk(Spec),
     /// Idle connections; with --server-pid, the server's KiB per connection.
     Idle(Spec),
     /// Connects and disconnects per second.
@@ -67,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fanout(spec) => (Scenario::Fanout, spec),
         Command::ClusterFanout(spec) => (Scenario::ClusterFanout, spec),
         Command::Ask(spec) => (Scenario::Ask, spec),
+        Command::ClusterAsk(spec) => (Scenario::ClusterAsk, spec),
         Command::Idle(spec) => (Scenario::Idle, spec),
         Command::Churn(spec) => (Scenario::Churn, spec),
         Command::Worker { index, spec } => {

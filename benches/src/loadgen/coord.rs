@@ -11,7 +11,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,10 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::stamp::now_ns;
 use super::stats::{self, Latency};
 use super::worker::{self, ReadyInfo, WorkerOut};
-use super::{Report, Scenario, Spec};
-
-/// How long the workers may take to connect.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(180);
+use super::{MAX_TRACKED_SEQ, MessageStat, Report, Scenario, Spec};
 /// The start instant is this far after the last worker is ready.
 const START_DELAY: Duration = Duration::from_millis(200);
 
@@ -95,6 +92,13 @@ fn on_all_ready(spec: &Spec, probe: &mut Probe) -> u64 {
 
 /// Runs `spec` and returns the merged report.
 pub fn run(spec: &Spec) -> anyhow::Result<Report> {
+    run_observed(spec, &mut |_| {})
+}
+
+/// Runs `spec` like [`run`], and calls `on_ready` with the number of connected clients
+/// once every worker is connected, before anything is sent: the moment to look at the
+/// servers with every connection open (their memory, their broker connections).
+pub fn run_observed(spec: &Spec, on_ready: &mut dyn FnMut(usize)) -> anyhow::Result<Report> {
     if spec.urls.is_empty() {
         bail!("no --url");
     }
@@ -119,7 +123,8 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         });
         let probe_ref = &mut probe;
         let (bar_ref, done_ref) = (&bar, &done);
-        let out = rt.block_on(worker::run(spec, 0, 1, connected, |_ready| async move {
+        let out = rt.block_on(worker::run(spec, 0, 1, connected, |ready| async move {
+            on_ready(ready.connected);
             let t0 = on_all_ready(spec, probe_ref);
             bar_ref.set_message("running");
             tick(bar_ref.clone(), spec, t0, done_ref.clone());
@@ -129,7 +134,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Report> {
         rt.shutdown_timeout(Duration::from_secs(1));
         vec![out?]
     } else {
-        let outs = run_children(spec, &mut probe, &bar, &done);
+        let outs = run_children(spec, &mut probe, &bar, &done, on_ready);
         done.store(1, Ordering::Relaxed);
         outs?
     };
@@ -186,6 +191,7 @@ fn run_children(
     probe: &mut Probe,
     bar: &ProgressBar,
     done: &Arc<AtomicU64>,
+    on_ready: &mut dyn FnMut(usize),
 ) -> anyhow::Result<Vec<WorkerOut>> {
     let exe = std::env::current_exe().context("locating neffos-loadgen")?;
     let json = serde_json::to_string(spec)?;
@@ -234,8 +240,10 @@ fn run_children(
 
     let mut ready = 0;
     let mut connected = 0;
+    let connect_deadline = Duration::from_secs_f64(spec.connect_deadline.max(1.0));
+    let give_up = Instant::now() + connect_deadline;
     while ready < spec.workers {
-        match rx.recv_timeout(CONNECT_DEADLINE) {
+        match rx.recv_timeout(give_up.saturating_duration_since(Instant::now())) {
             Ok(Line::Ready(info)) => {
                 ready += 1;
                 connected += info.connected;
@@ -246,9 +254,10 @@ fn run_children(
             }
             Ok(Line::Failed(i, e)) => bail!("worker {i}: {e}"),
             Ok(Line::Result(i, _)) => bail!("worker {i} reported before starting"),
-            Err(_) => bail!("the workers did not connect within {CONNECT_DEADLINE:?}"),
+            Err(_) => bail!("the workers did not connect within {connect_deadline:?}"),
         }
     }
+    on_ready(connected);
     let t0 = on_all_ready(spec, probe);
     bar.set_message("running");
     tick(bar.clone(), spec, t0, done.clone());
@@ -256,7 +265,7 @@ fn run_children(
         writeln!(stdin, "GO {t0}").context("starting a worker")?;
         stdin.flush()?;
     }
-    let deadline = Duration::from_secs_f64(spec.duration.max(0.0) + 60.0);
+    let deadline = Duration::from_secs_f64(spec.duration.max(0.0) + spec.drain_max.max(0.0) + 60.0);
     let mut outs: Vec<Option<WorkerOut>> = (0..spec.workers).map(|_| None).collect();
     let mut got = 0;
     while got < spec.workers {
@@ -330,7 +339,14 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
     let mut hist = stats::new_histogram();
     let mut last_recv = 0;
     let mut cpu = 0.0;
+    let mut sent_per_sender: Vec<u64> = Vec::new();
     for out in outs {
+        if sent_per_sender.len() < out.sent_per_sender.len() {
+            sent_per_sender.resize(out.sent_per_sender.len(), 0);
+        }
+        for (acc, n) in sent_per_sender.iter_mut().zip(&out.sent_per_sender) {
+            *acc += n;
+        }
         report.connected += out.connected;
         report.connect_failed += out.connect_failed;
         report.connect_s = report.connect_s.max(out.connect_s);
@@ -342,6 +358,9 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
         }
         report.received += out.received;
         report.disconnects += out.disconnects;
+        report.responders_connected += out.responders_connected;
+        report.answered += out.answered;
+        report.error_replies += out.error_replies;
         report.stalls += out.stalls;
         report.cycles += out.cycles;
         report.cycle_failures += out.cycle_failures;
@@ -372,7 +391,7 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
                 report.offered_deliveries_per_s = spec.rate * recipients;
             }
         }
-        Scenario::Ask => {
+        Scenario::Ask | Scenario::ClusterAsk => {
             report.expected = report.sent;
             report.offered_per_s = spec.rate;
             report.offered_deliveries_per_s = spec.rate;
@@ -380,6 +399,9 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
         Scenario::Idle | Scenario::Churn => {}
     }
     report.lost = report.expected.saturating_sub(report.received);
+    if spec.per_message {
+        report.per_message = per_message(spec, outs, &sent_per_sender, &receivers);
+    }
     if report.received > 0 {
         report.deliveries_per_s = report.received as f64 / report.elapsed_s;
         report.server_cpu_us_per_delivery = server_cpu.map(|c| c * 1e6 / report.received as f64);
@@ -399,4 +421,114 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
         }
     }
     report
+}
+
+/// Every message of every sender (up to [`MAX_TRACKED_SEQ`] each): the workers'
+/// deliveries of it summed, its latencies merged, the largest one as the time it took to
+/// reach its last receiver.
+fn per_message(
+    spec: &Spec,
+    outs: &[WorkerOut],
+    sent_per_sender: &[u64],
+    receivers: &[u64],
+) -> Vec<MessageStat> {
+    let mut all = Vec::new();
+    for (sender, &sent) in sent_per_sender.iter().enumerate() {
+        let sender = (sender % 1000) as u32;
+        for seq in 0..sent.min(MAX_TRACKED_SEQ) {
+            let mut hist = stats::new_message_histogram();
+            let (mut received, mut max_ns) = (0, 0);
+            for m in outs
+                .iter()
+                .flat_map(|o| &o.per_message)
+                .filter(|m| m.sender == sender && m.seq == seq)
+            {
+                received += m.received;
+                max_ns = max_ns.max(m.max_ns);
+                stats::add_pairs(&mut hist, &m.hist);
+            }
+            let room = if spec.rooms == 0 {
+                0
+            } else {
+                (seq % spec.rooms as u64) as usize
+            };
+            let expected = receivers.get(room).copied().unwrap_or(0);
+            let mut latency = Latency::of(&hist);
+            if received > 0 {
+                // The histogram's buckets round up (2 significant digits): the exact largest
+                // value bounds them.
+                let max_us = max_ns as f64 / 1000.0;
+                latency.max_us = max_us;
+                for p in [
+                    &mut latency.p50_us,
+                    &mut latency.p90_us,
+                    &mut latency.p99_us,
+                    &mut latency.p999_us,
+                    &mut latency.mean_us,
+                ] {
+                    *p = p.min(max_us);
+                }
+            }
+            let lost = expected.saturating_sub(received);
+            all.push(MessageStat {
+                sender,
+                seq,
+                expected,
+                received,
+                lost,
+                latency,
+                reach_all_us: (lost == 0 && received > 0).then_some(max_ns as f64 / 1000.0),
+            });
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::loadgen::worker::MessageOut;
+
+    fn delivered(seq: u64, received: u64, max_ns: u64) -> MessageOut {
+        let mut hist = stats::new_message_histogram();
+        hist.record_n(max_ns / 2, received - 1).unwrap();
+        hist.record(max_ns).unwrap();
+        MessageOut {
+            sender: 0,
+            seq,
+            received,
+            max_ns,
+            hist: stats::to_pairs(&hist),
+        }
+    }
+
+    #[test]
+    fn messages_are_followed_across_workers() {
+        let spec = Spec {
+            per_message: true,
+            ..Spec::default()
+        };
+        // Two workers of 5 receivers each; three messages sent by worker 0's sender.
+        let a = WorkerOut {
+            sent_per_sender: vec![3],
+            per_message: vec![delivered(0, 5, 2_000_000), delivered(1, 5, 1_000_000)],
+            ..WorkerOut::default()
+        };
+        let b = WorkerOut {
+            per_message: vec![delivered(0, 5, 3_000_000), delivered(1, 2, 9_000_000)],
+            ..WorkerOut::default()
+        };
+        let stats = per_message(&spec, &[a, b], &[3], &[10]);
+        assert_eq!(stats.len(), 3);
+        assert_eq!((stats[0].received, stats[0].lost), (10, 0));
+        assert_eq!(stats[0].reach_all_us, Some(3000.0));
+        assert!(stats[0].latency.p99_us <= 3000.0);
+        assert_eq!((stats[1].received, stats[1].lost), (7, 3));
+        assert_eq!(stats[1].reach_all_us, None);
+        // Never delivered at all: still listed, all lost.
+        assert_eq!((stats[2].received, stats[2].lost), (0, 10));
+        assert_eq!(stats[2].reach_all_us, None);
+    }
 }

@@ -14,6 +14,14 @@
 //!   receivers are spread over them and the senders use the first.
 //! - **ask**: `clients` connections, Asks at `rate` per second in total (open loop), each
 //!   answered with its own body.
+//! - **cluster-ask**: Asks that cross instances (neffos only). `responders` connections on
+//!   the last `--url` answer the server's Asks by echoing them (same wait token, same
+//!   body); `clients` asking connections on the first `--url` send `ask-peer` Asks at
+//!   `rate` per second in total, round-robin over the responders, whose body names a
+//!   responder's connection ID: the server Asks that connection (through the exchange when
+//!   it lives on another instance) and replies with its reply. With one `--url` asker and
+//!   responder share the instance. Latency is the reply time minus the intended send time,
+//!   as for `ask`; error replies are counted (`error_replies`) and lost.
 //! - **idle**: `clients` connections that only stay connected; with `--server-pid` the
 //!   server's `VmRSS` is read before and after, giving KiB per connection.
 //! - **churn**: `concurrency` loops that connect (handshake, namespace), then disconnect,
@@ -25,7 +33,10 @@
 //! *intended* send time of the open-loop schedule (nanoseconds since the Unix epoch, the
 //! clock all processes of the machine share). A receiver records `now - intended` in an
 //! HDR histogram, so a late sender (or a stalled server) shows as latency instead of
-//! silently sending fewer messages: coordinated omission is accounted for. Messages are
+//! silently sending fewer messages: coordinated omission is accounted for. The senders run
+//! on their own threads with a timer slack of 1 ns, so that a sleep until the intended
+//! time does not overshoot by Linux's default 50 µs (which would count as latency of the
+//! server). Messages are
 //! numbered, expected deliveries are `sent × connected receivers`, and the difference is
 //! reported as lost. The first `warmup` seconds are delivered and counted but not recorded
 //! in the histogram.
@@ -37,7 +48,17 @@
 //! descriptors), waits until every worker is connected, starts them at one shared instant
 //! and merges their results. Connections are bound to source addresses 127.0.0.2,
 //! 127.0.0.3, … (`source_ips` of them) before connecting, so that each address has its own
-//! ephemeral port range.
+//! ephemeral port range. Every connection is read (pings answered) from the moment it is
+//! open, so connecting a hundred thousand clients may take longer than the server's idle
+//! timeout.
+//!
+//! # One message at a time
+//!
+//! With `--per-message` (fan-out scenarios) every message is followed on its own: how many
+//! receivers got it, its latency percentiles, and the time from its intended send time
+//! until the *last* receiver got it (the time a broadcast takes to reach everyone). Use it
+//! with a low `--rate` (e.g. `--rate 1 --duration 5`: five broadcasts) and a longer
+//! `--drain-quiet` when one broadcast takes longer than 300 ms to reach everyone.
 
 mod coord;
 pub mod proto;
@@ -50,7 +71,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use coord::{run, run_worker};
+pub use coord::{run, run_observed, run_worker};
 pub use proto::Proto;
 pub use stats::Latency;
 
@@ -65,6 +86,8 @@ pub enum Scenario {
     ClusterFanout,
     /// Ask round trips.
     Ask,
+    /// Asks relayed by the server to a responder connection on another instance.
+    ClusterAsk,
     /// Idle connections and the server's memory.
     Idle,
     /// Connects and disconnects per second.
@@ -77,6 +100,7 @@ impl fmt::Display for Scenario {
             Scenario::Fanout => "fanout",
             Scenario::ClusterFanout => "cluster-fanout",
             Scenario::Ask => "ask",
+            Scenario::ClusterAsk => "cluster-ask",
             Scenario::Idle => "idle",
             Scenario::Churn => "churn",
         })
@@ -95,12 +119,17 @@ pub struct Spec {
     /// Protocol spoken to the server.
     #[arg(long, value_enum, default_value_t = Proto::Neffos)]
     pub proto: Proto,
-    /// Receiving connections (fanout), asking connections (ask), idle connections (idle).
+    /// Receiving connections (fanout), asking connections (ask, cluster-ask), idle
+    /// connections (idle).
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
     /// Sending connections (fanout).
     #[arg(long, default_value_t = 1)]
     pub senders: usize,
+    /// Responding connections on the last `--url` (cluster-ask; 0: as many as `--clients`).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default)]
+    pub responders: usize,
     /// Rooms (0: broadcast to the namespace). Client i joins room `r{i % rooms}`; message
     /// k goes to room `r{k % rooms}`.
     #[arg(long, default_value_t = 0)]
@@ -141,6 +170,40 @@ pub struct Spec {
     /// A label copied into the report.
     #[arg(long)]
     pub label: Option<String>,
+    /// Per-message statistics (fanout, cluster-fanout): for each of the first
+    /// [`MAX_TRACKED_SEQ`] messages of every sender, its deliveries, losses, latency
+    /// percentiles and the time until the last receiver got it.
+    #[arg(long)]
+    #[serde(default)]
+    pub per_message: bool,
+    /// Once sending is over, the run ends after this many seconds without a delivery…
+    #[arg(long, default_value_t = 0.3)]
+    #[serde(default = "default_drain_quiet")]
+    pub drain_quiet: f64,
+    /// …or at the latest this many seconds after sending is over.
+    #[arg(long, default_value_t = 5.0)]
+    #[serde(default = "default_drain_max")]
+    pub drain_max: f64,
+    /// Seconds the workers may take to open every connection.
+    #[arg(long, default_value_t = 180.0)]
+    #[serde(default = "default_connect_deadline")]
+    pub connect_deadline: f64,
+}
+
+/// Messages per sender tracked one by one with `--per-message` (sequence numbers below
+/// this): keeps the memory of a long run bounded.
+pub const MAX_TRACKED_SEQ: u64 = 256;
+
+fn default_drain_quiet() -> f64 {
+    0.3
+}
+
+fn default_drain_max() -> f64 {
+    5.0
+}
+
+fn default_connect_deadline() -> f64 {
+    180.0
 }
 
 impl Default for Spec {
@@ -151,6 +214,7 @@ impl Default for Spec {
             proto: Proto::Neffos,
             clients: 1000,
             senders: 1,
+            responders: 0,
             rooms: 0,
             size: 64,
             rate: 1000.0,
@@ -164,6 +228,10 @@ impl Default for Spec {
             server_pid: None,
             settle: 2.0,
             label: None,
+            per_message: false,
+            drain_quiet: default_drain_quiet(),
+            drain_max: default_drain_max(),
+            connect_deadline: default_connect_deadline(),
         }
     }
 }
@@ -189,6 +257,15 @@ pub struct Report {
     pub lost: u64,
     /// Connections that the server closed or lost during the run.
     pub disconnects: u64,
+    /// Responding connections established (cluster-ask).
+    #[serde(default)]
+    pub responders_connected: usize,
+    /// Server Asks the responders answered (cluster-ask).
+    #[serde(default)]
+    pub answered: u64,
+    /// Error replies to Asks (ask, cluster-ask); counted in `lost` as well.
+    #[serde(default)]
+    pub error_replies: u64,
     /// Offered messages (Asks) per second.
     pub offered_per_s: f64,
     /// Offered deliveries per second (`offered_per_s × recipients`).
@@ -225,4 +302,28 @@ pub struct Report {
     pub other_cores: Option<f64>,
     /// The first errors seen.
     pub errors: Vec<String>,
+    /// One entry per message sent, in order (`--per-message`; the first
+    /// [`MAX_TRACKED_SEQ`] of each sender).
+    #[serde(default)]
+    pub per_message: Vec<MessageStat>,
+}
+
+/// What became of one message (`--per-message`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MessageStat {
+    /// Sender number.
+    pub sender: u32,
+    /// Sequence number of the message for its sender.
+    pub seq: u64,
+    /// Receivers it was meant for (connected receivers of its namespace or room).
+    pub expected: u64,
+    /// Receivers that got it.
+    pub received: u64,
+    /// `expected - received` (never negative).
+    pub lost: u64,
+    /// Latency of its deliveries from the intended send time (p50, p99, …).
+    pub latency: Latency,
+    /// Microseconds from the intended send time until the last receiver got it, when
+    /// every receiver did (`None` when some never did).
+    pub reach_all_us: Option<f64>,
 }

@@ -4,7 +4,9 @@
 //!
 //! Every peer exposes the same behaviour (see `benches/src/server.rs`): namespace `bench`;
 //! event `fanout` broadcasts `msg` with the same body to every other connection of the
-//! namespace or of the sender's room; event `ask` replies with the same body.
+//! namespace or of the sender's room; event `ask` replies with the same body. neffos-rs
+//! also has event `ask-peer` (body `<connection ID>|<rest>`): the server Asks that
+//! connection, wherever it lives in the cluster, and replies with its reply.
 
 use std::fmt;
 use std::time::Duration;
@@ -75,22 +77,24 @@ async fn expect(ws: &mut WsClient, proto: Proto, prefix: &[u8]) -> anyhow::Resul
     }
 }
 
-fn neffos_is_error(frame: &[u8]) -> bool {
+/// True for a neffos frame whose isError field is set (an error reply).
+pub(crate) fn neffos_is_error(frame: &[u8]) -> bool {
     // wait;ns;room;event;isError;...
     frame.split(|&b| b == b';').nth(4) == Some(b"1")
 }
 
 impl Proto {
     /// After the WebSocket handshake: the protocol's handshake, the namespace connection
-    /// and the room joins, each awaited.
-    pub async fn join(self, ws: &mut WsClient, rooms: &[String]) -> anyhow::Result<()> {
+    /// and the room joins, each awaited. Returns the connection's ID (neffos: the server's
+    /// `A<id>`).
+    pub async fn join(self, ws: &mut WsClient, rooms: &[String]) -> anyhow::Result<Option<String>> {
         match self {
-            Proto::Raw => Ok(()),
+            Proto::Raw => Ok(None),
             Proto::Neffos => {
                 ws.send_text(b"M").await?;
                 let ack = next(ws, self).await?;
-                match ack.payload.first() {
-                    Some(b'A') => {}
+                let id = match ack.payload.first() {
+                    Some(b'A') => String::from_utf8_lossy(&ack.payload[1..]).into_owned(),
                     Some(b'H') => bail!(
                         "refused by the server: {}",
                         String::from_utf8_lossy(&ack.payload[1..])
@@ -99,7 +103,7 @@ impl Proto {
                         "unexpected first frame {:?}",
                         String::from_utf8_lossy(&ack.payload)
                     ),
-                }
+                };
                 ws.send_text(format!("$1;{NAMESPACE};;_OnNamespaceConnect;0;0;").as_bytes())
                     .await?;
                 let reply = expect(ws, self, b"$1;").await?;
@@ -121,7 +125,7 @@ impl Proto {
                         );
                     }
                 }
-                Ok(())
+                Ok(Some(id))
             }
             Proto::Socketio => {
                 let open = next(ws, self).await?;
@@ -152,7 +156,7 @@ impl Proto {
                         .await?;
                     expect(ws, self, format!("43/{NAMESPACE},{id}").as_bytes()).await?;
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -197,9 +201,62 @@ impl Proto {
         }
     }
 
+    /// Appends the neffos frame of Ask number `token` for event `ask-peer`: the server Asks
+    /// connection `responder` (on any instance) with `body` and replies with its reply.
+    pub fn ask_peer_frame(out: &mut Vec<u8>, token: u64, responder: &str, body: &[u8]) {
+        out.extend_from_slice(format!("${token};{NAMESPACE};;ask-peer;0;0;").as_bytes());
+        out.extend_from_slice(responder.as_bytes());
+        out.push(b'|');
+        out.extend_from_slice(body);
+    }
+
+    /// A responder's answer to a server's Ask (neffos): the same frame, which carries the
+    /// same wait token, event and body. `None` for anything else (client-ask replies,
+    /// broadcasts, other protocols).
+    pub fn server_ask_echo(self, payload: &[u8]) -> Option<&[u8]> {
+        // wait;ns;room;event;isError;isNoOp;body: a server's Ask has a wait token that is
+        // neither empty nor a client's (`$…`) nor the confirmation shape (`#…`).
+        match (self, payload.first()) {
+            (Proto::Neffos, Some(b';' | b'$' | b'#')) | (Proto::Neffos, None) => None,
+            (Proto::Neffos, Some(_)) if !neffos_is_error(payload) => Some(payload),
+            _ => None,
+        }
+    }
+
     /// The text a receiver must answer to a text frame to stay connected (Socket.IO's
     /// engine.io ping), if any.
     pub fn keepalive_answer(self, payload: &[u8]) -> Option<&'static [u8]> {
         (self == Proto::Socketio && payload == b"2").then_some(b"3")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ask_peer_frames_name_the_responder() {
+        let mut out = Vec::new();
+        Proto::ask_peer_frame(&mut out, 107, "a-b-c", b"#body");
+        assert_eq!(out, b"$107;bench;;ask-peer;0;0;a-b-c|#body");
+    }
+
+    #[test]
+    fn responders_echo_server_asks_only() {
+        let ask = b"42;bench;;ask-peer;0;0;#body";
+        assert_eq!(Proto::Neffos.server_ask_echo(ask), Some(&ask[..]));
+        // A client's Ask reply, a broadcast, the confirmation shape, an error, empty.
+        for other in [
+            &b"$42;bench;;ask;0;0;#body"[..],
+            b";bench;;msg;0;0;#body",
+            b"#1;bench;;x;0;0;",
+            b"42;bench;;ask-peer;1;0;failed",
+            b"",
+        ] {
+            assert_eq!(Proto::Neffos.server_ask_echo(other), None);
+        }
+        assert_eq!(Proto::Socketio.server_ask_echo(ask), None);
+        assert!(neffos_is_error(b"$1;bench;;ask-peer;1;0;timed out"));
+        assert!(!neffos_is_error(b"$1;bench;;ask-peer;0;0;#x"));
     }
 }

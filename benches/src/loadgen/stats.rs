@@ -22,6 +22,16 @@ pub fn new_histogram() -> Histogram<u64> {
     }
 }
 
+/// A smaller latency histogram (1 ns to one minute, 2 significant digits: about 30 KiB),
+/// for one message's deliveries.
+pub fn new_message_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, MAX_NS, 2) {
+        Ok(h) => h,
+        // The bounds are constants that hdrhistogram accepts.
+        Err(e) => unreachable!("histogram bounds: {e}"),
+    }
+}
+
 /// Latency histograms sharded by connection.
 #[derive(Debug)]
 pub struct Recorder {

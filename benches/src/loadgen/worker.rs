@@ -1,26 +1,25 @@
 //! One worker's share of a run: its connections, its receivers and (worker 0) its senders.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::proto::Proto;
+use super::proto::{self, Proto};
 use super::stamp::{self, Stamp, now_ns};
 use super::stats::{self, Recorder};
 use super::ws::{self, Endpoint, StdWriter, WsClient};
-use super::{Scenario, Spec};
+use super::{MAX_TRACKED_SEQ, Scenario, Spec};
 
 /// Deadline of one connection's WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// A run ends this long after the last delivery once sending is over…
-const QUIET: Duration = Duration::from_millis(300);
-/// …or at the latest this long after sending is over.
-const DRAIN_MAX: Duration = Duration::from_secs(5);
 /// How long a saturating sender waits for one window slot before counting a stall.
 const STALL: Duration = Duration::from_secs(2);
 /// Errors kept per worker.
@@ -52,6 +51,81 @@ pub(crate) struct WorkerOut {
     pub(crate) cycle_failures: u64,
     pub(crate) cpu_s: f64,
     pub(crate) errors: Vec<String>,
+    /// Messages sent per sender (fanout; worker 0).
+    #[serde(default)]
+    pub(crate) sent_per_sender: Vec<u64>,
+    /// Deliveries per message (`--per-message`).
+    #[serde(default)]
+    pub(crate) per_message: Vec<MessageOut>,
+    /// Responding connections (cluster-ask).
+    #[serde(default)]
+    pub(crate) responders_connected: usize,
+    /// Server Asks answered by the responders (cluster-ask).
+    #[serde(default)]
+    pub(crate) answered: u64,
+    /// Error replies to Asks.
+    #[serde(default)]
+    pub(crate) error_replies: u64,
+}
+
+/// One message's deliveries to a worker's receivers (`--per-message`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct MessageOut {
+    pub(crate) sender: u32,
+    pub(crate) seq: u64,
+    pub(crate) received: u64,
+    /// The largest latency, exact (the histogram rounds).
+    pub(crate) max_ns: u64,
+    pub(crate) hist: Vec<(u64, u64)>,
+}
+
+/// Deliveries of one message so far.
+#[derive(Debug)]
+struct Tracked {
+    received: u64,
+    max_ns: u64,
+    hist: Histogram<u64>,
+}
+
+/// Deliveries per message (`--per-message`), for sequence numbers below
+/// [`MAX_TRACKED_SEQ`].
+#[derive(Debug, Default)]
+struct PerMessage(Mutex<HashMap<(u32, u64), Tracked>>);
+
+impl PerMessage {
+    fn record(&self, stamp: Stamp, latency_ns: u64) {
+        if stamp.seq >= MAX_TRACKED_SEQ {
+            return;
+        }
+        let mut map = self.0.lock();
+        let tracked = map
+            .entry((stamp.sender, stamp.seq))
+            .or_insert_with(|| Tracked {
+                received: 0,
+                max_ns: 0,
+                hist: stats::new_message_histogram(),
+            });
+        tracked.received += 1;
+        tracked.max_ns = tracked.max_ns.max(latency_ns);
+        let _ = tracked.hist.record(latency_ns.max(1));
+    }
+
+    fn take(&self) -> Vec<MessageOut> {
+        let mut out: Vec<MessageOut> = self
+            .0
+            .lock()
+            .drain()
+            .map(|((sender, seq), t)| MessageOut {
+                sender,
+                seq,
+                received: t.received,
+                max_ns: t.max_ns,
+                hist: stats::to_pairs(&t.hist),
+            })
+            .collect();
+        out.sort_by_key(|m| (m.sender, m.seq));
+        out
+    }
 }
 
 impl WorkerOut {
@@ -73,18 +147,40 @@ struct Shared {
     /// (`u64::MAX` until the start).
     record_from_ns: AtomicU64,
     window: Option<Window>,
+    per_message: Option<PerMessage>,
+    /// Asks: error replies are counted (neffos), and the first one kept.
+    check_errors: bool,
+    error_replies: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    /// Server Asks answered by responders (cluster-ask).
+    answered: AtomicU64,
 }
 
 impl Shared {
     fn on_stamp(&self, conn: usize, stamp: Stamp) {
         let now = now_ns();
+        let latency = now.saturating_sub(stamp.t_ns);
         self.received.fetch_add(1, Ordering::Relaxed);
         self.last_recv_ns.fetch_max(now, Ordering::Relaxed);
         if stamp.t_ns >= self.record_from_ns.load(Ordering::Relaxed) {
-            self.recorder.record(conn, now.saturating_sub(stamp.t_ns));
+            self.recorder.record(conn, latency);
+        }
+        if let Some(per_message) = &self.per_message {
+            per_message.record(stamp, latency);
         }
         if let Some(window) = &self.window {
             window.ack(stamp);
+        }
+    }
+
+    fn on_error_reply(&self, payload: &[u8]) {
+        self.error_replies.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock();
+        if first.is_none() {
+            *first = Some(format!(
+                "error reply: {}",
+                String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            ));
         }
     }
 }
@@ -129,16 +225,17 @@ fn room_names(spec: &Spec) -> Vec<String> {
     (0..spec.rooms).map(|r| format!("r{r}")).collect()
 }
 
-/// Opens connection `i` to `endpoint` and joins the namespace and `rooms`.
+/// Opens connection `i` to `endpoint` and joins the namespace and `rooms`; returns it and
+/// its ID (neffos).
 async fn open(
     spec: &Spec,
     endpoint: &Endpoint,
     i: usize,
     rooms: &[String],
-) -> anyhow::Result<WsClient> {
+) -> anyhow::Result<(WsClient, Option<String>)> {
     let mut ws = WsClient::connect(endpoint, source_ip(spec, i), CONNECT_TIMEOUT).await?;
-    spec.proto.join(&mut ws, rooms).await?;
-    Ok(ws)
+    let id = spec.proto.join(&mut ws, rooms).await?;
+    Ok((ws, id))
 }
 
 /// Reads until `stop` (then hands the connection back for a clean close) or until the
@@ -163,7 +260,13 @@ async fn receive(
                     if let Some(answer) = proto.keepalive_answer(&f.payload) {
                         ws.send_text(answer).await.is_err()
                     } else {
-                        if count && let Some(stamp) = stamp::decode(&f.payload) {
+                        if count
+                            && shared.check_errors
+                            && proto == Proto::Neffos
+                            && proto::neffos_is_error(&f.payload)
+                        {
+                            shared.on_error_reply(&f.payload);
+                        } else if count && let Some(stamp) = stamp::decode(&f.payload) {
                             shared.on_stamp(conn, stamp);
                         }
                         false
@@ -184,8 +287,48 @@ async fn receive(
     }
 }
 
-/// Connects `ids` (with their rooms) with bounded concurrency; returns the connections
-/// and counts failures in `out`.
+/// A responder (cluster-ask): answers every server Ask by echoing it (same wait token, same
+/// body) until `stop` (then hands the connection back) or until the server closes.
+async fn respond(
+    mut ws: WsClient,
+    proto: Proto,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<WsClient> {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = async { drop(stop.wait_for(|s| *s).await) } => return Some(ws),
+            frame = ws.recv() => frame,
+        };
+        let lost = match frame {
+            Ok(Some(f)) => match f.opcode {
+                ws::TEXT | ws::BINARY => match proto.server_ask_echo(&f.payload) {
+                    Some(echo) => {
+                        let failed = ws.send_text(echo).await.is_err();
+                        if !failed {
+                            shared.answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        failed
+                    }
+                    None => false,
+                },
+                ws::PING => ws.pong(&f.payload).await.is_err(),
+                ws::CLOSE => true,
+                _ => false,
+            },
+            Ok(None) | Err(_) => true,
+        };
+        if lost {
+            shared.disconnects.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    }
+}
+
+/// Connects `ids` (with their rooms) with bounded concurrency, hands each open connection
+/// to `opened` right away (so that it is read, and pings answered, while the others
+/// connect), and counts successes and failures in `out`.
 async fn connect_all(
     spec: &Spec,
     endpoints: &[Endpoint],
@@ -193,9 +336,10 @@ async fn connect_all(
     rooms: &[String],
     connected_counter: &AtomicU64,
     out: &mut WorkerOut,
-) -> Vec<(usize, WsClient)> {
+    mut opened: impl FnMut(usize, WsClient, Option<String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut conns = Vec::with_capacity(ids.len());
+    let mut connected = 0;
     let mut attempts = futures_util::stream::iter(ids)
         .map(|i| {
             let endpoint = &endpoints[i % endpoints.len()];
@@ -209,9 +353,10 @@ async fn connect_all(
         .buffer_unordered(spec.connect_concurrency.max(1));
     while let Some((i, result)) = attempts.next().await {
         match result {
-            Ok(ws) => {
+            Ok((ws, id)) => {
                 connected_counter.fetch_add(1, Ordering::Relaxed);
-                conns.push((i, ws));
+                connected += 1;
+                opened(i, ws, id)?;
             }
             Err(e) => {
                 out.connect_failed += 1;
@@ -219,9 +364,9 @@ async fn connect_all(
             }
         }
     }
-    out.connected = conns.len();
+    out.connected = connected;
     out.connect_s = started.elapsed().as_secs_f64();
-    conns
+    Ok(())
 }
 
 /// Closes every connection cleanly (bounded in time).
@@ -261,14 +406,16 @@ where
         .map(|u| Endpoint::parse(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
     match spec.scenario {
-        Scenario::Fanout | Scenario::ClusterFanout | Scenario::Ask | Scenario::Idle => {
-            traffic(spec, &endpoints, index, workers, &connected, ready).await
-        }
+        Scenario::Fanout
+        | Scenario::ClusterFanout
+        | Scenario::Ask
+        | Scenario::ClusterAsk
+        | Scenario::Idle => traffic(spec, &endpoints, index, workers, &connected, ready).await,
         Scenario::Churn => churn(spec, &endpoints, index, ready).await,
     }
 }
 
-/// Fanout, cluster-fanout, ask and idle.
+/// Fanout, cluster-fanout, ask, cluster-ask and idle.
 async fn traffic<F, Fut>(
     spec: &Spec,
     endpoints: &[Endpoint],
@@ -289,20 +436,112 @@ where
     if spec.rooms > 0 && !spec.proto.has_rooms() {
         anyhow::bail!("rooms need a protocol with rooms (neffos, socketio)");
     }
-    if spec.scenario == Scenario::Ask && !spec.proto.has_rooms() {
+    let ask = matches!(spec.scenario, Scenario::Ask | Scenario::ClusterAsk);
+    let cross = spec.scenario == Scenario::ClusterAsk;
+    if ask && !spec.proto.has_rooms() {
         anyhow::bail!("ask needs a protocol with Asks (neffos, socketio)");
     }
+    if cross && spec.proto != Proto::Neffos {
+        anyhow::bail!("cluster-ask needs the neffos protocol (event `ask-peer`)");
+    }
+    let (Some(first), Some(last)) = (endpoints.first(), endpoints.last()) else {
+        anyhow::bail!("no --url");
+    };
     let rooms = if fanout || spec.scenario == Scenario::Idle {
         room_names(spec)
     } else {
         Vec::new()
     };
+    let window = saturate.then(|| Window::new(spec.senders, spec.window.max(1)));
+    let shared = Arc::new(Shared {
+        record_from_ns: AtomicU64::new(u64::MAX),
+        window,
+        per_message: (fanout && spec.per_message).then(PerMessage::default),
+        check_errors: ask,
+        ..Shared::default()
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut writers: Vec<StdWriter> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut per_room = vec![0; rooms.len().max(1)];
     let mut out = WorkerOut::default();
     let ids: Vec<usize> = (index..spec.clients).step_by(workers.max(1)).collect();
-    let conns = connect_all(spec, endpoints, ids, &rooms, connected, &mut out).await;
-    out.receivers_per_room = vec![0; rooms.len().max(1)];
-    for (i, _) in &conns {
-        out.receivers_per_room[if rooms.is_empty() { 0 } else { i % rooms.len() }] += 1;
+    // Cluster-ask: askers on the first instance only (the responders use the last).
+    let ask_endpoints = if cross {
+        std::slice::from_ref(first)
+    } else {
+        endpoints
+    };
+    connect_all(
+        spec,
+        ask_endpoints,
+        ids,
+        &rooms,
+        connected,
+        &mut out,
+        |i, ws, _id| {
+            if ask {
+                writers.push(ws.std_writer()?);
+            }
+            per_room[if rooms.is_empty() { 0 } else { i % rooms.len() }] += 1;
+            tasks.push(tokio::spawn(receive(
+                ws,
+                i,
+                spec.proto,
+                shared.clone(),
+                spec.scenario != Scenario::Idle,
+                stop_rx.clone(),
+            )));
+            Ok(())
+        },
+    )
+    .await?;
+    out.receivers_per_room = per_room;
+
+    // Responders (cluster-ask): this worker's share, on the last instance; the askers of
+    // this worker ask them round-robin.
+    let mut responder_ids: Vec<String> = Vec::new();
+    if cross {
+        let wanted = if spec.responders == 0 {
+            spec.clients
+        } else {
+            spec.responders
+        };
+        // Numbered after the askers (source addresses and masking seeds differ).
+        let ids: Vec<usize> = (index..wanted)
+            .step_by(workers.max(1))
+            .map(|i| spec.clients + i)
+            .collect();
+        let mut scratch = WorkerOut::default();
+        connect_all(
+            spec,
+            std::slice::from_ref(last),
+            ids,
+            &[],
+            connected,
+            &mut scratch,
+            |i, ws, id| {
+                let id = id.ok_or_else(|| anyhow::anyhow!("responder {i}: no connection ID"))?;
+                responder_ids.push(id);
+                tasks.push(tokio::spawn(respond(
+                    ws,
+                    spec.proto,
+                    shared.clone(),
+                    stop_rx.clone(),
+                )));
+                Ok(())
+            },
+        )
+        .await?;
+        out.responders_connected = scratch.connected;
+        out.connect_failed += scratch.connect_failed;
+        out.connect_s = out.connect_s.max(scratch.connect_s);
+        for e in scratch.errors {
+            out.error(e);
+        }
+        if responder_ids.is_empty() && !writers.is_empty() {
+            anyhow::bail!("cluster-ask: worker {index} has askers but no responder connected");
+        }
     }
 
     // Senders: extra connections of worker 0 (fanout), or every asking connection (ask).
@@ -316,34 +555,12 @@ where
                 &[]
             };
             match open(spec, &endpoints[0], spec.clients + s, joined).await {
-                Ok(ws) => sender_conns.push(ws),
+                Ok((ws, _)) => sender_conns.push(ws),
                 Err(e) => anyhow::bail!("sender {s}: {e:#}"),
             }
         }
     }
 
-    let window = saturate.then(|| Window::new(spec.senders, spec.window.max(1)));
-    let shared = Arc::new(Shared {
-        record_from_ns: AtomicU64::new(u64::MAX),
-        window,
-        ..Shared::default()
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut writers: Vec<StdWriter> = Vec::new();
-    let mut tasks = Vec::with_capacity(conns.len() + sender_conns.len());
-    for (i, ws) in conns {
-        if spec.scenario == Scenario::Ask {
-            writers.push(ws.std_writer()?);
-        }
-        tasks.push(tokio::spawn(receive(
-            ws,
-            i,
-            spec.proto,
-            shared.clone(),
-            spec.scenario != Scenario::Idle,
-            stop_rx.clone(),
-        )));
-    }
     let mut sender_writers = Vec::new();
     for ws in sender_conns {
         sender_writers.push(ws.std_writer()?);
@@ -378,6 +595,7 @@ where
             let plan = SendPlan {
                 proto: spec.proto,
                 rooms: rooms.clone(),
+                responders: Vec::new(),
                 size: spec.size,
                 sender: s,
                 senders: spec.senders.max(1),
@@ -394,10 +612,11 @@ where
                 }
             }));
         }
-    } else if spec.scenario == Scenario::Ask && !writers.is_empty() {
+    } else if ask && !writers.is_empty() {
         let plan = SendPlan {
             proto: spec.proto,
             rooms: Vec::new(),
+            responders: std::mem::take(&mut responder_ids),
             size: spec.size,
             sender: index,
             senders: workers.max(1),
@@ -430,6 +649,10 @@ where
             }
         };
         for result in results {
+            if fanout {
+                let n = result.as_ref().map_or(0, |s| s.per_room.iter().sum());
+                out.sent_per_sender.push(n);
+            }
             match result {
                 Ok(sent) => {
                     if out.sent_per_room.len() < sent.per_room.len() {
@@ -446,13 +669,16 @@ where
                 Err(_) => out.error("a sender thread panicked"),
             }
         }
-        // Drain: until nothing arrived for a while, or the deadline.
-        let drain_deadline = t_end + DRAIN_MAX.as_nanos() as u64;
+    }
+    // Drain, in every worker that receives messages (not only the senders' one): until
+    // nothing arrived for a while, or the deadline.
+    if fanout || ask {
+        let drain_deadline = t_end + (spec.drain_max.max(0.0) * 1e9) as u64;
+        let quiet = (spec.drain_quiet.max(0.0) * 1e9) as u64;
         loop {
             let now = now_ns();
             let last = shared.last_recv_ns.load(Ordering::Relaxed);
-            if now >= drain_deadline
-                || (now > t_end && now.saturating_sub(last.max(t_end)) > QUIET.as_nanos() as u64)
+            if now >= drain_deadline || (now > t_end && now.saturating_sub(last.max(t_end)) > quiet)
             {
                 break;
             }
@@ -474,8 +700,16 @@ where
 
     out.received = shared.received.load(Ordering::Relaxed);
     out.disconnects = shared.disconnects.load(Ordering::Relaxed);
+    out.answered = shared.answered.load(Ordering::Relaxed);
+    out.error_replies = shared.error_replies.load(Ordering::Relaxed);
+    if let Some(e) = shared.first_error.lock().take() {
+        out.error(e);
+    }
     out.last_recv_ns = shared.last_recv_ns.load(Ordering::Relaxed);
     out.hist = stats::to_pairs(&shared.recorder.merged());
+    if let Some(per_message) = &shared.per_message {
+        out.per_message = per_message.take();
+    }
     Ok(out)
 }
 
@@ -484,6 +718,8 @@ where
 struct SendPlan {
     proto: Proto,
     rooms: Vec<String>,
+    /// Connection IDs of the responders (cluster-ask; empty otherwise).
+    responders: Vec<String>,
     size: usize,
     sender: usize,
     senders: usize,
@@ -499,6 +735,13 @@ struct Sent {
     per_room: Vec<u64>,
     stalls: u64,
     error: Option<String>,
+}
+
+/// Makes the calling thread's sleeps end on time: Linux lets a sleep overshoot by the
+/// thread's timer slack (50 µs by default), which an open-loop schedule would count as
+/// latency (every message late by that much). Best effort.
+fn precise_sleeps() {
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
 }
 
 /// Sleeps the calling thread until `ns` (Unix nanoseconds).
@@ -543,6 +786,7 @@ fn send_open_loop(plan: &SendPlan, mut writer: StdWriter, abort: &AtomicBool) ->
         per_room: vec![0; plan.rooms.len().max(1)],
         ..Sent::default()
     };
+    precise_sleeps();
     let step = 1e9 / plan.rate;
     let (mut frame, mut body) = (Vec::new(), Vec::new());
     for seq in 0u64.. {
@@ -622,12 +866,14 @@ fn send_saturating(
 }
 
 /// Open-loop Asks over `writers`, round-robin: Ask `k` of worker `w` is meant for
-/// `t0 + (k·W + w) / rate`.
+/// `t0 + (k·W + w) / rate`. With responders (cluster-ask), Ask `k` is an `ask-peer` to
+/// responder `k mod R`.
 fn send_asks(plan: &SendPlan, mut writers: Vec<StdWriter>, abort: &AtomicBool) -> Sent {
     let mut sent = Sent {
         per_room: vec![0],
         ..Sent::default()
     };
+    precise_sleeps();
     let step = 1e9 / plan.rate.max(1e-3);
     let (mut frame, mut body) = (Vec::new(), Vec::new());
     let n = writers.len();
@@ -649,7 +895,12 @@ fn send_asks(plan: &SendPlan, mut writers: Vec<StdWriter>, abort: &AtomicBool) -
             plan.size,
         );
         frame.clear();
-        plan.proto.ask_frame(&mut frame, 100 + seq, &body);
+        if plan.responders.is_empty() {
+            plan.proto.ask_frame(&mut frame, 100 + seq, &body);
+        } else {
+            let responder = &plan.responders[(seq % plan.responders.len() as u64) as usize];
+            Proto::ask_peer_frame(&mut frame, 100 + seq, responder, &body);
+        }
         let writer = &mut writers[(seq % n as u64) as usize];
         if let Err(e) = writer.send_text(&frame) {
             sent.error = Some(format!("ask {seq}: {e}"));
@@ -689,7 +940,7 @@ where
                 let endpoint = &endpoints[i % endpoints.len()];
                 let started = now_ns();
                 match open(spec, endpoint, i, &[]).await {
-                    Ok(ws) => {
+                    Ok((ws, _)) => {
                         recorder.record(lane, now_ns().saturating_sub(started));
                         ws.close(Duration::from_millis(500)).await;
                         cycles.fetch_add(1, Ordering::Relaxed);

@@ -10,10 +10,13 @@
 //! 90% or more of its CPUs is marked as bound by the load generator: the server could
 //! have gone faster.
 
+mod brokers;
+mod crossask;
 mod machine;
 mod peers;
 mod plot;
 mod report;
+mod scaleout;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,8 +26,11 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::loadgen::{self, Report, Scenario, Spec};
+pub use brokers::{BrokerCeiling, BrokerStats};
+pub use crossask::{AskRun, CrossAskResults};
 pub use machine::{Machine, Versions};
 pub use peers::{Peer, Role};
+pub use scaleout::{ScaleOutArgs, ScaleOutResults};
 
 /// Environment variable set on the suite once it re-executed itself pinned.
 const PINNED_ENV: &str = "NEFFOS_BENCH_PINNED";
@@ -42,15 +48,33 @@ pub struct SuiteArgs {
     #[arg(long)]
     pub peers: Option<PathBuf>,
     /// Only these peers (comma-separated keys: neffos-rs, go-neffos, socketioxide,
-    /// raw-axum, raw-fastws).
+    /// raw-axum, raw-fastws); the cross-instance rows are those of neffos-rs and go-neffos.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Skip the cluster runs.
     #[arg(long)]
     pub no_cluster: bool,
+    /// Run only the cross-instance phase (the cluster runs of `--only` peers, neffos-rs
+    /// and go-neffos, over `--exchanges`): results in `target/bench/cluster.json` and its
+    /// tables on standard error; BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with = "no_cluster")]
+    pub cluster_only: bool,
+    /// Exchanges of the cluster runs (comma-separated: memory, redis, nats; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub exchanges: Vec<String>,
     /// Do not pin the servers and the load generator to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
+    /// An earlier `neffos-bench-server` to run as one more peer (`neffos-rs-before`), for
+    /// before/after ratios measured in the same run (`cargo xtask bench --before <rev>`).
+    #[arg(long)]
+    pub before: Option<PathBuf>,
+    /// What `--before` was built from (a git revision), for the report.
+    #[arg(long, default_value = "earlier build")]
+    pub before_label: String,
+    /// The scale-out demonstration (`--scale-out`, `--only-scale-out`, sizes).
+    #[command(flatten)]
+    pub scale_out: ScaleOutArgs,
 }
 
 /// Arguments of `neffos-loadgen report`.
@@ -107,7 +131,7 @@ impl Plan {
     fn new(quick: bool) -> Plan {
         if quick {
             Plan {
-                duration: 2.5,
+                duration: 2.0,
                 size: 64,
                 fanout_clients: 1000,
                 repeats: 3,
@@ -173,9 +197,12 @@ pub struct PeerResults {
     pub errors: Vec<String>,
 }
 
-/// A cluster configuration of neffos-rs.
+/// A cluster configuration of neffos-rs or Go neffos.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterResults {
+    /// The peer (`neffos-rs`, `go-neffos`).
+    #[serde(default = "ours_key")]
+    pub peer: String,
     /// The exchange.
     pub exchange: String,
     /// How the instances run.
@@ -186,6 +213,13 @@ pub struct ClusterResults {
     pub saturate: Option<Report>,
     /// Open-loop fan-out at half of that.
     pub half: Option<Report>,
+    /// What the broker did during the saturating run.
+    #[serde(default)]
+    pub broker: Option<BrokerStats>,
+}
+
+fn ours_key() -> String {
+    report::OURS.to_owned()
 }
 
 /// The results of a suite.
@@ -209,8 +243,17 @@ pub struct SuiteResults {
     pub plan: Plan,
     /// Per peer.
     pub peers: Vec<PeerResults>,
-    /// neffos-rs clusters.
+    /// neffos-rs and Go neffos clusters.
     pub cluster: Vec<ClusterResults>,
+    /// The brokers' own ceilings (raw publish → subscribers).
+    #[serde(default)]
+    pub broker_ceilings: Vec<BrokerCeiling>,
+    /// The scale-out demonstration, per exchange (empty when not run).
+    #[serde(default)]
+    pub scale_out: Vec<ScaleOutResults>,
+    /// neffos-rs Asks across instances, per exchange (cross-instance phase).
+    #[serde(default)]
+    pub cross_ask: Vec<CrossAskResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -503,12 +546,35 @@ fn run_peers(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> Vec<PeerResults>
     slots.into_iter().map(|s| s.results).collect()
 }
 
-/// Saturation and half-rate runs over the instances at `urls`.
+/// Which cross-instance rows run: `--only` peers and `--exchanges` (empty: all).
+struct ClusterOnly<'a> {
+    peers: &'a [String],
+    exchanges: &'a [String],
+}
+
+impl ClusterOnly<'_> {
+    fn wants(&self, peer: &str, exchange: &str) -> bool {
+        (self.peers.is_empty() || self.peers.iter().any(|p| p == peer))
+            && (self.exchanges.is_empty() || self.exchanges.iter().any(|e| e == exchange))
+    }
+}
+
+/// The broker of a cross-instance run and what to watch on it.
+struct Watched<'a> {
+    broker: &'a brokers::Broker,
+    /// The namespace channel (Redis) or subject (NATS) of the peer.
+    channel: &'static str,
+    instances: usize,
+}
+
+/// Saturation and half-rate runs over the instances at `urls`; with a broker, what the
+/// broker did during the saturating run.
 fn cluster_runs(
     plan: &Plan,
     urls: Vec<String>,
     pid: u32,
     result: &mut ClusterResults,
+    watched: Option<Watched<'_>>,
 ) -> anyhow::Result<()> {
     let spec = Spec {
         scenario: Scenario::ClusterFanout,
@@ -519,10 +585,21 @@ fn cluster_runs(
         warmup: (plan.duration * 0.2).min(1.0),
         rate: 0.0,
         server_pid: Some(pid),
-        label: Some(format!("cluster {}", result.exchange)),
+        label: Some(format!("cluster {} {}", result.peer, result.exchange)),
         ..Spec::default()
     };
-    let saturate = measure(&spec)?;
+    let saturate = match watched {
+        Some(w) => {
+            let endpoint = w.broker.endpoint;
+            let before = endpoint.counters().ok();
+            let watch = endpoint.watch(w.channel);
+            let report = measure(&spec);
+            let sent = report.as_ref().map_or(0, |r| r.sent);
+            result.broker = Some(watch.finish(&endpoint, w.channel, w.instances, before, sent));
+            report?
+        }
+        None => measure(&spec)?,
+    };
     let max_rate = saturate.deliveries_per_s / saturate.connected.max(1) as f64;
     result.saturate = Some(saturate);
     let half = Spec {
@@ -534,95 +611,214 @@ fn cluster_runs(
     Ok(())
 }
 
-fn run_cluster(programs: &peers::Programs, plan: &Plan, cpus: Option<&str>) -> Vec<ClusterResults> {
-    let mut out = Vec::new();
-    let server = &programs.bench_server;
+/// The key of the Go neffos peer.
+const GO_NEFFOS: &str = "go-neffos";
 
-    eprintln!("== neffos-rs cluster: memory exchange");
-    let mut memory = ClusterResults {
-        exchange: "memory".into(),
-        setup: "2 instances in one process (shared `MemoryExchange`), receivers split evenly, sender on the first".into(),
+/// `peer` (neffos-rs or Go neffos) as 2 processes joined through `broker`.
+fn broker_row(
+    programs: &peers::Programs,
+    plan: &Plan,
+    cpus: Option<&str>,
+    broker: &brokers::Broker,
+    kind: brokers::Kind,
+    peer: &str,
+) -> ClusterResults {
+    let ours = peer == report::OURS;
+    let broker_name = match kind {
+        brokers::Kind::Redis => "redis-server",
+        brokers::Kind::Nats => "nats-server",
+    };
+    let mut result = ClusterResults {
+        peer: peer.to_owned(),
+        exchange: kind.name().into(),
+        setup: if cpus.is_some() {
+            format!(
+                "2 processes on the server CPU, one local `{broker_name}` on the load generator's CPU"
+            )
+        } else {
+            format!("2 processes, one local `{broker_name}` (not pinned)")
+        },
         status: "failed".into(),
         saturate: None,
         half: None,
+        broker: None,
     };
-    let args: Vec<String> = [
-        "--instances",
-        "2",
-        "--exchange",
-        "memory",
-        "--addr",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    match peers::start(server, &args, cpus, 2) {
-        Ok(running) => {
-            let urls = running
-                .addrs
-                .iter()
-                .map(|a| format!("ws://{a}/echo"))
-                .collect();
-            if let Err(e) = cluster_runs(plan, urls, running.pid(), &mut memory) {
-                memory.status = format!("failed: {e:#}");
-            }
-        }
-        Err(e) => memory.status = format!("failed: {e:#}"),
-    }
-    out.push(memory);
-
-    eprintln!("== neffos-rs cluster: Redis exchange");
-    let mut redis = ClusterResults {
-        exchange: "redis".into(),
-        setup: "2 processes on the server CPU, one local `redis-server` (not pinned)".into(),
-        status: "failed".into(),
-        saturate: None,
-        half: None,
-    };
-    let broker = std::panic::catch_unwind(neffos::testkit::broker::RedisServer::start);
-    match broker {
-        Err(_) => redis.status = "not measured: redis-server could not be started".into(),
-        Ok(broker) => {
-            let args: Vec<String> = vec![
+    let (program, args): (PathBuf, Vec<String>) = match (ours, kind) {
+        (true, brokers::Kind::Redis) => (
+            programs.bench_server.clone(),
+            vec![
                 "--exchange".into(),
                 "redis".into(),
                 "--redis-url".into(),
                 broker.url(),
-                "--addr".into(),
-                "127.0.0.1:0".into(),
+            ],
+        ),
+        (true, brokers::Kind::Nats) => (
+            programs.bench_server.clone(),
+            vec![
+                "--exchange".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                broker.url(),
+            ],
+        ),
+        (false, brokers::Kind::Redis) => (
+            programs.peers.join("neffos-go-benchserver"),
+            vec![
+                "-exchange".into(),
+                "redis".into(),
+                "-redis-addr".into(),
+                broker.addr(),
+            ],
+        ),
+        (false, brokers::Kind::Nats) => (
+            programs.peers.join("neffos-go-benchserver"),
+            vec![
+                "-exchange".into(),
+                "nats".into(),
+                "-nats-url".into(),
+                broker.url(),
+            ],
+        ),
+    };
+    let mut args = args;
+    args.extend([
+        if ours { "--addr" } else { "-addr" }.to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ]);
+    eprintln!("-- {peer} cluster over {}", kind.name());
+    // Both processes are killed when this match ends, on success or failure.
+    match (
+        peers::start(&program, &args, cpus, 1),
+        peers::start(&program, &args, cpus, 1),
+    ) {
+        (Ok(a), Ok(b)) => {
+            let urls = vec![
+                format!("ws://{}/echo", a.addrs[0]),
+                format!("ws://{}/echo", b.addrs[0]),
             ];
-            match (
-                peers::start(server, &args, cpus, 1),
-                peers::start(server, &args, cpus, 1),
-            ) {
-                (Ok(a), Ok(b)) => {
-                    let urls = vec![
-                        format!("ws://{}/echo", a.addrs[0]),
-                        format!("ws://{}/echo", b.addrs[0]),
-                    ];
-                    // The server CPU time measured is the first instance's.
-                    if let Err(e) = cluster_runs(plan, urls, a.pid(), &mut redis) {
-                        redis.status = format!("failed: {e:#}");
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    redis.status = format!(
-                        "not measured yet: the bench server cannot use the Redis exchange ({e:#}); build it with `--features redis`"
-                    );
-                }
+            let watched = Watched {
+                broker,
+                channel: kind.namespace_channel(ours),
+                instances: 2,
+            };
+            // The server CPU time measured is the first instance's.
+            if let Err(e) = cluster_runs(plan, urls, a.pid(), &mut result, Some(watched)) {
+                result.status = format!("failed: {e:#}");
             }
         }
+        (Err(e), _) | (_, Err(e)) => {
+            result.status = if ours {
+                format!(
+                    "not measured: the bench server cannot use the {} exchange ({e:#}); build it with `--features redis,nats`",
+                    kind.name()
+                )
+            } else {
+                format!("not measured: {e:#}")
+            };
+        }
     }
-    out.push(redis);
+    result
+}
 
-    out.push(ClusterResults {
-        exchange: "nats".into(),
-        setup: "2 processes, one local `nats-server`".into(),
-        status: "not measured yet: the NATS exchange (neffos-nats) is not available to the bench server; wire it in `benches/src/server.rs` (`ExchangeKind::Nats`)".into(),
-        saturate: None,
-        half: None,
-    });
-    out
+/// The cross-instance phase: neffos-rs over the memory exchange (one process), then for
+/// Redis and NATS in turn one broker and, through it, neffos-rs and Go neffos as two
+/// processes each, then the broker's own ceiling.
+fn run_cluster(
+    programs: &peers::Programs,
+    plan: &Plan,
+    cpus: Option<&str>,
+    only: &ClusterOnly<'_>,
+) -> (Vec<ClusterResults>, Vec<BrokerCeiling>) {
+    let mut out = Vec::new();
+    let mut ceilings = Vec::new();
+    let server = &programs.bench_server;
+
+    if only.wants(report::OURS, "memory") {
+        eprintln!("== neffos-rs cluster: memory exchange");
+        let mut memory = ClusterResults {
+            peer: report::OURS.into(),
+            exchange: "memory".into(),
+            setup: "2 instances in one process (shared `MemoryExchange`), receivers split evenly, sender on the first".into(),
+            status: "failed".into(),
+            saturate: None,
+            half: None,
+            broker: None,
+        };
+        let args: Vec<String> = [
+            "--instances",
+            "2",
+            "--exchange",
+            "memory",
+            "--addr",
+            "127.0.0.1:0",
+        ]
+        .map(String::from)
+        .to_vec();
+        match peers::start(server, &args, cpus, 2) {
+            Ok(running) => {
+                let urls = running
+                    .addrs
+                    .iter()
+                    .map(|a| format!("ws://{a}/echo"))
+                    .collect();
+                if let Err(e) = cluster_runs(plan, urls, running.pid(), &mut memory, None) {
+                    memory.status = format!("failed: {e:#}");
+                }
+            }
+            Err(e) => memory.status = format!("failed: {e:#}"),
+        }
+        out.push(memory);
+    }
+
+    for kind in [brokers::Kind::Redis, brokers::Kind::Nats] {
+        let rows: Vec<&str> = [report::OURS, GO_NEFFOS]
+            .into_iter()
+            .filter(|peer| only.wants(peer, kind.name()))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        eprintln!("== cross-instance: {}", kind.name());
+        // Killed when this iteration ends.
+        let broker = match brokers::Broker::start(kind) {
+            Ok(broker) => broker,
+            Err(e) => {
+                for peer in rows {
+                    out.push(ClusterResults {
+                        peer: peer.into(),
+                        exchange: kind.name().into(),
+                        setup: "2 processes, one local broker".into(),
+                        status: format!("not measured: {e:#}"),
+                        saturate: None,
+                        half: None,
+                        broker: None,
+                    });
+                }
+                continue;
+            }
+        };
+        for peer in rows {
+            out.push(broker_row(programs, plan, cpus, &broker, kind, peer));
+        }
+        eprintln!("-- {} ceiling", kind.name());
+        wait_for_quiet();
+        let ceiling = brokers::ceiling(&broker.endpoint, plan.size, plan.duration.min(2.0), cpus);
+        if let Err(e) = &ceiling {
+            eprintln!("  ceiling: {e:#}");
+        }
+        ceilings.push(BrokerCeiling {
+            broker: kind.name().into(),
+            subscribers: brokers::CEILING_SUBSCRIBERS,
+            size: plan.size,
+            publishes_per_s: ceiling.as_ref().ok().copied(),
+            status: match &ceiling {
+                Ok(_) => "measured".into(),
+                Err(e) => format!("failed: {e:#}"),
+            },
+        });
+    }
+    (out, ceilings)
 }
 
 /// Runs the suite and writes the report.
@@ -647,6 +843,10 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
             .peers
             .clone()
             .unwrap_or_else(|| root.join("target/peers")),
+        before: args
+            .before
+            .clone()
+            .map(|program| (program, args.before_label.clone())),
     };
     let versions = Versions::detect(&root, &programs.peers.join("neffos-go-benchserver"));
     let plan = Plan::new(args.quick);
@@ -661,19 +861,51 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         plan: plan.clone(),
         peers: Vec::new(),
         cluster: Vec::new(),
+        broker_ceilings: Vec::new(),
+        scale_out: Vec::new(),
+        cross_ask: Vec::new(),
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
         .filter(|peer| args.only.is_empty() || args.only.iter().any(|k| k == peer.key))
         .collect();
-    for peer in &list {
-        eprintln!("peer {}: {}", peer.key, peer.description);
+    if !args.scale_out.only_scale_out {
+        if !args.cluster_only {
+            for peer in &list {
+                eprintln!("peer {}: {}", peer.key, peer.description);
+            }
+            results.peers = run_peers(&list, &plan, server_cpus.as_deref());
+        }
+        if !args.no_cluster {
+            let only = ClusterOnly {
+                peers: &args.only,
+                exchanges: &args.exchanges,
+            };
+            (results.cluster, results.broker_ceilings) =
+                run_cluster(&programs, &plan, server_cpus.as_deref(), &only);
+            results.cross_ask = crossask::run(&programs, &plan, server_cpus.as_deref(), &only);
+        }
     }
-    results.peers = run_peers(&list, &plan, server_cpus.as_deref());
-    if !args.no_cluster {
-        results.cluster = run_cluster(&programs, &plan, server_cpus.as_deref());
+    if args.scale_out.enabled() {
+        results.scale_out = scaleout::run(&programs, &args.scale_out, server_cpus.as_deref());
     }
     results.wall_s = started.elapsed().as_secs_f64();
+    if args.scale_out.only_scale_out {
+        return scaleout::write_alone(&results.scale_out, &root);
+    }
+    if args.cluster_only {
+        let out_dir = root.join("target/bench");
+        std::fs::create_dir_all(&out_dir)?;
+        let json = out_dir.join("cluster.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+        eprintln!("\n{}", report::cluster_only(&results)?);
+        eprintln!(
+            "results: {} ({:.0} s; BENCHMARKS.md not written)",
+            json.display(),
+            results.wall_s
+        );
+        return Ok(());
+    }
 
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;

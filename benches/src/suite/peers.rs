@@ -60,12 +60,30 @@ pub(crate) struct Programs {
     pub bench_server: PathBuf,
     /// `target/peers`: the Go program and the release builds of the Rust peers.
     pub peers: PathBuf,
+    /// An earlier build of `neffos-bench-server` and its label (a git revision), run as one
+    /// more peer so that before/after ratios come from the same run.
+    pub before: Option<(PathBuf, String)>,
 }
+
+/// The key of the earlier build of neffos-rs (`--before`).
+pub(crate) const BEFORE_KEY: &str = "neffos-rs-before";
 
 /// Every peer, in table order.
 pub(crate) fn all(programs: &Programs, versions: &super::machine::Versions) -> Vec<Peer> {
     let release = programs.peers.join("release");
-    vec![
+    let before = programs.before.iter().map(|(program, label)| Peer {
+        key: BEFORE_KEY,
+        proto: Proto::Neffos,
+        role: Role::Baseline,
+        program: program.clone(),
+        args: vec![],
+        addr_flag: "--addr",
+        path: "/echo",
+        description: format!(
+            "this repository at `{label}`, before the changes being measured (`cargo xtask bench --before {label}`), default `Config`"
+        ),
+    });
+    let mut list = vec![
         Peer {
             key: "neffos-rs",
             proto: Proto::Neffos,
@@ -133,7 +151,10 @@ pub(crate) fn all(programs: &Programs, versions: &super::machine::Versions) -> V
                 versions.get("fastwebsockets")
             ),
         },
-    ]
+    ];
+    // Right after neffos-rs, so the tables read before → after.
+    list.splice(1..1, before);
+    list
 }
 
 /// A running server process; killed (and its input closed) when dropped.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{PeerResults, Role, SuiteResults, plot};
+use super::{BrokerStats, ClusterResults, PeerResults, Role, SuiteResults, plot};
 use crate::loadgen::Report;
 
 /// The key of our server among the peers.
@@ -26,7 +26,7 @@ pub(super) fn thousands(v: f64) -> String {
 }
 
 /// Formats microseconds as µs or ms.
-fn time_us(us: f64) -> String {
+pub(super) fn time_us(us: f64) -> String {
     if us >= 10_000.0 {
         format!("{:.0} ms", us / 1000.0)
     } else if us >= 1000.0 {
@@ -254,29 +254,351 @@ fn targets(res: &SuiteResults) -> Vec<Target> {
         }),
         unmet_status: "not measured yet",
     });
-    for c in &res.cluster {
-        if c.exchange == "memory" {
-            continue;
-        }
+    out.extend(cluster_targets(res));
+    out.extend(cross_ask_targets(res));
+    for t in super::scaleout::targets(&res.scale_out) {
         out.push(Target {
-            what: format!("Cross-instance fan-out over {}", c.exchange),
-            measured: match &c.saturate {
-                Some(r) => format!(
-                    "{} deliveries/s (saturating)",
-                    thousands(r.deliveries_per_s)
-                ),
-                None => c.status.clone(),
-            },
-            required: "no target set yet".into(),
-            met: None,
-            unmet_status: if c.saturate.is_some() {
-                "measured (no target yet)"
-            } else {
-                "not measured yet"
-            },
+            what: t.what,
+            measured: t.measured,
+            required: t.required,
+            met: t.met,
+            unmet_status: "not measured",
         });
     }
     out
+}
+
+/// The key of Go neffos among the peers.
+const GO_NEFFOS: &str = "go-neffos";
+
+/// The Asks-across-instances target line.
+fn cross_ask_targets(res: &SuiteResults) -> Vec<Target> {
+    super::crossask::targets(&res.cross_ask)
+        .into_iter()
+        .map(|t| Target {
+            what: t.what,
+            measured: t.measured,
+            required: t.required,
+            met: t.met,
+            unmet_status: "not measured",
+        })
+        .collect()
+}
+
+/// The cross-instance row of `peer` over `exchange`.
+fn cluster_row<'a>(
+    res: &'a SuiteResults,
+    peer: &str,
+    exchange: &str,
+) -> Option<&'a ClusterResults> {
+    res.cluster
+        .iter()
+        .find(|c| c.peer == peer && c.exchange == exchange)
+}
+
+/// Saturating deliveries/s of a cross-instance row.
+fn cluster_rate(c: Option<&ClusterResults>) -> Option<f64> {
+    c.and_then(|c| c.saturate.as_ref())
+        .map(|r| r.deliveries_per_s)
+        .filter(|v| *v > 0.0)
+}
+
+/// Broadcasts (messages) per second of a saturating run.
+fn broadcasts_per_s(r: &Report) -> Option<f64> {
+    (r.connected > 0).then(|| r.deliveries_per_s / r.connected as f64)
+}
+
+fn broker_title(exchange: &str) -> &str {
+    match exchange {
+        "redis" => "Redis",
+        "nats" => "NATS",
+        other => other,
+    }
+}
+
+/// Deliveries per broadcast: two decimals when small, thousands separators when large.
+fn per_broadcast(d: f64) -> String {
+    if d >= 100.0 {
+        thousands(d)
+    } else {
+        format!("{d:.2}")
+    }
+}
+
+/// Why a row has no number.
+fn why_not(c: Option<&ClusterResults>, who: &str) -> String {
+    match c {
+        Some(c) => format!("{who}: {}", c.status),
+        None => format!("{who}: not run"),
+    }
+}
+
+/// The cross-instance target lines.
+fn cluster_targets(res: &SuiteResults) -> Vec<Target> {
+    let mut out = Vec::new();
+    let clients = thousands(res.plan.fanout_clients as f64);
+    for exchange in ["redis", "nats"] {
+        let name = broker_title(exchange);
+        let (ours, go) = (
+            cluster_row(res, OURS, exchange),
+            cluster_row(res, GO_NEFFOS, exchange),
+        );
+        let (a, b) = (cluster_rate(ours), cluster_rate(go));
+        let cpu = |c: Option<&ClusterResults>| {
+            c.and_then(|c| c.saturate.as_ref())
+                .and_then(|r| r.server_cpu_us_per_delivery)
+        };
+        out.push(Target {
+            what: format!(
+                "Cross-instance fan-out through {name} (2 processes, 1 sender → {clients} clients split evenly, {} B): deliveries/s vs Go neffos",
+                res.plan.size
+            ),
+            measured: match (a, b) {
+                (Some(a), Some(b)) => format!(
+                    "{} vs {} = **{}**{}",
+                    thousands(a),
+                    thousands(b),
+                    ratio(a, b),
+                    match (cpu(ours), cpu(go)) {
+                        (Some(x), Some(y)) if x > 0.0 => format!(
+                            "; first instance's CPU per delivery {x:.2} vs {y:.2} µs"
+                        ),
+                        _ => String::new(),
+                    }
+                ),
+                _ => [
+                    a.is_none().then(|| why_not(ours, "neffos-rs")),
+                    b.is_none().then(|| why_not(go, "Go neffos")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "),
+            },
+            required: "≥ 3×".into(),
+            met: match (a, b) {
+                (Some(a), Some(b)) => Some(a / b >= 3.0),
+                _ => None,
+            },
+            unmet_status: "not measured",
+        });
+
+        fn stats(c: Option<&ClusterResults>) -> Option<&BrokerStats> {
+            c.and_then(|c| c.broker.as_ref())
+        }
+        let instances = stats(ours).map_or(2, |s| s.instances);
+        let describe = |c: Option<&ClusterResults>, who: &str| match stats(c)
+            .and_then(|s| s.deliveries_per_broadcast().map(|d| (d, s)))
+        {
+            Some((d, s)) => format!(
+                "{who} **{}** (broker connections per instance: {})",
+                per_broadcast(d),
+                opt(s.connections_per_instance(), |n| format!("{n:.0}"))
+            ),
+            None => why_not(c, who),
+        };
+        let ours_per = stats(ours).and_then(BrokerStats::deliveries_per_broadcast);
+        out.push(Target {
+            what: format!(
+                "Broker deliveries per broadcast through {name} = interested instances, not clients ({instances} instances, {clients} clients)"
+            ),
+            measured: format!(
+                "{}; {}",
+                describe(ours, "neffos-rs"),
+                describe(go, "Go neffos")
+            ),
+            required: format!("≤ {instances}"),
+            met: ours_per.map(|d| d <= instances as f64),
+            unmet_status: "not measured",
+        });
+    }
+    let half = |peer: &str| cluster_row(res, peer, "redis").and_then(|c| c.half.as_ref());
+    let ours_half = half(OURS);
+    out.push(Target {
+        what: format!(
+            "p99 latency at half the maximum sustainable rate through Redis (2 processes, {clients} clients)"
+        ),
+        measured: match ours_half {
+            Some(r) => format!(
+                "{} at {} deliveries/s (p50 {}){}",
+                time_us(r.latency.p99_us),
+                thousands(r.offered_deliveries_per_s),
+                time_us(r.latency.p50_us),
+                half(GO_NEFFOS)
+                    .map(|g| format!(
+                        "; Go neffos {} at {} deliveries/s",
+                        time_us(g.latency.p99_us),
+                        thousands(g.offered_deliveries_per_s)
+                    ))
+                    .unwrap_or_default()
+            ),
+            None => why_not(cluster_row(res, OURS, "redis"), "neffos-rs"),
+        },
+        required: "≤ 5 ms".into(),
+        met: ours_half.map(|r| r.latency.p99_us <= 5000.0 && r.lost == 0),
+        unmet_status: "not measured",
+    });
+    out
+}
+
+/// The cross-instance section: every row, then the brokers' own ceilings.
+fn cluster_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let clients = res.plan.fanout_clients;
+    writeln!(md, "\n## Across instances: neffos-rs and Go neffos\n")?;
+    writeln!(
+        md,
+        "{} receivers split evenly over the instances, the sender on the first, {} B bodies: \
+         saturating (as above), then open loop at half that rate. Through Redis and NATS each \
+         peer runs as 2 processes joined by its own exchange (neffos-rs: `neffos-redis` / \
+         `neffos-nats`; Go neffos v0.0.25: its `stackexchange/redis` / `stackexchange/nats`), \
+         one broker started by the suite for both peers. *ours ÷ Go neffos* compares the \
+         saturating deliveries/s through the same broker. Server CPU is the first instance's \
+         process.\n",
+        thousands(clients as f64),
+        res.plan.size
+    )?;
+    writeln!(
+        md,
+        "| peer | exchange | setup | saturating deliveries/s | ours ÷ Go neffos | server CPU/delivery | half rate: p50 | p99 | lost | broker deliveries per broadcast | broker connections per instance | namespace subscriptions | status |"
+    )?;
+    writeln!(
+        md,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )?;
+    for c in &res.cluster {
+        let ours = cluster_rate(cluster_row(res, OURS, &c.exchange));
+        let go = cluster_rate(cluster_row(res, GO_NEFFOS, &c.exchange));
+        let vs = match (ours, go) {
+            (Some(a), Some(b)) if c.peer == GO_NEFFOS => ratio(a, b),
+            (Some(_), Some(_)) if c.peer == OURS => "1.00×".into(),
+            _ => "–".into(),
+        };
+        let runs: Vec<&Report> = c.saturate.iter().chain(c.half.iter()).collect();
+        let b = c.broker.as_ref();
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {vs} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            named(&c.peer, &runs),
+            c.exchange,
+            c.setup,
+            opt(c.saturate.as_ref(), |r| thousands(r.deliveries_per_s)),
+            opt(
+                c.saturate
+                    .as_ref()
+                    .and_then(|r| r.server_cpu_us_per_delivery),
+                |v| format!("{v:.2} µs")
+            ),
+            opt(c.half.as_ref(), |r| time_us(r.latency.p50_us)),
+            opt(c.half.as_ref(), |r| time_us(r.latency.p99_us)),
+            opt(c.half.as_ref(), |r| (r.lost
+                + c.saturate.as_ref().map_or(0, |s| s.lost + s.stalls))
+            .to_string()),
+            opt(
+                b.and_then(BrokerStats::deliveries_per_broadcast),
+                per_broadcast
+            ),
+            opt(
+                b.and_then(BrokerStats::connections_per_instance),
+                |n| format!("{n:.0}")
+            ),
+            opt(b.and_then(|b| b.namespace_subscribers), |n| thousands(
+                n as f64
+            )),
+            c.status
+        )?;
+    }
+    writeln!(
+        md,
+        "\n*Broker deliveries per broadcast* counts what the broker itself did during the \
+         saturating run, divided by the broadcasts the sender asked for. NATS: the delta of \
+         `out_msgs` of nats-server's `/varz` (started with `-m <port>`); `in_msgs` gives the \
+         publishes. Redis, which counts no deliveries: `PUBLISH` calls (`INFO commandstats`) × \
+         subscribers of the namespace channel (`PUBSUB NUMSUB`, sampled during the run; no \
+         pattern subscriptions). *Broker connections* are the broker's clients during the \
+         run (Redis `connected_clients`, NATS `/varz` `connections`) divided by the instances; \
+         *namespace subscriptions* are the subscriptions of the namespace's channel \
+         (`bench:ns:5:bench`, `bench.ns.bench` for neffos-rs; `bench.bench.`, `bench.bench` \
+         for Go neffos). neffos-rs subscribes once per instance with local interest and \
+         delivers to its local clients itself; over NATS it connects with `no_echo`, so the \
+         origin instance does not get its own broadcast back (1 delivery for 2 instances), \
+         while over Redis the origin receives it and drops it (2). Go neffos subscribes once \
+         per WebSocket connection (Redis: one subscriber connection each), so the broker \
+         delivers every broadcast once per client.\n"
+    )?;
+    if !res.broker_ceilings.is_empty() {
+        writeln!(md, "### The brokers' own ceilings\n")?;
+        writeln!(
+            md,
+            "Raw publish → {} subscribers on the broker's own protocol (no neffos, no client \
+             library), {} B payloads, one pipelined publisher connection that keeps at most \
+             {} messages not yet received by every subscriber, for {} s; these clients run on \
+             the servers' CPU, the broker where it ran above. A neffos-rs broadcast is one \
+             publish delivered to the interested instances; a Go neffos broadcast is one \
+             publish delivered to every client's subscription.\n",
+            super::brokers::CEILING_SUBSCRIBERS,
+            res.plan.size,
+            thousands(super::brokers::CEILING_WINDOW as f64),
+            res.plan.duration.min(2.0)
+        )?;
+        writeln!(
+            md,
+            "| broker | publishes/s to {} subscribers | broker deliveries/s | neffos-rs: broadcasts/s, broker deliveries/s | Go neffos: broadcasts/s, broker deliveries/s | status |",
+            super::brokers::CEILING_SUBSCRIBERS
+        )?;
+        writeln!(md, "|---|---:|---:|---:|---:|---|")?;
+        for ceiling in &res.broker_ceilings {
+            let through = |peer: &str| {
+                let c = cluster_row(res, peer, &ceiling.broker)?;
+                let r = c.saturate.as_ref()?;
+                let b = broadcasts_per_s(r)?;
+                let per = c
+                    .broker
+                    .as_ref()
+                    .and_then(BrokerStats::deliveries_per_broadcast);
+                Some(format!(
+                    "{}, {}",
+                    thousands(b),
+                    opt(per, |d| thousands(d * b))
+                ))
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                broker_title(&ceiling.broker),
+                opt(ceiling.publishes_per_s, thousands),
+                opt(ceiling.publishes_per_s, |p| thousands(
+                    p * ceiling.subscribers as f64
+                )),
+                through(OURS).unwrap_or_else(|| "–".into()),
+                through(GO_NEFFOS).unwrap_or_else(|| "–".into()),
+                ceiling.status
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The cross-instance targets and section alone (`neffos-loadgen suite --cluster-only`).
+pub(super) fn cluster_only(res: &SuiteResults) -> Result<String, std::fmt::Error> {
+    let mut md = String::new();
+    writeln!(md, "| target | measured | required | status |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for t in cluster_targets(res)
+        .into_iter()
+        .chain(cross_ask_targets(res))
+    {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.measured,
+            t.required,
+            status(&t)
+        )?;
+    }
+    cluster_section(res, &mut md)?;
+    super::crossask::render(&res.cross_ask, None, &mut md)?;
+    Ok(md)
 }
 
 fn status(t: &Target) -> &'static str {
@@ -581,6 +903,11 @@ fn render(
             )?;
         }
     }
+    super::crossask::render(
+        &res.cross_ask,
+        ours.and_then(|p| p.ask.as_ref()).map(|r| r.latency.p50_us),
+        md,
+    )?;
 
     // Churn.
     writeln!(md, "\n## Connection churn\n")?;
@@ -664,34 +991,10 @@ fn render(
         }
     }
 
-    // Cluster.
-    writeln!(md, "\n## neffos-rs across instances\n")?;
-    writeln!(
-        md,
-        "{} receivers split evenly over the instances, the sender on the first: saturating, \
-         then open loop at half that rate. Server CPU is the first instance's process.\n",
-        thousands(clients as f64)
-    )?;
-    writeln!(
-        md,
-        "| exchange | setup | saturating deliveries/s | half rate: p50 | p99 | lost | status |"
-    )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---|")?;
-    for c in &res.cluster {
-        writeln!(
-            md,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            c.exchange,
-            c.setup,
-            opt(c.saturate.as_ref(), |r| thousands(r.deliveries_per_s)),
-            opt(c.half.as_ref(), |r| time_us(r.latency.p50_us)),
-            opt(c.half.as_ref(), |r| time_us(r.latency.p99_us)),
-            opt(c.half.as_ref(), |r| (r.lost
-                + c.saturate.as_ref().map_or(0, |s| s.lost))
-            .to_string()),
-            c.status
-        )?;
-    }
+    // Across instances.
+    cluster_section(res, md)?;
+
+    super::scaleout::render(&res.scale_out, md)?;
 
     writeln!(md, "\n## Plots\n")?;
     for p in plots {
