@@ -5,7 +5,9 @@
 //!   body to every other connection of the namespace, or of the message's room when it
 //!   has one; event `ask` replies with the same body; event `ask-peer` (body
 //!   `<connection ID>|<rest>`) Asks that connection, on any instance of the cluster, with
-//!   `<rest>` and replies with its reply. Default [`Config`] (as shipped).
+//!   `<rest>` and replies with its reply, the time the `Server::ask` call took written over
+//!   the padding after the stamp (`@` and 12 digits of nanoseconds, see
+//!   `loadgen::stamp::put_server_ns`). Default [`Config`] (as shipped).
 //! - `--mode raw`: the raw WebSocket floor on the same stack (axum's WebSocket, i.e.
 //!   tokio-tungstenite 0.29), no protocol: every frame a client sends is broadcast to every
 //!   other client; one `tokio::sync::broadcast` channel, a reader task and a writer loop per
@@ -115,17 +117,28 @@ const ASK_PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Event `ask-peer`: the body is `<connection ID>|<rest>`; the server Asks that connection
 /// (on this instance or, through the exchange, any other) with `<rest>` and replies with
-/// the responder's reply body, or with an error reply when the Ask failed.
+/// the responder's reply body, or with an error reply when the Ask failed. The time the
+/// `Server::ask` call took is written over the padding after the reply's stamp
+/// (`loadgen::stamp::put_server_ns`), when it has room for it.
 async fn ask_peer(ns: neffos::NsConn, msg: Message) -> Result<Reply, String> {
     let server = ns.conn().server().ok_or("no server")?;
     let at = memchr::memchr(b'|', &msg.body).ok_or("expected `<id>|<body>`")?;
     let id = std::str::from_utf8(&msg.body[..at]).map_err(|_| "the ID is not UTF-8")?;
     let ask = Message::new("", "ask-peer", msg.body.slice(at + 1..));
+    let started = std::time::Instant::now();
     let reply = server
         .ask(ns.namespace(), id, ask, ASK_PEER_TIMEOUT)
         .await
         .map_err(|e| format!("ask-peer {id}: {e}"))?;
-    Ok(Reply::new(reply.body))
+    let took = started.elapsed();
+    // The `Server::ask` duration rides in the padding after the stamp (same body length).
+    let mut body = reply.body.to_vec();
+    let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    if crate::loadgen::stamp::put_server_ns(&mut body, took_ns) {
+        Ok(Reply::new(body))
+    } else {
+        Ok(Reply::new(reply.body))
+    }
 }
 
 async fn exchange_for(

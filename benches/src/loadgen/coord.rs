@@ -337,6 +337,7 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
     let mut receivers = vec![0u64; rooms];
     let mut sent = vec![0u64; rooms];
     let mut hist = stats::new_histogram();
+    let mut server_ask = stats::new_histogram();
     let mut last_recv = 0;
     let mut cpu = 0.0;
     let mut sent_per_sender: Vec<u64> = Vec::new();
@@ -365,6 +366,7 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
         report.cycles += out.cycles;
         report.cycle_failures += out.cycle_failures;
         stats::add_pairs(&mut hist, &out.hist);
+        stats::add_pairs(&mut server_ask, &out.server_ask_hist);
         last_recv = last_recv.max(out.last_recv_ns);
         cpu += out.cpu_s;
         for e in &out.errors {
@@ -375,6 +377,9 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
     }
     report.sent = sent.iter().sum();
     report.latency = Latency::of(&hist);
+    if !server_ask.is_empty() {
+        report.server_ask_latency = Some(Latency::of(&server_ask));
+    }
     report.elapsed_s = if report.received > 0 && last_recv > probe.t0 {
         (last_recv - probe.t0) as f64 / 1e9
     } else {

@@ -21,7 +21,9 @@
 //!   responder's connection ID: the server Asks that connection (through the exchange when
 //!   it lives on another instance) and replies with its reply. With one `--url` asker and
 //!   responder share the instance. Latency is the reply time minus the intended send time,
-//!   as for `ask`; error replies are counted (`error_replies`) and lost.
+//!   as for `ask`; error replies are counted (`error_replies`) and lost. The bench server
+//!   writes how long its `Server::ask` call took into the padding of each reply (body size
+//!   of at least 48 bytes): those durations make `server_ask_latency`.
 //! - **idle**: `clients` connections that only stay connected; with `--server-pid` the
 //!   server's `VmRSS` is read before and after, giving KiB per connection.
 //! - **churn**: `concurrency` loops that connect (handshake, namespace), then disconnect,
@@ -276,6 +278,11 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Latency from the intended send time (fanout, ask) or connect time (churn).
     pub latency: Latency,
+    /// Cluster-ask: how long the bench server's `Server::ask` call took (from the call to
+    /// the responder's reply, measured on the server and carried back in each `ask-peer`
+    /// reply); `None` for other scenarios, or when the replies carried no duration.
+    #[serde(default)]
+    pub server_ask_latency: Option<Latency>,
     /// Saturating senders that gave up waiting for a window slot (lost messages).
     pub stalls: u64,
     /// Connect/disconnect cycles completed (churn).

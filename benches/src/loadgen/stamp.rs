@@ -5,6 +5,11 @@
 //! frame): `#`, the sender number (3 digits), the sequence number (12 digits), the intended
 //! send time in nanoseconds since the Unix epoch (19 digits), then `x` up to the body size.
 //! The receiver finds the `#` wherever the protocol put the body.
+//!
+//! `ask-peer` replies (cluster-ask) may carry one more field in the padding right after the
+//! stamp: `@` and the nanoseconds the bench server's `Server::ask` call took (12 digits),
+//! written over the `x`s so that the body keeps its length ([`put_server_ns`],
+//! [`decode_server_ns`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -74,6 +79,43 @@ pub fn decode(payload: &[u8]) -> Option<Stamp> {
     })
 }
 
+/// Length of the server-side duration field (`@` and 12 digits) after the stamp.
+pub const SERVER_NS_LEN: usize = 1 + 12;
+
+/// The largest duration the server-side field holds (about 16 minutes).
+const SERVER_NS_MAX: u64 = 999_999_999_999;
+
+/// Writes `@` and `ns` (12 digits) over the padding right after the stamp in `body`,
+/// keeping its length. Returns false (and leaves `body` as is) when `body` has no stamp or
+/// too little padding after it.
+pub fn put_server_ns(body: &mut [u8], ns: u64) -> bool {
+    let Some(at) = memchr::memchr(b'#', body) else {
+        return false;
+    };
+    let from = at + STAMP_LEN;
+    let Some(field) = body.get_mut(from..from + SERVER_NS_LEN) else {
+        return false;
+    };
+    field[0] = b'@';
+    let mut value = ns.min(SERVER_NS_MAX);
+    for b in field[1..].iter_mut().rev() {
+        *b = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    true
+}
+
+/// The server-side duration that [`put_server_ns`] wrote after the stamp in a received
+/// frame payload, nanoseconds.
+pub fn decode_server_ns(payload: &[u8]) -> Option<u64> {
+    let at = memchr::memchr(b'#', payload)?;
+    let field = payload.get(at + STAMP_LEN..at + STAMP_LEN + SERVER_NS_LEN)?;
+    if field[0] != b'@' {
+        return None;
+    }
+    digits(&field[1..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +155,27 @@ mod tests {
             8,
         );
         assert_eq!(body.len(), STAMP_LEN);
+    }
+
+    #[test]
+    fn server_durations_ride_in_the_padding() {
+        let stamp = Stamp {
+            sender: 3,
+            seq: 9,
+            t_ns: now_ns(),
+        };
+        let mut body = Vec::new();
+        encode(&mut body, stamp, 64);
+        assert_eq!(decode_server_ns(&body), None);
+        assert!(put_server_ns(&mut body, 123_456));
+        assert_eq!(body.len(), 64);
+        let mut frame = b";bench;;ask-peer;0;0;".to_vec();
+        frame.extend_from_slice(&body);
+        assert_eq!(decode(&frame), Some(stamp));
+        assert_eq!(decode_server_ns(&frame), Some(123_456));
+        let mut short = Vec::new();
+        encode(&mut short, stamp, STAMP_LEN + SERVER_NS_LEN - 1);
+        assert!(!put_server_ns(&mut short, 1));
+        assert_eq!(decode_server_ns(&short), None);
     }
 }

@@ -66,6 +66,10 @@ pub(crate) struct WorkerOut {
     /// Error replies to Asks.
     #[serde(default)]
     pub(crate) error_replies: u64,
+    /// Durations of the bench server's `Server::ask` calls, as the `ask-peer` replies
+    /// carried them (cluster-ask).
+    #[serde(default)]
+    pub(crate) server_ask_hist: Vec<(u64, u64)>,
 }
 
 /// One message's deliveries to a worker's receivers (`--per-message`).
@@ -154,16 +158,23 @@ struct Shared {
     first_error: Mutex<Option<String>>,
     /// Server Asks answered by responders (cluster-ask).
     answered: AtomicU64,
+    /// Durations of the server's `Server::ask` calls carried by the replies (cluster-ask).
+    server_ask: Option<Recorder>,
 }
 
 impl Shared {
-    fn on_stamp(&self, conn: usize, stamp: Stamp) {
+    fn on_stamp(&self, conn: usize, stamp: Stamp, payload: &[u8]) {
         let now = now_ns();
         let latency = now.saturating_sub(stamp.t_ns);
         self.received.fetch_add(1, Ordering::Relaxed);
         self.last_recv_ns.fetch_max(now, Ordering::Relaxed);
         if stamp.t_ns >= self.record_from_ns.load(Ordering::Relaxed) {
             self.recorder.record(conn, latency);
+            if let Some(server_ask) = &self.server_ask
+                && let Some(ns) = stamp::decode_server_ns(payload)
+            {
+                server_ask.record(conn, ns);
+            }
         }
         if let Some(per_message) = &self.per_message {
             per_message.record(stamp, latency);
@@ -267,7 +278,7 @@ async fn receive(
                         {
                             shared.on_error_reply(&f.payload);
                         } else if count && let Some(stamp) = stamp::decode(&f.payload) {
-                            shared.on_stamp(conn, stamp);
+                            shared.on_stamp(conn, stamp, &f.payload);
                         }
                         false
                     }
@@ -458,6 +469,7 @@ where
         window,
         per_message: (fanout && spec.per_message).then(PerMessage::default),
         check_errors: ask,
+        server_ask: cross.then(Recorder::default),
         ..Shared::default()
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -707,6 +719,9 @@ where
     }
     out.last_recv_ns = shared.last_recv_ns.load(Ordering::Relaxed);
     out.hist = stats::to_pairs(&shared.recorder.merged());
+    if let Some(server_ask) = &shared.server_ask {
+        out.server_ask_hist = stats::to_pairs(&server_ask.merged());
+    }
     if let Some(per_message) = &shared.per_message {
         out.per_message = per_message.take();
     }
