@@ -354,6 +354,143 @@ impl Chart for IdleChart<'_> {
     }
 }
 
+/// A bar chart: one labelled bar per entry, its value printed above it.
+struct Bars {
+    caption: String,
+    y_desc: &'static str,
+    bars: Vec<(String, f64)>,
+    /// Formats a value for the label above its bar.
+    format: fn(f64) -> String,
+}
+
+impl Chart for Bars {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
+        let max_y = self.bars.iter().map(|b| b.1).fold(1.0f64, f64::max) * 1.15;
+        let n = self.bars.len().max(1) as u32;
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.caption, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d((0u32..n - 1).into_segmented(), 0.0..max_y)
+            .map_err(err)?;
+        let names: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE)
+            .y_desc(self.y_desc)
+            .y_label_formatter(&|v| (self.format)(*v))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        for (i, (_, value)) in self.bars.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let i = i as u32;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *value),
+                    ],
+                    color.mix(0.8).filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    (self.format)(*value),
+                    (SegmentValue::CenterOf(i), *value + max_y * 0.02),
+                    ("sans-serif", 15),
+                )))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+fn short_name(peer: &str) -> &str {
+    if peer == "go-neffos" {
+        "Go neffos"
+    } else {
+        peer
+    }
+}
+
+/// Broker connections per instance: the cross-instance runs (2 instances, 1,000 clients) and
+/// the scale-out runs (6 instances, 100,000 clients).
+fn broker_connections(res: &SuiteResults) -> Bars {
+    let mut bars: Vec<(String, f64)> = res
+        .cluster
+        .iter()
+        .filter_map(|row| {
+            let broker = row.broker.as_ref()?;
+            let per_instance = broker.connections? as f64 / broker.instances.max(1) as f64;
+            Some((
+                format!("{} {}", short_name(&row.peer), row.exchange),
+                per_instance,
+            ))
+        })
+        .collect();
+    bars.extend(res.scale_out.iter().filter_map(|run| {
+        let most = run.broker_conns.iter().copied().max()?;
+        Some((
+            format!("scale-out {} ({}k)", run.exchange, run.clients / 1000),
+            most as f64,
+        ))
+    }));
+    Bars {
+        caption: "Broker connections per instance".into(),
+        y_desc: "connections to the broker, per instance",
+        bars,
+        format: |v| format!("{v:.0}"),
+    }
+}
+
+/// Cross-instance fan-out next to the brokers' own ceilings, in broker deliveries per second
+/// (what the broker itself had to deliver) and client deliveries per second.
+fn cross_instance(res: &SuiteResults) -> Bars {
+    let mut bars = Vec::new();
+    for exchange in ["redis", "nats"] {
+        for row in res.cluster.iter().filter(|r| r.exchange == exchange) {
+            if let Some(report) = &row.saturate {
+                bars.push((
+                    format!("{} {exchange}", short_name(&row.peer)),
+                    report.deliveries_per_s,
+                ));
+            }
+        }
+        if let Some(ceiling) = res
+            .broker_ceilings
+            .iter()
+            .find(|c| c.broker.eq_ignore_ascii_case(exchange))
+            && let Some(publishes) = ceiling.publishes_per_s
+        {
+            bars.push((
+                format!("{exchange} ceiling"),
+                publishes * ceiling.subscribers as f64,
+            ));
+        }
+    }
+    Bars {
+        caption:
+            "Cross-instance fan-out (client deliveries/s) and broker ceilings (broker deliveries/s)"
+                .into(),
+        y_desc: "deliveries per second",
+        bars,
+        format: |v| {
+            if v >= 1e6 {
+                format!("{:.2} M", v / 1e6)
+            } else {
+                format!("{:.0} k", v / 1e3)
+            }
+        },
+    }
+}
+
 /// Draws every plot into `dir`.
 pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plot>> {
     Ok(vec![
@@ -374,6 +511,18 @@ pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plo
             "idle_memory",
             "Server memory per idle connection",
             &IdleChart(res),
+        )?,
+        plot_chart(
+            dir,
+            "broker_connections",
+            "Broker connections per instance",
+            &broker_connections(res),
+        )?,
+        plot_chart(
+            dir,
+            "cross_instance",
+            "Cross-instance fan-out next to the brokers' own ceilings",
+            &cross_instance(res),
         )?,
     ])
 }
