@@ -104,7 +104,7 @@ impl Versions {
             ),
             (
                 root.join("benches/peers/socketioxide/Cargo.lock"),
-                &["socketioxide", "engineioxide"][..],
+                &["socketioxide", "engineioxide", "socketioxide-redis"][..],
             ),
             (
                 root.join("benches/peers/fastws/Cargo.lock"),

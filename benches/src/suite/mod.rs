@@ -572,6 +572,7 @@ struct Watched<'a> {
 fn cluster_runs(
     plan: &Plan,
     urls: Vec<String>,
+    proto: crate::loadgen::Proto,
     pid: u32,
     result: &mut ClusterResults,
     watched: Option<Watched<'_>>,
@@ -579,6 +580,7 @@ fn cluster_runs(
     let spec = Spec {
         scenario: Scenario::ClusterFanout,
         urls,
+        proto,
         clients: plan.fanout_clients,
         size: plan.size,
         duration: plan.duration,
@@ -613,6 +615,7 @@ fn cluster_runs(
 
 /// The key of the Go neffos peer.
 const GO_NEFFOS: &str = "go-neffos";
+const SOCKETIOXIDE: &str = "socketioxide";
 
 /// `peer` (neffos-rs or Go neffos) as 2 processes joined through `broker`.
 fn broker_row(
@@ -624,6 +627,7 @@ fn broker_row(
     peer: &str,
 ) -> ClusterResults {
     let ours = peer == report::OURS;
+    let socketio = peer == SOCKETIOXIDE;
     let broker_name = match kind {
         brokers::Kind::Redis => "redis-server",
         brokers::Kind::Nats => "nats-server",
@@ -644,6 +648,11 @@ fn broker_row(
         broker: None,
     };
     let (program, args): (PathBuf, Vec<String>) = match (ours, kind) {
+        // socketioxide joins its instances with socketioxide-redis (Redis only).
+        _ if socketio => (
+            programs.peers.join("release/peer-socketioxide"),
+            vec!["--redis-url".into(), broker.url()],
+        ),
         (true, brokers::Kind::Redis) => (
             programs.bench_server.clone(),
             vec![
@@ -683,9 +692,17 @@ fn broker_row(
     };
     let mut args = args;
     args.extend([
-        if ours { "--addr" } else { "-addr" }.to_owned(),
+        if ours || socketio { "--addr" } else { "-addr" }.to_owned(),
         "127.0.0.1:0".to_owned(),
     ]);
+    let (path, proto) = if socketio {
+        (
+            "/socket.io/?EIO=4&transport=websocket",
+            crate::loadgen::Proto::Socketio,
+        )
+    } else {
+        ("/echo", crate::loadgen::Proto::Neffos)
+    };
     eprintln!("-- {peer} cluster over {}", kind.name());
     // Both processes are killed when this match ends, on success or failure.
     match (
@@ -694,16 +711,21 @@ fn broker_row(
     ) {
         (Ok(a), Ok(b)) => {
             let urls = vec![
-                format!("ws://{}/echo", a.addrs[0]),
-                format!("ws://{}/echo", b.addrs[0]),
+                format!("ws://{}{path}", a.addrs[0]),
+                format!("ws://{}{path}", b.addrs[0]),
             ];
             let watched = Watched {
                 broker,
-                channel: kind.namespace_channel(ours),
+                channel: if socketio {
+                    // socketioxide-redis publishes broadcasts of `/bench` here.
+                    "socket.io-request#/bench#"
+                } else {
+                    kind.namespace_channel(ours)
+                },
                 instances: 2,
             };
             // The server CPU time measured is the first instance's.
-            if let Err(e) = cluster_runs(plan, urls, a.pid(), &mut result, Some(watched)) {
+            if let Err(e) = cluster_runs(plan, urls, proto, a.pid(), &mut result, Some(watched)) {
                 result.status = format!("failed: {e:#}");
             }
         }
@@ -762,7 +784,14 @@ fn run_cluster(
                     .iter()
                     .map(|a| format!("ws://{a}/echo"))
                     .collect();
-                if let Err(e) = cluster_runs(plan, urls, running.pid(), &mut memory, None) {
+                if let Err(e) = cluster_runs(
+                    plan,
+                    urls,
+                    crate::loadgen::Proto::Neffos,
+                    running.pid(),
+                    &mut memory,
+                    None,
+                ) {
                     memory.status = format!("failed: {e:#}");
                 }
             }
@@ -772,8 +801,14 @@ fn run_cluster(
     }
 
     for kind in [brokers::Kind::Redis, brokers::Kind::Nats] {
+        let socketio_rows: &[&str] = match kind {
+            brokers::Kind::Redis => &[SOCKETIOXIDE],
+            brokers::Kind::Nats => &[],
+        };
         let rows: Vec<&str> = [report::OURS, GO_NEFFOS]
-            .into_iter()
+            .iter()
+            .chain(socketio_rows)
+            .copied()
             .filter(|peer| only.wants(peer, kind.name()))
             .collect();
         if rows.is_empty() {

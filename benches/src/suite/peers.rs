@@ -120,8 +120,9 @@ pub(crate) fn all(programs: &Programs, versions: &super::machine::Versions) -> V
             addr_flag: "--addr",
             path: "/socket.io/?EIO=4&transport=websocket",
             description: format!(
-                "socketioxide {} on axum, WebSocket transport (`benches/peers/socketioxide`)",
-                versions.get("socketioxide")
+                "socketioxide {} on axum, WebSocket transport; across instances socketioxide-redis {} (`benches/peers/socketioxide`)",
+                versions.get("socketioxide"),
+                versions.get("socketioxide-redis")
             ),
         },
         Peer {

@@ -444,14 +444,18 @@ fn cluster_targets(res: &SuiteResults) -> Vec<Target> {
 /// The cross-instance section: every row, then the brokers' own ceilings.
 fn cluster_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     let clients = res.plan.fanout_clients;
-    writeln!(md, "\n## Across instances: neffos-rs and Go neffos\n")?;
+    writeln!(
+        md,
+        "\n## Across instances: neffos-rs, Go neffos and socketioxide\n"
+    )?;
     writeln!(
         md,
         "{} receivers split evenly over the instances, the sender on the first, {} B bodies: \
          saturating (as above), then open loop at half that rate. Through Redis and NATS each \
          peer runs as 2 processes joined by its own exchange (neffos-rs: `neffos-redis` / \
          `neffos-nats`; Go neffos v0.0.25: its `stackexchange/redis` / `stackexchange/nats`), \
-         one broker started by the suite for both peers. *ours ÷ Go neffos* compares the \
+         one broker started by the suite for all peers; socketioxide, through Redis only, with \
+         `socketioxide-redis` (its project's Redis adapter). *ours ÷ peer* compares the \
          saturating deliveries/s through the same broker. Server CPU is the first instance's \
          process.\n",
         thousands(clients as f64),
@@ -459,7 +463,7 @@ fn cluster_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     )?;
     writeln!(
         md,
-        "| peer | exchange | setup | saturating deliveries/s | ours ÷ Go neffos | server CPU/delivery | half rate: p50 | p99 | lost | broker deliveries per broadcast | broker connections per instance | namespace subscriptions | status |"
+        "| peer | exchange | setup | saturating deliveries/s | ours ÷ peer | server CPU/delivery | half rate: p50 | p99 | lost | broker deliveries per broadcast | broker connections per instance | namespace subscriptions | status |"
     )?;
     writeln!(
         md,
@@ -467,10 +471,9 @@ fn cluster_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     )?;
     for c in &res.cluster {
         let ours = cluster_rate(cluster_row(res, OURS, &c.exchange));
-        let go = cluster_rate(cluster_row(res, GO_NEFFOS, &c.exchange));
-        let vs = match (ours, go) {
-            (Some(a), Some(b)) if c.peer == GO_NEFFOS => ratio(a, b),
+        let vs = match (ours, cluster_rate(Some(c))) {
             (Some(_), Some(_)) if c.peer == OURS => "1.00×".into(),
+            (Some(a), Some(b)) if c.exchange != "memory" => ratio(a, b),
             _ => "–".into(),
         };
         let runs: Vec<&Report> = c.saturate.iter().chain(c.half.iter()).collect();
@@ -518,7 +521,8 @@ fn cluster_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
          run (Redis `connected_clients`, NATS `/varz` `connections`) divided by the instances; \
          *namespace subscriptions* are the subscriptions of the namespace's channel \
          (`bench:ns:5:bench`, `bench.ns.bench` for neffos-rs; `bench.bench.`, `bench.bench` \
-         for Go neffos). neffos-rs subscribes once per instance with local interest and \
+         for Go neffos; `socket.io-request#/bench#` for socketioxide-redis, which also keeps \
+         per-instance request/response channels). neffos-rs subscribes once per instance with local interest and \
          delivers to its local clients itself; over NATS it connects with `no_echo`, so the \
          origin instance does not get its own broadcast back (1 delivery for 2 instances), \
          while over Redis the origin receives it and drops it (2). Go neffos subscribes once \

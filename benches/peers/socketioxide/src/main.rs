@@ -8,8 +8,11 @@
 //! - `ask` (ack): acknowledges with the same body.
 //!
 //! ```sh
-//! peer-socketioxide --addr 127.0.0.1:0 --lifetime-secs 600
+//! peer-socketioxide --addr 127.0.0.1:0 --lifetime-secs 600 [--redis-url redis://127.0.0.1:6379]
 //! ```
+//!
+//! With `--redis-url`, instances are joined through `socketioxide-redis` (the Redis adapter
+//! of the socketioxide project), so a broadcast reaches the clients of every instance.
 //!
 //! Prints `{"event":"listening","addr":"127.0.0.1:<port>"}` once listening, then exits when
 //! its standard input closes or after the lifetime.
@@ -20,16 +23,20 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide_redis::{RedisAdapter, RedisAdapterCtr, drivers::redis::redis_client};
 
 fn main() -> std::io::Result<()> {
     let mut addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut lifetime = Duration::from_secs(600);
+    let mut redis_url: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "--addr" => addr = value.parse().map_err(std::io::Error::other)?,
+            "--redis-url" => redis_url = Some(value),
             "--lifetime-secs" => {
                 lifetime = Duration::from_secs(value.parse().map_err(std::io::Error::other)?)
             }
@@ -50,30 +57,28 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (layer, io) = SocketIo::new_layer();
-        io.ns("/bench", async |s: SocketRef| {
-            s.on(
-                "join",
-                async |s: SocketRef, Data(room): Data<String>, ack: AckSender| {
-                    s.join(room);
-                    let _ = ack.send(&());
-                },
-            );
-            s.on(
-                "fanout",
-                async |s: SocketRef, Data((room, body)): Data<(String, String)>| {
-                    let _ = if room.is_empty() {
-                        s.broadcast().emit("msg", &body).await
-                    } else {
-                        s.to(room).emit("msg", &body).await
-                    };
-                },
-            );
-            s.on("ask", async |Data(body): Data<String>, ack: AckSender| {
-                let _ = ack.send(&body);
-            });
-        });
-        let app = axum::Router::new().layer(layer);
+        let app = match redis_url {
+            None => {
+                let (layer, io) = SocketIo::new_layer();
+                io.ns("/bench", on_connect);
+                axum::Router::new().layer(layer)
+            }
+            Some(url) => {
+                // RESP3: the adapter's subscriber needs push messages.
+                let url = if url.contains('?') { url } else { format!("{url}?protocol=resp3") };
+                let client = redis_client::Client::open(url).map_err(std::io::Error::other)?;
+                let adapter = RedisAdapterCtr::new_with_redis(&client)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let (layer, io) = SocketIo::builder()
+                    .with_adapter::<RedisAdapter<_>>(adapter)
+                    .build_layer();
+                io.ns("/bench", on_connect)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                axum::Router::new().layer(layer)
+            }
+        };
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!(
             "{{\"event\":\"listening\",\"addr\":\"{}\"}}",
@@ -84,4 +89,27 @@ fn main() -> std::io::Result<()> {
         });
         axum::serve(listener, app).await
     })
+}
+
+async fn on_connect<A: Adapter>(s: SocketRef<A>) {
+    s.on(
+        "join",
+        async |s: SocketRef<A>, Data(room): Data<String>, ack: AckSender<A>| {
+            s.join(room);
+            let _ = ack.send(&());
+        },
+    );
+    s.on(
+        "fanout",
+        async |s: SocketRef<A>, Data((room, body)): Data<(String, String)>| {
+            let _ = if room.is_empty() {
+                s.broadcast().emit("msg", &body).await
+            } else {
+                s.to(room).emit("msg", &body).await
+            };
+        },
+    );
+    s.on("ask", async |Data(body): Data<String>, ack: AckSender<A>| {
+        let _ = ack.send(&body);
+    });
 }
