@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::report::{OURS, thousands, time_us};
+use super::report::{OURS, TargetRow, thousands, time_us};
 use super::{ClusterOnly, Plan, brokers, peers};
 use crate::loadgen::{self, Report, Scenario, Spec, stats};
 
@@ -285,14 +285,6 @@ pub(super) fn run(
         out.push(result);
     }
     out
-}
-
-/// A line of the Targets table.
-pub(super) struct TargetRow {
-    pub(super) what: String,
-    pub(super) measured: String,
-    pub(super) required: String,
-    pub(super) met: Option<bool>,
 }
 
 /// The NATS target line (present even when not measured).

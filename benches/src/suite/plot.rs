@@ -274,86 +274,6 @@ impl Chart for LatencyChart<'_> {
     }
 }
 
-/// Server KiB per idle connection, per peer.
-struct IdleChart<'a>(&'a SuiteResults);
-
-impl Chart for IdleChart<'_> {
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
-        let res = self.0;
-        let bars: Vec<(String, f64)> = res
-            .peers
-            .iter()
-            .filter_map(|p| Some((p.key.clone(), p.idle.as_ref()?.kib_per_conn?)))
-            .collect();
-        let max_y = bars.iter().map(|b| b.1).fold(8.0f64, f64::max) * 1.2;
-        let n = bars.len().max(1) as u32;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!(
-                    "Server memory per idle connection ({} connections), KiB",
-                    thousands(res.plan.idle_clients as f64)
-                ),
-                ("sans-serif", 22),
-            )
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((0u32..n - 1).into_segmented(), 0.0..max_y)
-            .map_err(err)?;
-        let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(WHITE)
-            .y_desc("KiB per connection (VmRSS delta)")
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
-        for (i, (_, kib)) in bars.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let i = i as u32;
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(i), 0.0),
-                        (SegmentValue::Exact(i + 1), *kib),
-                    ],
-                    color.mix(0.8).filled(),
-                )))
-                .map_err(err)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{kib:.1}"),
-                    (SegmentValue::CenterOf(i), *kib + max_y * 0.02),
-                    ("sans-serif", 16),
-                )))
-                .map_err(err)?;
-        }
-        // The target.
-        chart
-            .draw_series(LineSeries::new(
-                vec![(SegmentValue::Exact(0), 8.0), (SegmentValue::Exact(n), 8.0)],
-                BLACK.stroke_width(1),
-            ))
-            .map_err(err)?
-            .label("target: 8 KiB")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
-        Ok(())
-    }
-}
-
 /// A bar chart: one labelled bar per entry, its value printed above it.
 struct Bars {
     caption: String,
@@ -361,11 +281,14 @@ struct Bars {
     bars: Vec<(String, f64)>,
     /// Formats a value for the label above its bar.
     format: fn(f64) -> String,
+    /// A horizontal target line and its legend.
+    target: Option<(f64, &'static str)>,
 }
 
 impl Chart for Bars {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult {
-        let max_y = self.bars.iter().map(|b| b.1).fold(1.0f64, f64::max) * 1.15;
+        let floor = self.target.map_or(1.0, |(y, _)| y);
+        let max_y = self.bars.iter().map(|b| b.1).fold(floor, f64::max) * 1.15;
         let n = self.bars.len().max(1) as u32;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.caption, ("sans-serif", 22))
@@ -408,7 +331,43 @@ impl Chart for Bars {
                 )))
                 .map_err(err)?;
         }
+        if let Some((y, label)) = self.target {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(SegmentValue::Exact(0), y), (SegmentValue::Exact(n), y)],
+                    BLACK.stroke_width(1),
+                ))
+                .map_err(err)?
+                .label(label)
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(err)?;
+        }
         Ok(())
+    }
+}
+
+/// Server memory per idle connection, per peer, with the 8 KiB target.
+fn idle_memory(res: &SuiteResults) -> Bars {
+    Bars {
+        caption: format!(
+            "Server memory per idle connection ({} connections), KiB",
+            thousands(res.plan.idle_clients as f64)
+        ),
+        y_desc: "KiB per connection (VmRSS delta)",
+        bars: res
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.key.clone(), p.idle.as_ref()?.kib_per_conn?)))
+            .collect(),
+        format: |v| format!("{v:.1}"),
+        target: Some((8.0, "target: 8 KiB")),
     }
 }
 
@@ -447,6 +406,7 @@ fn broker_connections(res: &SuiteResults) -> Bars {
         y_desc: "connections to the broker, per instance",
         bars,
         format: |v| format!("{v:.0}"),
+        target: None,
     }
 }
 
@@ -488,6 +448,7 @@ fn cross_instance(res: &SuiteResults) -> Bars {
                 format!("{:.0} k", v / 1e3)
             }
         },
+        target: None,
     }
 }
 
@@ -510,7 +471,7 @@ pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plo
             dir,
             "idle_memory",
             "Server memory per idle connection",
-            &IdleChart(res),
+            &idle_memory(res),
         )?,
         plot_chart(
             dir,

@@ -141,6 +141,27 @@ struct Target {
     unmet_status: &'static str,
 }
 
+/// A line of the Targets table from a phase module (`crossask`, `scaleout`): shown as "not
+/// measured" when `met` is unknown.
+pub(super) struct TargetRow {
+    pub(super) what: String,
+    pub(super) measured: String,
+    pub(super) required: String,
+    pub(super) met: Option<bool>,
+}
+
+impl From<TargetRow> for Target {
+    fn from(t: TargetRow) -> Self {
+        Target {
+            what: t.what,
+            measured: t.measured,
+            required: t.required,
+            met: t.met,
+            unmet_status: "not measured",
+        }
+    }
+}
+
 fn targets(res: &SuiteResults) -> Vec<Target> {
     let clients = res.plan.fanout_clients;
     let ours = res.peer(OURS);
@@ -255,35 +276,21 @@ fn targets(res: &SuiteResults) -> Vec<Target> {
         unmet_status: "not measured yet",
     });
     out.extend(cluster_targets(res));
-    out.extend(cross_ask_targets(res));
-    for t in super::scaleout::targets(&res.scale_out) {
-        out.push(Target {
-            what: t.what,
-            measured: t.measured,
-            required: t.required,
-            met: t.met,
-            unmet_status: "not measured",
-        });
-    }
+    out.extend(
+        super::crossask::targets(&res.cross_ask)
+            .into_iter()
+            .map(Target::from),
+    );
+    out.extend(
+        super::scaleout::targets(&res.scale_out)
+            .into_iter()
+            .map(Target::from),
+    );
     out
 }
 
 /// The key of Go neffos among the peers.
 const GO_NEFFOS: &str = "go-neffos";
-
-/// The Asks-across-instances target line.
-fn cross_ask_targets(res: &SuiteResults) -> Vec<Target> {
-    super::crossask::targets(&res.cross_ask)
-        .into_iter()
-        .map(|t| Target {
-            what: t.what,
-            measured: t.measured,
-            required: t.required,
-            met: t.met,
-            unmet_status: "not measured",
-        })
-        .collect()
-}
 
 /// The cross-instance row of `peer` over `exchange`.
 fn cluster_row<'a>(
@@ -587,10 +594,11 @@ pub(super) fn cluster_only(res: &SuiteResults) -> Result<String, std::fmt::Error
     let mut md = String::new();
     writeln!(md, "| target | measured | required | status |")?;
     writeln!(md, "|---|---|---|---|")?;
-    for t in cluster_targets(res)
-        .into_iter()
-        .chain(cross_ask_targets(res))
-    {
+    for t in cluster_targets(res).into_iter().chain(
+        super::crossask::targets(&res.cross_ask)
+            .into_iter()
+            .map(Target::from),
+    ) {
         writeln!(
             md,
             "| {} | {} | {} | {} |",

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use super::brokers::{self, BrokerStats, Kind};
 use super::peers::{self, Programs, Running};
-use super::report::{thousands, time_us};
+use super::report::{TargetRow, thousands, time_us};
 use crate::loadgen::{self, Proto, Report, Scenario, Spec, stats};
 
 /// Connections per load generator process (the hard limit is 20,000 descriptors).
@@ -635,14 +635,6 @@ pub(super) fn run(
         out.push(result);
     }
     out
-}
-
-/// A line of the Targets table.
-pub(super) struct TargetRow {
-    pub(super) what: String,
-    pub(super) measured: String,
-    pub(super) required: String,
-    pub(super) met: Option<bool>,
 }
 
 fn mib(kib: u64) -> String {

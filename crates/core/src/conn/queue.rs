@@ -189,14 +189,23 @@ mod tests {
         assert_eq!(q.len(), 0);
     }
 
-    #[tokio::test]
-    async fn waiting_producer_gets_room_in_order() {
+    /// A queue of capacity 1 holding frame `a`, and a task pushing frame `b` into it.
+    fn full_queue_with_waiting_producer() -> (
+        Arc<OutQueue>,
+        tokio::task::JoinHandle<Result<(), PushError>>,
+    ) {
         let q = Arc::new(OutQueue::new(1));
         q.try_push(frame(0)).unwrap();
         let producer = tokio::spawn({
             let q = q.clone();
             async move { q.push(frame(1)).await }
         });
+        (q, producer)
+    }
+
+    #[tokio::test]
+    async fn waiting_producer_gets_room_in_order() {
+        let (q, producer) = full_queue_with_waiting_producer();
         // The producer cannot finish before the writer makes room.
         tokio::task::yield_now().await;
         assert!(!producer.is_finished());
@@ -207,12 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_writer_and_producers() {
-        let q = Arc::new(OutQueue::new(1));
-        q.try_push(frame(0)).unwrap();
-        let producer = tokio::spawn({
-            let q = q.clone();
-            async move { q.push(frame(1)).await }
-        });
+        let (q, producer) = full_queue_with_waiting_producer();
         tokio::task::yield_now().await;
         q.close();
         assert!(matches!(producer.await.unwrap(), Err(PushError::Closed)));
