@@ -1,7 +1,8 @@
 //! Project automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
 //! - `test`: every test of the workspace, interop peers and brokers included.
-//! - `lint`: formatting, clippy with `-D warnings`, cargo-deny.
+//! - `lint`: formatting, clippy with `-D warnings`, cargo-deny, the library crates'
+//!   dependency graphs (no test-only crate in a normal graph).
 //! - `demo`: the chat demo in the browser (no broker needed).
 //! - `fuzz`: the protocol fuzz targets for a bounded time.
 //! - `bench`: the side-by-side benchmark (writes BENCHMARKS.md and docs/bench/).
@@ -9,6 +10,7 @@
 
 mod bench;
 mod demo;
+mod deps;
 mod integration;
 mod tools;
 
@@ -38,7 +40,7 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Check formatting, clippy (-D warnings) and cargo-deny.
+    /// Check formatting, clippy (-D warnings), cargo-deny and the library crates' dependency graphs.
     Lint,
     /// Run the chat example for the browser (installs neffos.js into target/npm-demo).
     Demo {

@@ -73,7 +73,8 @@ pub(crate) fn lint(root: &Path) -> Result<()> {
         root,
         "cargo",
         &["deny", "check", "bans", "licenses", "sources"],
-    )
+    )?;
+    crate::deps::check(root)
 }
 
 /// `cargo xtask fuzz`: each fuzz target for `seconds`.
