@@ -79,7 +79,8 @@ pub(crate) fn integration(root: &Path, extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().map(String::as_str));
     run(root, "cargo", &args)?;
-    // The broker harness's own tests (start, kill -9, restart, pause/resume).
+    // The broker harness's own tests (start, kill -9, restart, pause/resume), single
+    // nodes and clusters (`testkit::broker_cluster`).
     run(
         root,
         "cargo",

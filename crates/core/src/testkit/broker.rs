@@ -40,7 +40,7 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// Which broker a [`Process`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Redis,
     Nats,
 }
@@ -112,7 +112,7 @@ impl Kind {
     }
 
     /// True when the broker at `addr` answers like a ready server.
-    fn ready(self, addr: SocketAddr) -> bool {
+    pub(super) fn ready(self, addr: SocketAddr) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
             return false;
         };
@@ -162,7 +162,7 @@ struct Running {
 
 /// One broker process on a fixed port; shared by [`RedisServer`] and [`NatsServer`].
 #[derive(Debug)]
-struct Process {
+pub(super) struct Process {
     kind: Kind,
     port: u16,
     dir: PathBuf,
@@ -180,7 +180,7 @@ fn binary_exists(binary: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
     listener
         .local_addr()
@@ -201,7 +201,7 @@ fn temp_dir(kind: Kind) -> PathBuf {
 }
 
 impl Process {
-    fn start(kind: Kind, extra: &[&str]) -> Process {
+    pub(super) fn start(kind: Kind, extra: &[&str]) -> Process {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -223,7 +223,7 @@ impl Process {
         );
     }
 
-    fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
@@ -371,7 +371,7 @@ impl Drop for Process {
 /// Started as `redis-server --port P --bind 127.0.0.1 --save '' --appendonly no` in a
 /// temporary directory, plus any extra configuration from [`RedisServer::start_with`].
 #[derive(Debug)]
-pub struct RedisServer(Process);
+pub struct RedisServer(pub(super) Process);
 
 impl RedisServer {
     /// Starts a broker and waits until it answers `PING`.
@@ -431,7 +431,7 @@ impl RedisServer {
 /// Started as `nats-server -a 127.0.0.1 -p P` with its log in a temporary directory, plus
 /// any extra arguments from [`NatsServer::start_with`].
 #[derive(Debug)]
-pub struct NatsServer(Process);
+pub struct NatsServer(pub(super) Process);
 
 impl NatsServer {
     /// Starts a broker and waits until it greets with `INFO`.

@@ -5,6 +5,7 @@
 //! broker.
 
 pub mod broker;
+pub mod broker_cluster;
 pub mod chained;
 pub mod conformance;
 
