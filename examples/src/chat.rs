@@ -18,8 +18,10 @@
 //! | `private` | `{"from": "alice", "room": null, "text": "hi"}`: sent with `private` and body `{"to": "bob", "text": "hi"}`, it reaches the connection(s) with ID `bob` on whichever instance |
 //! | `notice` | `{"room": "lobby" or null, "text": "alice joined lobby"}` |
 //!
-//! `GET /ask?to=bob&question=...` makes the server Ask `bob` (event `question`, on any
-//! instance) and answers with the reply: the scale-out demonstration of `Server::ask`.
+//! `GET /ask?to=bob&question=...` makes the server Ask `bob` (event `question`, body the
+//! question, on any instance) and answers with the reply: the scale-out demonstration of
+//! `Server::ask`. The page shows the question and answers `bob read "<question>" on <its
+//! instance label>`; it sends `private` for a message written as `@bob hi`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -283,6 +285,9 @@ struct PrivateBody {
 fn private(ns: &NsConn, msg: &Message) -> Result<(), String> {
     let body: PrivateBody =
         serde_json::from_slice(&msg.body).map_err(|_| "private: expected {\"to\", \"text\"}")?;
+    if body.to.is_empty() || body.text.trim().is_empty() {
+        return Err("a private message needs a name and a text (@bob hi)".to_owned());
+    }
     if body.text.chars().count() > MAX_TEXT {
         return Err(format!("messages are at most {MAX_TEXT} characters"));
     }

@@ -2,7 +2,9 @@
 //
 // Username -> dial("/echo", ..., { headers: { "X-Username": name } }); in browsers neffos.js
 // sends headers as `X-Websocket-Header-*` query parameters and the server uses the name as
-// the connection ID. Then: connect namespace "default", join/leave rooms, emit "chat".
+// the connection ID. Then: connect namespace "default", join/leave rooms, emit "chat";
+// `@bob hi` (or a click on bob's name) emits "private" to bob; the server's "question" Ask
+// (sent by `GET /ask?to=<user>&question=...`) is shown and answered automatically.
 import neffos from "/neffos.js";
 
 const NAMESPACE = "default";
@@ -36,13 +38,27 @@ function span(className, text) {
   return el;
 }
 
-function showChat(from, inRoom, text, mine) {
+// `where`: "#room", "everyone", "private" (received) or "private to bob" (sent).
+function showChat(from, where, text, mine) {
   const li = document.createElement("li");
-  li.className = mine ? "chat mine" : "chat";
+  li.className = "chat";
+  if (mine) li.classList.add("mine");
+  if (where.startsWith("private")) li.classList.add("private");
   li.dataset.from = from;
-  li.append(span("where", inRoom ? `#${inRoom}` : "everyone"));
-  li.append(span("from", from));
+  li.append(span("where", where));
+  const name = span("from", from);
+  if (!mine) name.title = `click to write to ${from} privately`;
+  li.append(name);
   li.append(span("text", text));
+  append(li);
+}
+
+// The server's Ask and our answer, one line.
+function showQuestion(question, answer) {
+  const li = document.createElement("li");
+  li.className = "question";
+  li.append(span("asked", `the server asks: ${question}`));
+  li.append(span("answer", `answered: ${answer}`));
   append(li);
 }
 
@@ -70,6 +86,12 @@ function showRoom() {
     el.className = "muted";
   }
   $("leave").disabled = !room;
+}
+
+// `@bob hi` -> { to: "bob", text: "hi" }; anything else is not private.
+function privateTo(text) {
+  const m = /^@(\S+)\s+(\S[\s\S]*)$/.exec(text);
+  return m ? { to: m[1], text: m[2] } : null;
 }
 
 // Handlers must not return a value: neffos.js would send it back as an error.
@@ -111,8 +133,27 @@ const handlers = {
         return;
       }
       const m = msg.unmarshal();
-      showChat(m.from, m.room, m.text, false);
+      showChat(m.from, m.room ? `#${m.room}` : "everyone", m.text, false);
     }),
+    private: guarded((ns, msg) => {
+      if (msg.isError) {
+        showError(`not sent: ${errorText(msg.Err)}`);
+        return;
+      }
+      const m = msg.unmarshal();
+      showChat(m.from, "private", m.text, false);
+    }),
+    // The server's Ask: the returned neffos.reply(...) is sent back as the answer.
+    question: (ns, msg) => {
+      const question = String(msg.Body ?? "");
+      const answer = `${me} read "${question}" on ${$("instance").textContent}`;
+      try {
+        showQuestion(question, answer);
+      } catch (e) {
+        console.error(e);
+      }
+      return neffos.reply(answer);
+    },
     notice: guarded((ns, msg) => {
       showNotice(msg.unmarshal().text);
     }),
@@ -167,11 +208,27 @@ $("send-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
   if (!text || !nsConn) return;
-  const target = room ? nsConn.room(room) : nsConn;
-  if (target && target.emit("chat", text)) {
-    showChat(me, room, text, true);
+  const direct = privateTo(text);
+  let sent;
+  if (direct) {
+    sent = nsConn.emit("private", JSON.stringify(direct));
+    if (sent) showChat(me, `private to ${direct.to}`, direct.text, true);
+  } else {
+    const target = room ? nsConn.room(room) : nsConn;
+    sent = target && target.emit("chat", text);
+    if (sent) showChat(me, room ? `#${room}` : "everyone", text, true);
+  }
+  if (sent) {
     $("text").value = "";
   } else {
     showError("not sent: the connection is closed");
   }
+});
+
+// A click on someone's name starts a private message to them.
+$("messages").addEventListener("click", (e) => {
+  const name = e.target.closest("li.chat:not(.mine) .from");
+  if (!name) return;
+  $("text").value = `@${name.textContent} `;
+  $("text").focus();
 });

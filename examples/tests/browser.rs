@@ -4,13 +4,16 @@
 //! installs `interop/browser/package.json` (playwright-core, neffos.js 0.1.34) into
 //! `target/browser-npm` when missing, and runs `interop/browser/chat.mjs`: three pages log
 //! in with different usernames, two join a room and talk, one leaves, a message to
-//! everyone reaches the third. Then the same with two instances sharing a `MemoryExchange`
-//! (what `scale-out` runs), bob's page on the second. Screenshots go to
-//! `target/browser/` (`chat.png`, `scale-out.png`, and one per other user).
+//! everyone reaches the third, alice and bob write privately (`@bob …`, a click on a name),
+//! and `GET /ask?to=bob&question=...` returns the answer of bob's page. Then the same with
+//! two `scale-out` processes joined through a real Redis (the README's "Without Docker"
+//! lines), bob's page on the second, so every one of those crosses instances. Screenshots
+//! go to `target/browser/` (`chat.png`, `scale-out.png`, and one per other user).
 //!
 //! Needs Node.js 20+, npm (first run only) and Chromium (`/usr/bin/chromium`, or env
 //! `CHROMIUM`); it fails, never skips, when one is missing.
 #![allow(clippy::print_stderr)]
+#![cfg(feature = "redis")]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use neffos::testkit::broker::RedisServer;
 use neffos::{MemoryExchange, Server};
 use neffos_examples::chat::{self, ChatOptions};
 use tokio::process::Command;
@@ -113,9 +117,9 @@ async fn install_driver(dir: &Path) {
     run(npm, "`npm install` (is npm installed?)", NPM_TIMEOUT).await;
 }
 
-/// One chat instance on a free loopback port, joined to the others through `bus`.
-async fn instance(bus: &MemoryExchange, bundle: &Path, label: &str) -> (Server, SocketAddr) {
-    let server = chat::server(Some(Arc::new(bus.clone())));
+/// The `chat` app (one instance, as `cargo xtask demo` serves it) on a free loopback port.
+async fn instance(bundle: &Path, label: &str) -> (Server, SocketAddr) {
+    let server = chat::server(Some(Arc::new(MemoryExchange::new())));
     let app = chat::router(&server, ChatOptions::new(bundle).instance(label));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -155,17 +159,72 @@ async fn users_chat_in_a_room_in_chromium() {
     chat::check_bundle(&bundle).expect("neffos.js bundle");
 
     // One instance: what `chat` (and `cargo xtask demo`) serves.
-    let (server, addr) = instance(&MemoryExchange::new(), &bundle, "browser test").await;
+    let (server, addr) = instance(&bundle, "browser test").await;
     let url = format!("http://{addr}");
     drive(&npm_dir, &chromium, &url, &url, "chat").await;
     assert!(server.stats().accepted >= 3, "{:?}", server.stats());
 
-    // Two instances sharing an exchange, as `scale-out` runs them: bob is on the second.
-    let bus = MemoryExchange::new();
-    let (one, addr_one) = instance(&bus, &bundle, "instance 1 of 2").await;
-    let (two, addr_two) = instance(&bus, &bundle, "instance 2 of 2").await;
-    let (url_one, url_two) = (format!("http://{addr_one}"), format!("http://{addr_two}"));
-    drive(&npm_dir, &chromium, &url_one, &url_two, "scale-out").await;
-    assert!(one.stats().accepted >= 2, "{:?}", one.stats());
-    assert!(two.stats().accepted >= 1, "{:?}", two.stats());
+    // Two `scale-out` processes joined through Redis, as the README runs them: bob is on
+    // the second, so his messages, privates and his answer to `/ask` cross the broker.
+    let (_redis, one, two) = tokio::task::block_in_place(|| {
+        let redis = RedisServer::start();
+        let one = ScaleOut::start(&redis, &bundle);
+        let two = ScaleOut::start(&redis, &bundle);
+        (redis, one, two)
+    });
+    drive(&npm_dir, &chromium, &one.url(), &two.url(), "scale-out").await;
+}
+
+/// One `scale-out` process (one instance, `--exchange redis`) on a free port; killed on drop.
+struct ScaleOut {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ScaleOut {
+    fn start(redis: &RedisServer, bundle: &Path) -> ScaleOut {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scale-out"))
+            .args(["--ports", "0", "--exchange", "redis", "--redis-url"])
+            .arg(redis.url())
+            .arg("--neffos-js")
+            .arg(bundle)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the scale-out example");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let port = line
+                    .split("open http://")
+                    .nth(1)
+                    .and_then(|addr| addr.rsplit(':').next())
+                    .and_then(|port| port.trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("scale-out printed its address");
+        ScaleOut { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ScaleOut {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,4 +1,6 @@
-// Drives the chat example in real headless Chromium: three users, one room.
+// Drives the chat example in real headless Chromium: three users, one room, private
+// messages (`@bob ...` and a click on a name) and the server's `question` Ask answered by a
+// page (`GET /ask?to=bob&question=...` on alice's instance).
 //
 //   node chat.mjs --url http://127.0.0.1:PORT [--url2 http://127.0.0.1:PORT2] \
 //       --chromium /usr/bin/chromium --screenshots DIR [--name chat]
@@ -74,6 +76,13 @@ async function received(page, from, text, where) {
   if (shown !== where) throw new Error(`"${text}" shown as sent to ${shown}, expected ${where}`);
 }
 
+// Sends `@to text` and waits for our own line "private to <to>".
+async function sendPrivate(page, to, text) {
+  await page.fill("#text", `@${to} ${text}`);
+  await page.press("#text", "Enter");
+  await page.locator("#messages li.chat.mine.private", { hasText: text }).waitFor();
+}
+
 async function notice(page, text) {
   await page.locator("#messages li.notice", { hasText: text }).waitFor();
 }
@@ -126,6 +135,40 @@ try {
   step("carol, outside the room, never got the room messages");
   const leaked = await carol.locator("#messages li.chat", { hasText: "hello from alice" }).count();
   if (leaked !== 0) throw new Error("carol received a message sent to room lobby");
+
+  step("alice writes @bob …: only bob reads it, as private");
+  await sendPrivate(alice, "bob", "psst, alice here");
+  await received(bob, "alice", "psst, alice here", "private");
+
+  step("bob clicks alice's name and answers privately");
+  await bob.locator('#messages li.chat[data-from="alice"] .from').first().click();
+  const prefilled = await bob.inputValue("#text");
+  if (prefilled !== "@alice ") throw new Error(`a click on alice's name wrote "${prefilled}"`);
+  await bob.locator("#text").pressSequentially("got it");
+  await bob.press("#text", "Enter");
+  await bob.locator("#messages li.chat.mine.private", { hasText: "got it" }).waitFor();
+  await received(alice, "bob", "got it", "private");
+
+  step("carol got no private message (fenced by a message to everyone)");
+  await send(bob, "fence after the private messages");
+  await received(carol, "bob", "fence after the private messages", "everyone");
+  const privates = await carol.locator("#messages li.chat.private").count();
+  if (privates !== 0) throw new Error(`carol received ${privates} private message(s)`);
+
+  step("GET /ask?to=bob on alice's instance: bob's page shows the question and answers");
+  const bobInstance = await bob.locator("#instance").textContent();
+  const aliceInstance = await alice.locator("#instance").textContent();
+  console.log(`alice on "${aliceInstance}", bob on "${bobInstance}"`);
+  const question = "are you there?";
+  const res = await fetch(`${args.url}/ask?to=bob&question=${encodeURIComponent(question)}`);
+  const answer = await res.text();
+  const expected = `bob read "${question}" on ${bobInstance}`;
+  if (res.status !== 200 || answer !== expected) {
+    throw new Error(`/ask answered ${res.status} "${answer}", expected 200 "${expected}"`);
+  }
+  await bob.locator("#messages li.question", { hasText: `the server asks: ${question}` }).waitFor();
+  await bob.locator("#messages li.question", { hasText: `answered: ${expected}` }).waitFor();
+  console.log(`/ask answered: ${answer}`);
 
   if (pageErrors.length > 0) throw new Error(`page errors: ${pageErrors.join("; ")}`);
 

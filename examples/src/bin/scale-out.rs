@@ -12,7 +12,8 @@
 //! `MemoryExchange` (`--exchange memory`, the default); the Redis and NATS backends
 //! (`--exchange redis|nats`, cargo features `redis`/`nats`) join instances in different
 //! processes the same way. Options: `--ports` (env `PORTS`), `--host`, `--neffos-js`
-//! (env `NEFFOS_JS`), `--metrics 127.0.0.1:9100` (Prometheus, env `METRICS_ADDR`).
+//! (env `NEFFOS_JS`), `--label` (the instance name shown in the page, env `INSTANCE_LABEL`),
+//! `--metrics 127.0.0.1:9100` (Prometheus, env `METRICS_ADDR`).
 #![allow(clippy::print_stdout)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -45,6 +46,10 @@ struct Args {
     neffos_js: Option<PathBuf>,
     #[command(flatten)]
     exchange: ExchangeArgs,
+    /// The name the page shows for this process's instances (default: `instance <n> of <total>`
+    /// with several instances, `instance <start of its ID>` with one).
+    #[arg(long, env = "INSTANCE_LABEL")]
+    label: Option<String>,
     /// Serve Prometheus metrics at http://<addr>/metrics.
     #[arg(long, env = "METRICS_ADDR")]
     metrics: Option<SocketAddr>,
@@ -79,7 +84,17 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("instance {}: cannot listen on {addr}", i + 1))?;
         let addr = listener.local_addr()?;
         let server = chat::server(Some(exchanges.for_instance().await?));
-        let label = format!("instance {} of {total} (:{})", i + 1, addr.port());
+        let name = match &args.label {
+            Some(label) if total > 1 => format!("{label} {}", i + 1),
+            Some(label) => label.clone(),
+            None if total > 1 => format!("instance {} of {total}", i + 1),
+            // One instance per process (behind a broker): its ID tells the processes apart.
+            None => format!(
+                "instance {}",
+                &server.instance_id().simple().to_string()[..8]
+            ),
+        };
+        let label = format!("{name} (:{})", addr.port());
         let app = chat::router(&server, ChatOptions::new(&neffos_js).instance(label));
         tracing::info!(instance = i + 1, %addr, id = %server.instance_id(), "instance listening");
         println!("Instance {}: open http://{addr}", i + 1);
