@@ -20,6 +20,11 @@
 //! `bench.ns.bench`). Each instance prints
 //! `{"event":"listening","addr":"127.0.0.1:<port>","instance":<i>}`; the process exits when
 //! its standard input closes or after `--lifetime-secs`.
+//!
+//! Loss counters for outside tests: `GET /stats` on an instance's port answers
+//! [`stats_json`] (its exchange's `published`, `publish_errors`, `received`,
+//! `reconnects`; the server's `envelopes_received`, `malformed_envelopes`), and
+//! `--stats-every-ms N` also prints it as a `{"event":"stats",…}` line every N ms.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -82,6 +87,40 @@ pub struct ServerArgs {
     /// Exit after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub lifetime_secs: u64,
+    /// Print every instance's loss counters (`{"event":"stats",…}`) every N milliseconds
+    /// (0: never; they are always at `GET /stats`).
+    #[arg(long, default_value_t = 0)]
+    pub stats_every_ms: u64,
+}
+
+/// Instance `instance`'s counters as one JSON object: what its exchanges published, failed
+/// to publish (lost: at most once across instances), received and how often they
+/// reconnected, and what the server received from other instances.
+pub fn stats_json(instance: usize, server: &Server) -> String {
+    let sum = |f: fn(&neffos::ExchangeStats) -> &AtomicU64| -> u64 {
+        server
+            .exchanges()
+            .iter()
+            .map(|x| f(x.stats()).load(Ordering::Relaxed))
+            .sum()
+    };
+    let snapshot = server.stats();
+    serde_json::json!({
+        "event": "stats",
+        "instance": instance,
+        "exchange": {
+            "published": sum(|s| &s.published),
+            "publish_errors": sum(|s| &s.publish_errors),
+            "received": sum(|s| &s.received),
+            "reconnects": sum(|s| &s.reconnects),
+        },
+        "server": {
+            "connections": snapshot.connections,
+            "envelopes_received": snapshot.envelopes_received,
+            "malformed_envelopes": snapshot.malformed_envelopes,
+        },
+    })
+    .to_string()
 }
 
 /// The neffos server of the benchmark, optionally joined to others by `exchange`.
@@ -273,7 +312,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let app = match args.mode {
             Mode::Neffos => {
                 let server = neffos_server(exchange_for(&args, &memory).await?);
-                let app = axum::Router::new().route("/echo", server.route());
+                let stats_server = server.clone();
+                let app = axum::Router::new().route("/echo", server.route()).route(
+                    "/stats",
+                    axum::routing::get(move || {
+                        let body = stats_json(i, &stats_server);
+                        async move { ([("content-type", "application/json")], body) }
+                    }),
+                );
                 servers.push(server);
                 app
             }
@@ -289,6 +335,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .await
+        });
+    }
+    if args.stats_every_ms > 0 {
+        let servers = servers.clone();
+        let period = Duration::from_millis(args.stats_every_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                for (i, server) in servers.iter().enumerate() {
+                    println!("{}", stats_json(i, server));
+                }
+            }
         });
     }
     tokio::select! {

@@ -50,6 +50,8 @@ pub(crate) struct Timings {
     pub(crate) publish: Duration,
     /// How long a flush (or close) may wait for the broker's answer.
     pub(crate) flush: Duration,
+    /// The longest delay between two reconnection attempts.
+    pub(crate) reconnect_max: Duration,
 }
 
 /// One subscription being drained: ends when cancelled or when the stream ends.

@@ -72,9 +72,10 @@ impl NatsExchangeBuilder {
     /// Without options, credentials are taken from the URL and the connection is named
     /// `neffos`.
     ///
-    /// Two are always set by the exchange: `no_echo` (an instance does not receive what it
-    /// publishes; it would drop it anyway) and the event callback (to count reconnections;
-    /// use [`on_event`](Self::on_event) to see the events too). NKeys and credentials files
+    /// Three are always set by the exchange: `no_echo` (an instance does not receive what it
+    /// publishes; it would drop it anyway), the reconnect delay (see
+    /// [`reconnect_max_delay`](Self::reconnect_max_delay)) and the event callback (to count
+    /// reconnections; use [`on_event`](Self::on_event) to see the events too). NKeys and credentials files
     /// need the `nkeys` feature, TLS the `tls` feature. Keep `max_reconnects` unset
     /// (unlimited, the default): after the last attempt the exchange stays disconnected.
     pub fn options(mut self, options: ConnectOptions) -> Self {
@@ -105,6 +106,16 @@ impl NatsExchangeBuilder {
         self
     }
 
+    /// The longest wait between two reconnection attempts (default 100 ms). The exchange
+    /// sets `async-nats`'s reconnect delay: the first pass over the configured servers is
+    /// immediate (another node of a cluster takes over at once), then attempts are spaced
+    /// `10 ms, 20 ms…` up to this cap, with jitter, so delivery resumes soon after a broker
+    /// accepts connections again. Slow attempts are spaced by the connection timeout anyway.
+    pub fn reconnect_max_delay(mut self, max: Duration) -> Self {
+        self.timings.reconnect_max = max;
+        self
+    }
+
     /// Called with every connection event (connected, disconnected, slow consumer, server
     /// error…) after the exchange accounted for it. Keep it short: events are handled one
     /// at a time.
@@ -125,6 +136,10 @@ impl NatsExchangeBuilder {
             None => url_credentials(&addrs).unwrap_or_default().name("neffos"),
         }
         .no_echo()
+        .reconnect_delay_callback(crate::reconnect::callback(
+            addrs.len(),
+            self.timings.reconnect_max,
+        ))
         .event_callback(events(stats.clone(), closed.clone(), self.on_event));
         let client = options.connect(addrs).await.map_err(Error::connect)?;
         let id = Uuid::new_v4();
@@ -328,6 +343,7 @@ impl NatsExchange {
             timings: Timings {
                 publish: Duration::from_secs(1),
                 flush: Duration::from_secs(5),
+                reconnect_max: crate::reconnect::DEFAULT_MAX_DELAY,
             },
             on_event: None,
         }

@@ -131,6 +131,7 @@
 mod actor;
 mod error;
 mod exchange;
+mod reconnect;
 mod subject;
 
 pub use async_nats::{ConnectOptions, Event};

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::backoff::Reconnected;
 use crate::channel::{Channels, DEFAULT_PREFIX};
 use crate::driver::redis::RedisDriver;
 use crate::driver::{Driver, Pushes};
@@ -96,7 +97,10 @@ impl RedisExchangeBuilder {
     }
 
     /// Delays between reconnection attempts: exponential from `min`, capped at `max`,
-    /// with jitter (defaults 50 ms and 5 s).
+    /// with jitter (defaults 50 ms and 5 s). While the broker's host refuses connections
+    /// quickly (within 50 ms: up, but nothing listens, as during a restart) the delay stays
+    /// at most 100 ms, and when one of the instance's two connections gets through the
+    /// other retries at once, so delivery resumes soon after the broker accepts again.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.options.backoff_min = min;
         self.options.backoff_max = max;
@@ -270,6 +274,7 @@ impl RedisExchange {
             let inbound = inbound.clone();
             Box::new(move |instance: Uuid| {
                 let name = client_name(instance);
+                let reconnected = Reconnected::default();
                 let publisher = Publisher {
                     driver: driver.clone(),
                     channels: channels.clone(),
@@ -278,6 +283,7 @@ impl RedisExchange {
                     name: name.clone(),
                     rx: publish_rx,
                     conn: pub_conn,
+                    reconnected: reconnected.clone(),
                 };
                 let subscriber = Subscriber {
                     driver,
@@ -288,6 +294,7 @@ impl RedisExchange {
                     inbound,
                     rx: control_rx,
                     conn: sub_conn,
+                    reconnected,
                 };
                 tokio::spawn(publisher.run());
                 tokio::spawn(subscriber.run());

@@ -86,7 +86,9 @@
 //!   once per failed batch or outage, not per message); it never blocks the caller.
 //! - A lost connection (closed socket, command timeout, failed health-check `PING` on the
 //!   subscriber) is replaced: reconnection attempts wait an exponential, capped, jittered
-//!   delay ([`reconnect_backoff`](RedisExchangeBuilder::reconnect_backoff)). Every
+//!   delay ([`reconnect_backoff`](RedisExchangeBuilder::reconnect_backoff)), at most
+//!   100 ms while the broker refuses quickly (a restart), and the other connection retries
+//!   at once when one gets through. Every
 //!   re-established connection counts one in `ExchangeStats::reconnects`. The subscriber
 //!   subscribes its whole table again, so the first message published after the
 //!   reconnection arrives. Messages published while an instance was disconnected are lost.

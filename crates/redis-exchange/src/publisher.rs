@@ -8,7 +8,7 @@ use bytes::Bytes;
 use neffos::{ExchangeStats, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Reconnected};
 use crate::channel::Channels;
 use crate::driver::{Connection, Driver, Pushes};
 use crate::exchange::{Live, Options};
@@ -37,6 +37,8 @@ pub(crate) struct Publisher<D: Driver> {
     pub(crate) name: String,
     pub(crate) rx: mpsc::Receiver<PubCmd>,
     pub(crate) conn: Option<Live<D::Conn>>,
+    /// Shared with the instance's other connection (see [`Reconnected`]).
+    pub(crate) reconnected: Reconnected,
 }
 
 struct State<D: Driver> {
@@ -178,8 +180,11 @@ impl<D: Driver> State<D> {
     /// Connects, retrying with backoff. Meanwhile publishes fail at once (counted), flushes
     /// wait for the connection, and a close stops the task.
     async fn reconnect(&mut self) -> Flow {
+        // Another connection of this instance getting through ends the wait below.
+        let mut others = self.p.reconnected.listen();
         loop {
             let lost = Arc::new(Notify::new());
+            let attempt = tokio::time::Instant::now();
             let pushes = Pushes::publisher(self.p.stats.clone(), lost.clone());
             match self.p.driver.connect(pushes).await {
                 Ok(mut conn) => {
@@ -194,6 +199,7 @@ impl<D: Driver> State<D> {
                     self.ever_connected = true;
                     self.failed_in_outage = 0;
                     self.backoff.reset();
+                    self.p.reconnected.announce();
                     self.p.conn = Some(Live { conn, lost });
                     for done in self.parked.drain(..) {
                         let _ = done.send(());
@@ -201,13 +207,14 @@ impl<D: Driver> State<D> {
                     return Flow::Continue;
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.after_failure(attempt.elapsed());
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis publisher cannot connect");
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);
                     loop {
                         tokio::select! {
                             () = &mut sleep => break,
+                            Ok(()) = others.changed() => break,
                             cmd = self.p.rx.recv() => match cmd {
                                 None => return Flow::Stop,
                                 Some(PubCmd::Publish(..)) => self.fail(1),

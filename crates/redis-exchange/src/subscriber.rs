@@ -11,7 +11,7 @@ use neffos::{ExchangeStats, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, Reconnected};
 use crate::channel::Channels;
 use crate::driver::{Connection, Driver, Pushes};
 use crate::error::Result;
@@ -47,6 +47,8 @@ pub(crate) struct Subscriber<D: Driver> {
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
     pub(crate) rx: mpsc::UnboundedReceiver<SubCmd>,
     pub(crate) conn: Option<Live<D::Conn>>,
+    /// Shared with the instance's other connection (see [`Reconnected`]).
+    pub(crate) reconnected: Reconnected,
 }
 
 struct State<D: Driver> {
@@ -226,8 +228,11 @@ impl<D: Driver> State<D> {
     /// Connects, retrying with backoff; meanwhile the table keeps being updated and flushes
     /// wait. A fresh connection has no subscription: the next reconciliation restores them.
     async fn reconnect(&mut self) -> Flow {
+        // Another connection of this instance getting through ends the wait below.
+        let mut others = self.s.reconnected.listen();
         loop {
             let lost = Arc::new(Notify::new());
+            let attempt = tokio::time::Instant::now();
             let pushes =
                 Pushes::subscriber(self.s.inbound.clone(), self.s.stats.clone(), lost.clone());
             match self.s.driver.connect(pushes).await {
@@ -242,18 +247,20 @@ impl<D: Driver> State<D> {
                     }
                     self.ever_connected = true;
                     self.backoff.reset();
+                    self.s.reconnected.announce();
                     self.applied.clear();
                     self.s.conn = Some(Live { conn, lost });
                     return Flow::Continue;
                 }
                 Err(e) => {
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.after_failure(attempt.elapsed());
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis subscriber cannot connect");
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);
                     loop {
                         tokio::select! {
                             () = &mut sleep => break,
+                            Ok(()) = others.changed() => break,
                             cmd = self.s.rx.recv() => match cmd {
                                 None => return Flow::Stop,
                                 Some(cmd) => if let Flow::Stop = self.apply(cmd) {
