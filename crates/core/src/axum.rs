@@ -5,15 +5,13 @@
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! use axum::Router;
-//! use axum::serve::ListenerExt;
 //! use neffos::{Events, Namespaces, Server};
 //!
 //! let server = Server::builder(Namespaces::new().namespace("default", Events::new())).build();
 //! let app: Router = Router::new().route("/echo", server.route());
-//! // Small real-time frames must not wait for Nagle's algorithm: set TCP_NODELAY.
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?
-//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
-//! axum::serve(listener, app).await
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Timeouts before the upgrade, TCP_NODELAY and the peer's address: see `neffos::serve`.
+//! neffos::serve(listener, app).await
 //! # }
 //! ```
 //!
@@ -128,6 +126,18 @@ impl Upgrade {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| *addr);
+        if remote_addr.is_none() && server.config().max_connections_per_ip.is_some() {
+            server.warn_no_peer_address();
+        }
+        let config = server.config();
+        if request_head_size(&parts) > config.max_request_head {
+            server.0.stats.budget_close();
+            return (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head over the budget (URI, headers and X-Websocket-Header-* parameters)",
+            )
+                .into_response();
+        }
         let admission = match server.admit(remote_addr.map(|a| a.ip())) {
             Ok(admission) => admission,
             Err(Refusal::TooManyFromIp) => {
@@ -144,12 +154,11 @@ impl Upgrade {
                 return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
             }
         };
-        let config = server.config();
         let ws = ws
             .read_buffer_size(config.read_buffer_size)
             .write_buffer_size(config.write_buffer_size)
-            .max_message_size(config.max_frame_size)
-            .max_frame_size(config.max_frame_size);
+            .max_message_size(config.max_message_size)
+            .max_frame_size(config.max_frame_size.min(config.max_message_size));
         let server = server.clone();
         let extensions = self.extensions;
         // A plain closure returning the connection's future: the socket, the request head
@@ -176,6 +185,18 @@ const UPGRADE_ONLY: [HeaderName; 5] = [
     http::header::SEC_WEBSOCKET_VERSION,
     http::header::SEC_WEBSOCKET_EXTENSIONS,
 ];
+
+/// Bytes of the request head a connection would keep (see [`Config::max_request_head`](crate::Config::max_request_head)):
+/// the URI, and each kept header's name, value and 32 bytes for its slot.
+fn request_head_size(parts: &Parts) -> usize {
+    let headers: usize = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !UPGRADE_ONLY.contains(name))
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    parts.uri.to_string().len() + headers
+}
 
 /// The request head in fresh allocations, without [`UPGRADE_ONLY`] headers. hyper's header values and URI are slices of its
 /// 16 KiB per-connection read buffer: a shallow clone would keep that buffer alive for as

@@ -189,8 +189,8 @@ impl Dialer {
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size)
             .write_buffer_size(config.write_buffer_size)
-            .max_message_size(Some(config.max_frame_size))
-            .max_frame_size(Some(config.max_frame_size));
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_frame_size.min(config.max_message_size)));
         let (socket, _response) = tokio::time::timeout(
             config.handshake_timeout,
             tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
@@ -311,7 +311,9 @@ where
 {
     use futures_util::SinkExt;
     while let Some(item) = rx.recv().await {
-        sink.send(item).await.map_err(|e| Error::Transport(e.0))?;
+        sink.send(item)
+            .await
+            .map_err(|e| Error::Transport(e.message))?;
     }
     Ok(sink)
 }

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-/// What to do with a connection whose outbound queue is full.
+/// What to do with a stuck client: one whose outbound queue is far over
+/// [`Config::outbound_budget`], or over it with no write progress for
+/// [`Config::write_stall_timeout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SlowConsumerPolicy {
-    /// Close that connection with a reason (1008 "slow consumer") and count it. The default:
+    /// Close that connection with a reason (1008 "slow consumer: …") and count it. The default:
     /// the client reconnects and resynchronises, and nobody else waits for it.
     #[default]
     Close,
@@ -16,67 +18,126 @@ pub enum SlowConsumerPolicy {
 
 /// Limits and timings applied to every connection.
 ///
+/// Every field's default is stated with it. Everything a client can make the server hold
+/// is bounded in bytes, so the worst case of one hostile connection with the defaults is:
+///
+/// | what | bound (default) |
+/// |---|---|
+/// | request head kept with the connection ([`max_request_head`](Self::max_request_head)) | 16 KiB |
+/// | WebSocket read and write buffers ([`read_buffer_size`](Self::read_buffer_size), [`write_buffer_size`](Self::write_buffer_size)) | 4 + 8 KiB |
+/// | one message being reassembled ([`max_message_size`](Self::max_message_size)) | 64 KiB |
+/// | frames read but not handled yet, and frames sent before `M` ([`inbound_budget`](Self::inbound_budget)) | 64 KiB + one message |
+/// | outbound queue: replies to its own requests, frames sent to it alone ([`outbound_budget`](Self::outbound_budget)) | 256 KiB + one reply |
+/// | outbound queue: broadcast frames (shared by all recipients, counted at full length) | 4 × 256 KiB |
+/// | connection state (indexes, tasks, timers) | ≈ 9 KiB |
+///
+/// That is ≈ 0.5 MiB of memory of its own per connection (≈ 5 GiB for 10,000 hostile
+/// connections) plus, when broadcasts back up, pointers to frames that exist once for all
+/// recipients. A reply is as large as your handler makes it; replies wait for room in the
+/// queue, so at most one is held beyond the budget. A connection over a budget is closed
+/// with a close code and reason (see each field) and counted in
+/// [`StatsSnapshot::budget_closes`](crate::StatsSnapshot::budget_closes).
+///
 /// ```
 /// use std::time::Duration;
 /// let config = neffos::Config::default()
-///     .max_frame_size(64 * 1024)
+///     .max_message_size(64 * 1024)
 ///     .ping_interval(Some(Duration::from_secs(20)));
-/// assert_eq!(config.max_frame_size, 64 * 1024);
+/// assert_eq!(config.max_message_size, 64 * 1024);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// Largest accepted incoming frame, in bytes (larger closes with 1009).
+    /// Largest accepted incoming message, in bytes, after its frames are reassembled
+    /// (larger closes with 1009 "message too big"). Default 64 KiB.
+    pub max_message_size: usize,
+    /// Largest accepted single incoming WebSocket frame, in bytes (larger closes with 1009).
+    /// Default 64 KiB; at most [`max_message_size`](Self::max_message_size) is useful.
     pub max_frame_size: usize,
-    /// Largest wait/namespace/room/event field, in bytes.
+    /// Largest wait/namespace/room/event field, in bytes. Default 1 KiB.
     pub max_field_len: usize,
-    /// Encoded frames that may wait in one connection's outbound queue.
+    /// Bytes of frames that may wait in one connection's outbound queue (each frame
+    /// counts its length plus 64 bytes), broadcast frames included although they are
+    /// shared. Default 256 KiB.
+    ///
+    /// Replies to the connection's own requests wait while the queue is over it (reading
+    /// from that client pauses: TCP pushes back). A broadcast may take the queue up to four
+    /// times this budget while the client keeps reading (a server momentarily behind, a
+    /// burst), then applies [`slow_consumer`](Self::slow_consumer); so does a queue over
+    /// the budget whose writer made no progress for [`write_stall_timeout`](Self::write_stall_timeout).
+    /// Closes with 1008 "slow consumer: …".
+    pub outbound_budget: usize,
+    /// Frames that may wait in one connection's outbound queue, on top of
+    /// [`outbound_budget`](Self::outbound_budget). Default 16,384.
     pub outbound_queue: usize,
-    /// Policy when that queue is full.
+    /// A connection whose queue is over [`outbound_budget`](Self::outbound_budget) and whose
+    /// writer made no progress for this long is a stuck client: the
+    /// [`slow_consumer`](Self::slow_consumer) policy applies. Default 10 s.
+    pub write_stall_timeout: Duration,
+    /// Policy for a stuck client (see [`outbound_budget`](Self::outbound_budget)). Default
+    /// [`SlowConsumerPolicy::Close`].
     pub slow_consumer: SlowConsumerPolicy,
     /// Frames read ahead while a handler runs, before reading pauses (backpressure).
+    /// Default 64.
     pub inbound_queue: usize,
-    /// Namespaces one connection may have connected at once.
+    /// Bytes of frames read ahead while a handler runs before reading pauses (backpressure),
+    /// and of frames a client may send before its `M` acknowledgement request (past it:
+    /// close 1008 "too many bytes before the acknowledgement"). Default 64 KiB.
+    pub inbound_budget: usize,
+    /// Bytes of the upgrade request kept with the connection: URI plus headers, the ones
+    /// made from `X-Websocket-Header-*` query parameters included (each header counts its
+    /// name, value and 32 bytes). Larger: 431 before the upgrade. Default 16 KiB.
+    pub max_request_head: usize,
+    /// Namespaces one connection may have connected at once. Default 64.
     pub max_namespaces: usize,
-    /// Rooms one connection may have joined, per namespace.
+    /// Rooms one connection may have joined, per namespace. Default 1,024.
     pub max_rooms: usize,
-    /// Asks this side may have pending on one connection.
+    /// Asks this side may have pending on one connection. Default 128.
     pub max_pending_asks: usize,
-    /// Frames a client may send before its `M` acknowledgement request.
+    /// Frames a client may send before its `M` acknowledgement request. Default 32.
     pub max_early_frames: usize,
-    /// Time a new connection has to send its acknowledgement request.
+    /// Time a new connection has to send its acknowledgement request. Default 10 s.
     pub handshake_timeout: Duration,
-    /// Ping interval (`None`: no pings).
+    /// Ping interval (`None`: no pings). Default 25 s.
     pub ping_interval: Option<Duration>,
     /// Close a connection after this long without any incoming frame (pongs count).
+    /// Default 60 s.
     pub idle_timeout: Option<Duration>,
-    /// Default deadline of Asks that do not set one.
+    /// Default deadline of Asks that do not set one. Default 10 s.
     pub ask_timeout: Duration,
-    /// How long a close frame may take to write before the socket is dropped.
+    /// How long a close frame may take to write before the socket is dropped. Default 1 s.
     pub close_timeout: Duration,
     /// Size of the WebSocket read buffer (tungstenite's default is 128 KiB; ours is small,
-    /// since memory per idle connection matters).
+    /// since memory per idle connection matters). Default 4 KiB.
     pub read_buffer_size: usize,
-    /// Bytes buffered by the WebSocket writer before it writes to the socket.
+    /// Bytes buffered by the WebSocket writer before it writes to the socket. Default 8 KiB.
     pub write_buffer_size: usize,
     /// Open WebSocket connections accepted at once, handshakes included (`None`: no limit).
-    /// Past it, upgrades are answered 503.
+    /// Past it, upgrades are answered 503. Default `None`.
     pub max_connections: Option<usize>,
-    /// Open connections per remote IP address (`None`: no limit). Past it, 429.
+    /// Open connections per remote IP address (`None`: no limit). Past it, 429. Needs the
+    /// peer's address: [`serve`](crate::serve) supplies it; with `axum::serve`, use
+    /// `into_make_service_with_connect_info::<SocketAddr>()` (without it the limit cannot
+    /// apply, and the server warns once). Default `None`.
     pub max_connections_per_ip: Option<usize>,
     /// Frames one connection may send per second, with a burst of the same size
-    /// (`None`: no limit). Past it, the connection is closed with 1008.
+    /// (`None`: no limit). Past it, the connection is closed with 1008. Default `None`.
     pub max_messages_per_second: Option<u32>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_frame_size: 1 << 20,
+            max_message_size: 64 * 1024,
+            max_frame_size: 64 * 1024,
             max_field_len: 1024,
-            outbound_queue: 256,
+            outbound_budget: 256 * 1024,
+            outbound_queue: 16 * 1024,
+            write_stall_timeout: Duration::from_secs(10),
             slow_consumer: SlowConsumerPolicy::Close,
             inbound_queue: 64,
+            inbound_budget: 64 * 1024,
+            max_request_head: 16 * 1024,
             max_namespaces: 64,
             max_rooms: 1024,
             max_pending_asks: 128,
@@ -110,8 +171,18 @@ macro_rules! setters {
 }
 
 setters! {
+    /// Sets [`Config::max_message_size`].
+    max_message_size: usize,
     /// Sets [`Config::max_frame_size`].
     max_frame_size: usize,
+    /// Sets [`Config::outbound_budget`].
+    outbound_budget: usize,
+    /// Sets [`Config::write_stall_timeout`].
+    write_stall_timeout: Duration,
+    /// Sets [`Config::inbound_budget`].
+    inbound_budget: usize,
+    /// Sets [`Config::max_request_head`].
+    max_request_head: usize,
     /// Sets [`Config::max_field_len`].
     max_field_len: usize,
     /// Sets [`Config::outbound_queue`].

@@ -19,7 +19,6 @@
 //! # Example
 //!
 //! ```no_run
-//! use axum::serve::ListenerExt;
 //! use neffos::{Events, Namespaces, Reply, Server};
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -33,10 +32,9 @@
 //! )
 //! .build();
 //! let app = axum::Router::new().route("/echo", server.route());
-//! // Small real-time frames must not wait for Nagle's algorithm: set TCP_NODELAY.
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?
-//!     .tap_io(|tcp| { let _ = tcp.set_nodelay(true); });
-//! axum::serve(listener, app).await
+//! // neffos::serve: header-read and upgrade timeouts, TCP_NODELAY, the peer's address.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! neffos::serve(listener, app).await
 //! # }
 //! ```
 //!
@@ -44,7 +42,7 @@
 //!
 //! | Name | Description | Default |
 //! |---|---|---|
-//! | `axum` | [`Server::route`] and the [`axum::Upgrade`] extractor | yes |
+//! | `axum` | [`Server::route`], the [`axum::Upgrade`] extractor and [`serve`] | yes |
 //! | `client` | the Rust client, [`Client`] | no |
 //! | `testkit` | the exchange conformance suite and test helpers | no |
 
@@ -61,6 +59,8 @@ mod transport;
 pub mod axum;
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "axum")]
+mod serve;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -73,4 +73,6 @@ pub use exchange::{Exchange, ExchangeStats, Inbound, MemoryExchange, Topic};
 pub use handler::{Events, IntoOutcome, Namespaces, Outcome, Reply};
 pub use neffos_protocol as protocol;
 pub use neffos_protocol::{Message, WaitToken, events};
+#[cfg(feature = "axum")]
+pub use serve::{Serve, serve};
 pub use server::{Server, ServerBuilder, StatsSnapshot, Target};

@@ -10,7 +10,9 @@
 //! | `neffos_frames_in_total` / `neffos_bytes_in_total` | counter | frames and bytes read |
 //! | `neffos_frames_out_total` / `neffos_bytes_out_total` | counter | frames and bytes written |
 //! | `neffos_broadcast_recipients` | histogram | local recipients of one broadcast |
-//! | `neffos_slow_consumer_closes_total` | counter | connections closed because their queue was full |
+//! | `neffos_slow_consumer_closes_total` | counter | stuck clients closed (outbound queue over its budget) |
+//! | `neffos_budget_closes_total` | counter | connections closed or refused for going over a byte budget (outbound, before the handshake, request head) |
+//! | `neffos_unupgraded_refused_total` | counter | TCP connections dropped by [`serve`](crate::serve) at its cap of connections not upgraded yet |
 //! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
 //! | `neffos_late_replies_total` | counter | replies without a waiting Ask |
 //! | `neffos_envelopes_in_total` / `neffos_malformed_envelopes_total` | counter | envelopes from other instances |
@@ -32,6 +34,7 @@ pub(crate) struct Metrics {
     pub(crate) bytes_out: Counter,
     pub(crate) broadcast_recipients: Histogram,
     pub(crate) slow_consumer_closes: Counter,
+    pub(crate) budget_closes: Counter,
     pub(crate) invalid_frames: Counter,
     pub(crate) late_replies: Counter,
     pub(crate) envelopes_in: Counter,
@@ -53,6 +56,7 @@ impl Metrics {
             bytes_out: counter!("neffos_bytes_out_total"),
             broadcast_recipients: histogram!("neffos_broadcast_recipients"),
             slow_consumer_closes: counter!("neffos_slow_consumer_closes_total"),
+            budget_closes: counter!("neffos_budget_closes_total"),
             invalid_frames: counter!("neffos_invalid_frames_total"),
             late_replies: counter!("neffos_late_replies_total"),
             envelopes_in: counter!("neffos_envelopes_in_total"),

@@ -52,13 +52,47 @@ impl WsOut {
     }
 }
 
+/// What went wrong on the wire, as far as the close code depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// A frame or message over the size limits (close 1009).
+    TooBig,
+    /// A text message that is not UTF-8 (close 1007).
+    InvalidUtf8,
+    /// Anything else: I/O, protocol violations, a closed socket.
+    Other,
+}
+
 /// A transport failure, already logged by whoever saw it first.
 #[derive(Debug)]
-pub(crate) struct TransportError(pub(crate) String);
+pub(crate) struct TransportError {
+    pub(crate) cause: Cause,
+    pub(crate) message: String,
+}
+
+impl TransportError {
+    pub(crate) fn other(message: impl Into<String>) -> Self {
+        TransportError {
+            cause: Cause::Other,
+            message: message.into(),
+        }
+    }
+}
 
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
+    }
+}
+
+/// The cause of a tungstenite error (the WebSocket library of both axum and our client).
+#[cfg(any(feature = "axum", feature = "client"))]
+fn tungstenite_cause(e: &tungstenite::Error) -> Cause {
+    use tungstenite::error::{CapacityError, Error};
+    match e {
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => Cause::TooBig,
+        Error::Utf8(_) => Cause::InvalidUtf8,
+        _ => Cause::Other,
     }
 }
 
@@ -114,14 +148,25 @@ where
 #[cfg(feature = "axum")]
 impl From<axum::Error> for TransportError {
     fn from(e: axum::Error) -> Self {
-        TransportError(e.to_string())
+        let message = e.to_string();
+        // axum wraps tungstenite's error; its type carries the cause.
+        let inner = e.into_inner();
+        let cause = match inner.downcast_ref::<tungstenite::Error>() {
+            Some(e) => tungstenite_cause(e),
+            None if inner.downcast_ref::<std::str::Utf8Error>().is_some() => Cause::InvalidUtf8,
+            None => Cause::Other,
+        };
+        TransportError { cause, message }
     }
 }
 
-#[cfg(feature = "client")]
-impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
-    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
-        TransportError(e.to_string())
+#[cfg(any(feature = "axum", feature = "client"))]
+impl From<tungstenite::Error> for TransportError {
+    fn from(e: tungstenite::Error) -> Self {
+        TransportError {
+            cause: tungstenite_cause(&e),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -144,7 +189,7 @@ pub(crate) mod axum_ws {
             Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
             Ok(Message::Ping(_) | Message::Pong(_)) => Ok(WsIn::Control),
             Ok(Message::Close(_)) => Ok(WsIn::Close),
-            Err(e) => Err(TransportError(e.to_string())),
+            Err(e) => Err(TransportError::from(e)),
         });
         let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_axum(out)));
         (stream, sink)
@@ -155,7 +200,7 @@ pub(crate) mod axum_ws {
             WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
             WsOut::Frame(f) => Message::Text(
                 Utf8Bytes::try_from(f.bytes)
-                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
             ),
             WsOut::Text(text) => Message::Text(text),
             WsOut::Ping => Message::Ping(bytes::Bytes::new()),
@@ -193,7 +238,7 @@ pub(crate) mod tungstenite_ws {
             Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(WsIn::Control),
             Ok(Message::Close(_)) => Ok(WsIn::Close),
-            Err(e) => Err(TransportError(e.to_string())),
+            Err(e) => Err(TransportError::from(e)),
         });
         let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_tungstenite(out)));
         (stream, sink)
@@ -204,12 +249,12 @@ pub(crate) mod tungstenite_ws {
             WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
             WsOut::Frame(f) => Message::Text(
                 Utf8Bytes::try_from(f.bytes)
-                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
             ),
             #[cfg(feature = "axum")]
             WsOut::Text(text) => Message::Text(
                 Utf8Bytes::try_from(bytes::Bytes::from(text))
-                    .map_err(|_| TransportError("text frame is not UTF-8".into()))?,
+                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
             ),
             WsOut::Ping => Message::Ping(bytes::Bytes::new()),
             WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {

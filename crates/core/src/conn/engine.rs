@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{ConnInner, Role, close_code, system, writer};
 use crate::error::{Error, Result};
 use crate::handler::BoxFuture;
-use crate::transport::{TransportError, WsIn, WsOut};
+use crate::transport::{Cause, TransportError, WsIn, WsOut};
 
 /// A frame read but not yet handled.
 pub(crate) struct Incoming {
@@ -28,7 +28,7 @@ pub(crate) struct Incoming {
 
 fn decode_options(inner: &ConnInner) -> DecodeOptions {
     DecodeOptions::default()
-        .max_frame_size(inner.config.max_frame_size)
+        .max_frame_size(inner.config.max_message_size)
         .max_field_len(inner.config.max_field_len)
         .native(inner.native)
 }
@@ -110,6 +110,7 @@ where
     R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
 {
     let deadline = Instant::now() + inner.config.handshake_timeout;
+    let mut early_bytes = 0usize;
     loop {
         let item = tokio::select! {
             item = tokio::time::timeout_at(deadline, stream.next()) => match item {
@@ -135,6 +136,13 @@ where
             Ok(_) => {
                 if early.len() >= inner.config.max_early_frames {
                     return Err("too many frames before the acknowledgement".into());
+                }
+                early_bytes += bytes.len();
+                if early_bytes > inner.config.inbound_budget {
+                    if let Some(server) = &inner.server {
+                        server.stats.budget_close();
+                    }
+                    return Err("too many bytes before the acknowledgement".into());
                 }
                 early.push_back(Incoming { bytes, binary });
             }
@@ -173,7 +181,7 @@ where
             Some(Ok(WsIn::Close)) | None => {
                 return Err(Error::Handshake("closed by the server".into()));
             }
-            Some(Err(e)) => return Err(Error::Transport(e.0)),
+            Some(Err(e)) => return Err(Error::Transport(e.message)),
         };
         return match handshake::decode_server_ack(bytes) {
             Ok(ServerAck::Accepted(id)) => Ok(id.to_string()),
@@ -225,10 +233,11 @@ where
     let opts = decode_options(inner);
     // Messages read while a handler runs; empty (and unallocated) in the common case where
     // each message is handled before the next arrives.
-    let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut pending = Pending::default();
     for frame in early {
+        let size = frame.bytes.len();
         match accept_frame(inner, &opts, frame) {
-            Accepted::Dispatch(msg) => pending.push_back(msg),
+            Accepted::Dispatch(msg) => pending.push(msg, size),
             Accepted::Consumed => {}
             Accepted::Close => break,
         }
@@ -247,14 +256,13 @@ where
     let mut current: Option<BoxFuture<()>> = None;
     loop {
         if current.is_none()
-            && let Some(msg) = pending.pop_front()
+            && let Some(msg) = pending.pop()
         {
             current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
-            if pending.is_empty() && pending.capacity() > 8 {
-                pending = VecDeque::new();
-            }
         }
-        let can_read = pending.len() < inner.config.inbound_queue;
+        // Within both inbound limits, or reading pauses and TCP pushes back on the client.
+        let can_read = pending.messages.len() < inner.config.inbound_queue
+            && pending.bytes < inner.config.inbound_budget;
         tokio::select! {
             biased;
             () = &mut cancelled => break,
@@ -278,20 +286,16 @@ where
                     Some(Ok(WsIn::Close)) | None => { inner.close(close_code::NORMAL, ""); break }
                     Some(Err(e)) => {
                         tracing::debug!(id = %inner.id, error = %e, "read failed");
-                        let too_big = e.0.contains("too long") || e.0.contains("too big");
-                        if too_big {
-                            inner.close(close_code::TOO_BIG, "frame too large");
-                        } else {
-                            inner.close(close_code::POLICY, "read error");
-                        }
+                        close_after_read_error(inner, &e);
                         break;
                     }
                 };
+                let size = incoming.bytes.len();
                 match accept_frame(inner, &opts, incoming) {
-                    Accepted::Dispatch(msg) if current.is_none() && pending.is_empty() => {
+                    Accepted::Dispatch(msg) if current.is_none() && pending.messages.is_empty() => {
                         current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
                     }
-                    Accepted::Dispatch(msg) => pending.push_back(msg),
+                    Accepted::Dispatch(msg) => pending.push(msg, size),
                     Accepted::Consumed => {}
                     Accepted::Close => break,
                 }
@@ -324,6 +328,42 @@ where
     inner.finished.cancel();
 }
 
+/// The close code and reason for a failed read: RFC 6455's 1009 for a frame or message
+/// over the limits, 1007 for a text message that is not UTF-8, else 1008.
+fn close_after_read_error(inner: &ConnInner, e: &TransportError) {
+    match e.cause {
+        Cause::TooBig => inner.close(close_code::TOO_BIG, "message too big"),
+        Cause::InvalidUtf8 => {
+            inner.close(close_code::INVALID_DATA, "invalid UTF-8 in a text frame")
+        }
+        Cause::Other => inner.close(close_code::POLICY, "read error"),
+    }
+}
+
+/// Messages read while a handler runs, and their size on the wire.
+#[derive(Default)]
+struct Pending {
+    messages: VecDeque<(Message, usize)>,
+    /// Bytes of the frames behind `messages` (bounded by [`Config::inbound_budget`](crate::Config::inbound_budget)).
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, msg: Message, size: usize) {
+        self.bytes += size;
+        self.messages.push_back((msg, size));
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let (msg, size) = self.messages.pop_front()?;
+        self.bytes -= size;
+        if self.messages.is_empty() && self.messages.capacity() > 8 {
+            self.messages = VecDeque::new();
+        }
+        Some(msg)
+    }
+}
+
 /// What became of one frame.
 enum Accepted {
     /// A message for the handlers.
@@ -347,7 +387,7 @@ fn accept_frame(inner: &Arc<ConnInner>, opts: &DecodeOptions, frame: Incoming) -
             }
         },
         Err(DecodeError::FrameTooLarge { .. }) => {
-            inner.close(close_code::TOO_BIG, "frame too large");
+            inner.close(close_code::TOO_BIG, "message too big");
             Accepted::Close
         }
         // As neffos does, an invalid frame is dropped and the connection stays open.

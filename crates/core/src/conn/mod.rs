@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 pub(crate) use ask::PendingAsks;
 pub(crate) use latch::Latch;
-pub(crate) use queue::{OutQueue, PushError};
+pub(crate) use queue::{Limits, OutQueue, PushError};
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::{Error, Result};
@@ -41,6 +41,8 @@ pub(crate) enum Role {
 pub(crate) mod close_code {
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const GOING_AWAY: u16 = 1001;
+    /// RFC 6455: data inconsistent with the message type (a text frame that is not UTF-8).
+    pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const POLICY: u16 = 1008;
     pub(crate) const TOO_BIG: u16 = 1009;
 }
@@ -109,7 +111,11 @@ impl ConnInner {
             key: new.key,
             id: new.id,
             role: new.role,
-            queue: OutQueue::new(new.config.outbound_queue),
+            queue: OutQueue::new(Limits {
+                frames: new.config.outbound_queue,
+                budget: new.config.outbound_budget,
+                stall: new.config.write_stall_timeout,
+            }),
             cancel: Latch::new(),
             close_reason: Mutex::new(None),
             acknowledged: AtomicBool::new(false),
@@ -147,7 +153,7 @@ impl ConnInner {
         self.close_reason.lock().clone()
     }
 
-    /// Queues an encoded frame without waiting; a full queue applies the slow-consumer policy.
+    /// Queues an encoded frame without waiting; a stuck client gets the slow-consumer policy.
     pub(crate) fn enqueue(&self, out: WsOut) -> Result<()> {
         if self.is_closed() {
             return Err(Error::ConnectionClosed);
@@ -155,23 +161,32 @@ impl ConnInner {
         match self.queue.try_push(out) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(Error::ConnectionClosed),
-            Err(PushError::Full) => match self.config.slow_consumer {
-                SlowConsumerPolicy::Close => {
-                    tracing::warn!(id = %self.id, "outbound queue full: closing slow consumer");
-                    if let Some(server) = &self.server {
-                        server.stats.slow_consumer_close();
-                    }
-                    self.close(close_code::POLICY, "slow consumer: outbound queue full");
-                    Err(Error::ConnectionClosed)
-                }
+            Err(stuck) => match self.config.slow_consumer {
                 SlowConsumerPolicy::DropMessage => {
                     self.dropped_frames.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
-                #[allow(unreachable_patterns)]
-                _ => Err(Error::ConnectionClosed),
+                _ => {
+                    self.close_stuck(stuck);
+                    Err(Error::ConnectionClosed)
+                }
             },
         }
+    }
+
+    /// Closes a client that does not read what it is sent (1008 "slow consumer: …").
+    fn close_stuck(&self, why: PushError) {
+        let reason = match why {
+            PushError::Stalled => "slow consumer: no write progress",
+            _ => "slow consumer: outbound budget exceeded",
+        };
+        tracing::warn!(id = %self.id, reason, "closing a stuck client");
+        if !self.is_closed()
+            && let Some(server) = &self.server
+        {
+            server.stats.slow_consumer_close();
+        }
+        self.close(close_code::POLICY, reason);
     }
 
     /// Whether `namespace` is connected and, if `room` is not empty, `room` joined.
@@ -189,19 +204,29 @@ impl ConnInner {
         self.enqueue(WsOut::Frame(frame))
     }
 
-    /// Like [`Self::write`], but waits for room in the queue instead of applying the
-    /// slow-consumer policy: for answers to the peer's own requests, where waiting only
-    /// slows down that peer (its reader pauses, TCP pushes back).
+    /// Like [`Self::write`], but waits while the queue is over its byte budget instead of
+    /// applying the slow-consumer policy: for answers to the peer's own requests, where
+    /// waiting only slows down that peer (its reader pauses, TCP pushes back).
     pub(crate) async fn write_async(&self, msg: &Message) -> Result<()> {
         let frame = self.filter_and_encode(msg)?;
         self.send_frame(frame).await
     }
 
-    /// Queues `frame`, waiting for room; fails once the connection closes.
+    /// Queues `frame` once the queue is within its byte budget; fails once the connection
+    /// closes. A queue that stays over the budget without write progress closes the
+    /// connection as a stuck client.
     pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
-        tokio::select! {
-            sent = self.queue.push(WsOut::Frame(frame)) => sent.map_err(|_| Error::ConnectionClosed),
-            () = self.cancel.cancelled() => Err(Error::ConnectionClosed),
+        let sent = tokio::select! {
+            sent = self.queue.push(WsOut::Frame(frame)) => sent,
+            () = self.cancel.cancelled() => Err(PushError::Closed),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(Error::ConnectionClosed),
+            Err(stuck) => {
+                self.close_stuck(stuck);
+                Err(Error::ConnectionClosed)
+            }
         }
     }
 
@@ -455,15 +480,28 @@ impl NsConn {
     }
 
     /// Broadcasts `msg` to every connection of this namespace (its namespace is set to this
-    /// one), this connection included, on every instance. Server side only.
+    /// one), this connection included, on every instance; when `msg.room` is set, to the
+    /// members of that room only (as Go neffos's `Server.Broadcast` does). Server side only.
     pub fn broadcast(&self, msg: Message) -> Result<()> {
-        self.server()?.broadcast(Target::namespace(&self.ns), msg)
+        self.server()?.broadcast(self.target_of(&msg), msg)
     }
 
-    /// Broadcasts `msg` to every other connection of this namespace, on every instance.
+    /// Broadcasts `msg` to every other connection of this namespace, on every instance;
+    /// when `msg.room` is set, to the other members of that room only (the port of Go
+    /// neffos's `Server.Broadcast(c, msg)` keeps its meaning). To reach the whole namespace
+    /// from a room message, clear `msg.room` first.
     pub fn broadcast_others(&self, msg: Message) -> Result<()> {
         self.server()?
-            .broadcast(Target::namespace(&self.ns).except(&self.conn), msg)
+            .broadcast(self.target_of(&msg).except(&self.conn), msg)
+    }
+
+    /// This namespace, narrowed to `msg.room` when it names one.
+    fn target_of(&self, msg: &Message) -> Target {
+        if msg.room.is_empty() {
+            Target::namespace(&self.ns)
+        } else {
+            Target::room(&self.ns, &msg.room)
+        }
     }
 
     fn server(&self) -> Result<Server> {

@@ -9,89 +9,159 @@
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::transport::WsOut;
 
 /// A queue that grew past this during a burst gives its memory back once drained.
 const SHRINK_ABOVE: usize = 64;
 
+/// What one queued frame costs besides its payload (the slot, the shared frame's header).
+pub(crate) const FRAME_OVERHEAD: usize = 64;
+
+/// How far over its budget a queue may grow with broadcasts while its writer makes
+/// progress: a server momentarily behind for everyone is not a stuck client.
+const BURST_FACTOR: usize = 4;
+
 /// Why a frame was not queued.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The queue holds its capacity.
+    /// The queue is far over its budget (or holds its frame capacity).
     Full,
+    /// The queue is over its budget and its writer made no progress for the stall timeout.
+    Stalled,
     /// The writer is gone.
     Closed,
+}
+
+/// The limits of one queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Frames at most.
+    pub(crate) frames: usize,
+    /// Bytes (payload + [`FRAME_OVERHEAD`] each) before replies wait and the stall clock runs.
+    pub(crate) budget: usize,
+    /// Over the budget without progress for this long: stuck.
+    pub(crate) stall: Duration,
 }
 
 #[derive(Default)]
 struct State {
     items: VecDeque<WsOut>,
+    /// Cost of the queued frames.
+    bytes: usize,
     closed: bool,
     /// A producer waits in [`OutQueue::push`] for room.
     room_wanted: bool,
+    /// While over the budget: when it went over or the writer last took a frame.
+    progress: Option<Instant>,
+}
+
+impl State {
+    fn stalled(&self, stall: Duration, now: Instant) -> bool {
+        self.progress
+            .is_some_and(|at| now.saturating_duration_since(at) >= stall)
+    }
 }
 
 pub(crate) struct OutQueue {
     state: Mutex<State>,
-    capacity: usize,
+    limits: Limits,
     /// The writer, when it found the queue empty.
     writer: AtomicWaker,
     /// Producers waiting for room.
     room: Notify,
 }
 
+/// Bytes a frame costs in the budget.
+fn cost(item: &WsOut) -> usize {
+    item.data_len().unwrap_or(0) + FRAME_OVERHEAD
+}
+
 impl OutQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         OutQueue {
             state: Mutex::new(State::default()),
-            capacity: capacity.max(1),
+            limits: Limits {
+                frames: limits.frames.max(1),
+                ..limits
+            },
             writer: AtomicWaker::new(),
             room: Notify::new(),
         }
     }
 
-    /// Queues `item` if there is room.
+    /// Queues `item` unless the queue is far over its budget, or over it and stuck.
     pub(crate) fn try_push(&self, item: WsOut) -> Result<(), PushError> {
+        let cost = cost(&item);
         {
             let mut state = self.state.lock();
             if state.closed {
                 return Err(PushError::Closed);
             }
-            if state.items.len() >= self.capacity {
+            let bytes = state.bytes + cost;
+            if state.items.len() >= self.limits.frames
+                || (bytes > self.limits.budget.saturating_mul(BURST_FACTOR)
+                    && !state.items.is_empty())
+            {
                 return Err(PushError::Full);
             }
+            if bytes > self.limits.budget {
+                // The clock is read only on this (rare) path.
+                let now = Instant::now();
+                if state.stalled(self.limits.stall, now) {
+                    return Err(PushError::Stalled);
+                }
+                state.progress.get_or_insert(now);
+            }
+            state.bytes = bytes;
             state.items.push_back(item);
         }
         self.writer.wake();
         Ok(())
     }
 
-    /// Queues `item`, waiting for room; fails once the queue is closed.
+    /// Queues `item` once the queue is within its budget (it may then go over by this one
+    /// frame); fails once the queue is closed, or when it stays over the budget without
+    /// write progress for the stall timeout.
     pub(crate) async fn push(&self, item: WsOut) -> Result<(), PushError> {
+        let cost = cost(&item);
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
             // Registered before looking, so a writer making room after our look wakes us.
             notified.as_mut().enable();
-            {
+            let stuck_at = {
                 let mut state = self.state.lock();
                 if state.closed {
                     return Err(PushError::Closed);
                 }
-                if state.items.len() < self.capacity {
+                if state.bytes <= self.limits.budget && state.items.len() < self.limits.frames {
+                    state.bytes += cost;
+                    if state.bytes > self.limits.budget {
+                        state.progress.get_or_insert_with(Instant::now);
+                    }
                     state.items.push_back(item);
                     drop(state);
                     self.writer.wake();
                     return Ok(());
                 }
+                let now = Instant::now();
+                if state.stalled(self.limits.stall, now) {
+                    return Err(PushError::Stalled);
+                }
                 state.room_wanted = true;
+                state.progress.unwrap_or(now) + self.limits.stall
+            };
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(stuck_at) => {}
             }
-            notified.await;
         }
     }
 
@@ -122,6 +192,10 @@ impl OutQueue {
 
     fn pop_locked(&self, state: &mut State) -> Option<WsOut> {
         let item = state.items.pop_front()?;
+        state.bytes -= cost(&item);
+        if state.progress.is_some() {
+            state.progress = (state.bytes > self.limits.budget).then(Instant::now);
+        }
         if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
             state.items = VecDeque::new();
         }
@@ -143,6 +217,12 @@ impl OutQueue {
     pub(crate) fn len(&self) -> usize {
         self.state.lock().items.len()
     }
+
+    /// Bytes queued now (payload and overhead).
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +232,24 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// Limits of `n` frames and no byte budget to speak of.
+    fn frames(n: usize) -> Limits {
+        Limits {
+            frames: n,
+            budget: usize::MAX / BURST_FACTOR,
+            stall: Duration::from_secs(3600),
+        }
+    }
+
+    /// A byte budget of `n` one-byte frames, no frame limit.
+    fn budget(n: usize, stall: Duration) -> Limits {
+        Limits {
+            frames: usize::MAX,
+            budget: n * (1 + FRAME_OVERHEAD),
+            stall,
+        }
+    }
 
     fn frame(n: u8) -> WsOut {
         WsOut::Frame(neffos_protocol::Frame::text(bytes::Bytes::from(vec![
@@ -168,7 +266,7 @@ mod tests {
 
     #[test]
     fn bounded_fifo() {
-        let q = OutQueue::new(2);
+        let q = OutQueue::new(frames(2));
         q.try_push(frame(0)).unwrap();
         q.try_push(frame(1)).unwrap();
         assert!(matches!(q.try_push(frame(2)), Err(PushError::Full)));
@@ -181,7 +279,7 @@ mod tests {
 
     #[test]
     fn closed_refuses_but_drains() {
-        let q = OutQueue::new(4);
+        let q = OutQueue::new(frames(4));
         q.try_push(frame(0)).unwrap();
         q.close();
         assert!(matches!(q.try_push(frame(1)), Err(PushError::Closed)));
@@ -194,7 +292,7 @@ mod tests {
         Arc<OutQueue>,
         tokio::task::JoinHandle<Result<(), PushError>>,
     ) {
-        let q = Arc::new(OutQueue::new(1));
+        let q = Arc::new(OutQueue::new(frames(1)));
         q.try_push(frame(0)).unwrap();
         let producer = tokio::spawn({
             let q = q.clone();
@@ -226,7 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn writer_wakes_on_push() {
-        let q = Arc::new(OutQueue::new(8));
+        let q = Arc::new(OutQueue::new(frames(8)));
         let writer = tokio::spawn({
             let q = q.clone();
             async move { q.pop().await.map(byte) }
@@ -238,11 +336,64 @@ mod tests {
 
     #[test]
     fn burst_memory_is_returned() {
-        let q = OutQueue::new(1000);
+        let q = OutQueue::new(frames(1000));
         for _ in 0..500 {
             q.try_push(frame(0)).unwrap();
         }
         while q.try_pop().is_some() {}
         assert_eq!(q.state.lock().items.capacity(), 0);
+    }
+
+    #[test]
+    fn bytes_are_counted_and_released() {
+        let q = OutQueue::new(frames(8));
+        q.try_push(frame(0)).unwrap();
+        q.try_push(frame(1)).unwrap();
+        assert_eq!(q.bytes(), 2 * (1 + FRAME_OVERHEAD));
+        q.try_pop().unwrap();
+        assert_eq!(q.bytes(), 1 + FRAME_OVERHEAD);
+    }
+
+    #[test]
+    fn broadcasts_may_burst_to_four_budgets_then_full() {
+        let q = OutQueue::new(budget(2, Duration::from_secs(3600)));
+        for _ in 0..2 * BURST_FACTOR {
+            q.try_push(frame(0)).unwrap();
+        }
+        assert_eq!(q.try_push(frame(0)), Err(PushError::Full));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_budget_without_progress_is_stalled() {
+        let stall = Duration::from_secs(5);
+        let q = OutQueue::new(budget(2, stall));
+        for _ in 0..3 {
+            q.try_push(frame(0)).unwrap();
+        }
+        tokio::time::advance(stall).await;
+        assert_eq!(q.try_push(frame(0)), Err(PushError::Stalled));
+        // A frame taken by the writer is progress.
+        q.try_pop().unwrap();
+        q.try_pop().unwrap();
+        q.try_push(frame(0)).unwrap();
+        q.try_push(frame(0)).unwrap();
+        assert_eq!(q.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_waits_for_the_budget_and_fails_when_stuck() {
+        let stall = Duration::from_secs(5);
+        let q = Arc::new(OutQueue::new(budget(2, stall)));
+        for _ in 0..3 {
+            q.try_push(frame(0)).unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(q.push(frame(1)).await, Err(PushError::Stalled));
+        assert_eq!(started.elapsed(), stall);
+        // Within the budget again, a reply is queued at once.
+        for _ in 0..3 {
+            q.try_pop().unwrap();
+        }
+        q.push(frame(1)).await.unwrap();
     }
 }

@@ -36,6 +36,7 @@ type IdGenerator = Arc<dyn Fn(&http::request::Parts) -> String + Send + Sync>;
 pub(crate) struct Stats {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) budget_closes: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) malformed_envelopes: AtomicU64,
@@ -48,6 +49,7 @@ impl Stats {
         Stats {
             metrics: crate::metrics::Metrics::register(),
             slow_consumer_closes: AtomicU64::new(0),
+            budget_closes: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
             invalid_frames: AtomicU64::new(0),
             malformed_envelopes: AtomicU64::new(0),
@@ -56,9 +58,17 @@ impl Stats {
         }
     }
 
+    /// A stuck client closed (its outbound budget): counted as both.
     pub(crate) fn slow_consumer_close(&self) {
         self.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
         self.metrics.slow_consumer_closes.increment(1);
+        self.budget_close();
+    }
+
+    /// A connection closed or refused for going over one of its byte budgets.
+    pub(crate) fn budget_close(&self) {
+        self.budget_closes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.budget_closes.increment(1);
     }
 
     pub(crate) fn late_reply(&self) {
@@ -96,8 +106,12 @@ pub struct StatsSnapshot {
     pub rooms: usize,
     /// Connections ever accepted.
     pub accepted: u64,
-    /// Connections closed because their outbound queue was full.
+    /// Stuck clients closed: outbound queue far over its budget, or over it without write
+    /// progress ([`Config::outbound_budget`]).
     pub slow_consumer_closes: u64,
+    /// Connections closed or refused for going over a byte budget (outbound queue, frames
+    /// before the handshake, request head); see [`Config`].
+    pub budget_closes: u64,
     /// Replies that arrived after their Ask gave up (or for no Ask): dropped.
     pub late_replies: u64,
     /// Frames that were not neffos messages: dropped.
@@ -203,6 +217,7 @@ pub(crate) struct ServerShared {
     shutting_down: AtomicBool,
     changed: Notify,
     admitted: Mutex<Admitted>,
+    warned_no_peer_address: AtomicBool,
 }
 
 /// Sockets admitted and not yet gone, in total and per remote IP.
@@ -372,6 +387,7 @@ impl ServerBuilder {
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
             admitted: Mutex::new(Admitted::default()),
+            warned_no_peer_address: AtomicBool::new(false),
         });
         if !shared.exchanges.is_empty() {
             let (tx, rx) = Inbound::channel(shared.config.outbound_queue.max(4096));
@@ -451,6 +467,7 @@ impl Server {
             rooms,
             accepted: s.accepted.load(Ordering::Relaxed),
             slow_consumer_closes: s.slow_consumer_closes.load(Ordering::Relaxed),
+            budget_closes: s.budget_closes.load(Ordering::Relaxed),
             late_replies: s.late_replies.load(Ordering::Relaxed),
             invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
             malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
@@ -611,6 +628,18 @@ impl Server {
             shared: self.0.clone(),
             ip,
         })
+    }
+
+    /// Says once per server that [`Config::max_connections_per_ip`] cannot apply: the
+    /// transport did not tell the peer's address.
+    pub(crate) fn warn_no_peer_address(&self) {
+        if !self.0.warned_no_peer_address.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "max_connections_per_ip is set but the peer address is unknown, so it does not \
+                 apply: serve with neffos::serve, or axum::serve with \
+                 into_make_service_with_connect_info::<SocketAddr>()"
+            );
+        }
     }
 
     /// True once [`Server::shutdown`] was called.

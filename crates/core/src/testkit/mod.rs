@@ -44,16 +44,9 @@ pub async fn serve(server: Server) -> std::io::Result<TestServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().route("/echo", server.route());
-    // Small frames must not wait for Nagle's algorithm (40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // The documented way to serve: timeouts, TCP_NODELAY and the peer's address.
     let task = tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
+        let _ = crate::serve(listener, app).await;
     });
     Ok(TestServer { server, addr, task })
 }
