@@ -132,8 +132,10 @@ impl Upgrade {
         let config = server.config();
         if request_head_size(&parts) > config.max_request_head {
             server.0.stats.budget_close();
+            // The connection goes too: its client is hostile or broken.
             return (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                [(http::header::CONNECTION, "close")],
                 "request head over the budget (URI, headers and X-Websocket-Header-* parameters)",
             )
                 .into_response();

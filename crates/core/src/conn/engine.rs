@@ -127,8 +127,11 @@ where
             Some(Ok(WsIn::Text(b))) => (b, false),
             Some(Ok(WsIn::Binary(b))) => (b, true),
             Some(Ok(WsIn::Control)) => continue,
-            Some(Ok(WsIn::Close)) | None | Some(Err(_)) => {
-                return Err("closed during handshake".into());
+            Some(Ok(WsIn::Close)) | None => return Err("closed during handshake".into()),
+            Some(Err(e)) => {
+                // Sets the close code (1009, 1007) before the caller's generic one.
+                close_after_read_error(inner, &e);
+                return Err(e.message);
             }
         };
         match handshake::classify_client_frame(&bytes) {
