@@ -190,3 +190,31 @@ async fn nats_resumes_soon_after_a_restart() {
     let stats = b.server.exchanges()[0].stats();
     assert!(stats.reconnects.load(Ordering::Relaxed) >= RUNS as u64);
 }
+
+/// The whole 3-node NATS cluster killed and restarted; A seeded on node 0, B on node 1,
+/// each with the full URL list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cluster_resumes_soon_after_a_restart() {
+    use neffos::testkit::broker_cluster::NatsCluster;
+    let cluster = Arc::new(NatsCluster::start());
+    let a = instance(Arc::new(
+        NatsExchange::connect(&cluster.urls_from(0)).await.unwrap(),
+    ))
+    .await;
+    let b = instance(Arc::new(
+        NatsExchange::connect(&cluster.urls_from(1)).await.unwrap(),
+    ))
+    .await;
+    let (k, r) = (cluster.clone(), cluster.clone());
+    let samples = measure(
+        &a,
+        &b,
+        move || (0..k.len()).for_each(|i| k.node(i).kill()),
+        move || {
+            (0..r.len()).for_each(|i| r.node(i).restart());
+            r.wait_routes();
+        },
+    )
+    .await;
+    report("nats cluster", &samples);
+}

@@ -1,0 +1,255 @@
+//! A 3-node NATS cluster (routes, started by the test harness): instances connect to
+//! different seed nodes, each with the full URL list. The exchange conformance suite runs
+//! unchanged on it; `kill -9` of the node an instance is connected to (publisher side, then
+//! subscriber side) and a node restart happen while a broadcast flows every 5 ms: delivery
+//! and `Server::ask` resume, per-sender order holds, nothing arrives twice, and the gap and
+//! the time to resume are measured and printed.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use neffos::testkit::broker_cluster::NatsCluster;
+use neffos::testkit::{TestServer, eventually};
+use neffos::{Exchange, Message, Target};
+use neffos_nats::{ConnectOptions, NatsExchange};
+use support::{MakeFuture, Recorder, WAIT, instance, settle};
+
+/// An exchange connected to the cluster with node `seed` tried first (the full list,
+/// in order, for reconnections).
+async fn exchange(cluster: &NatsCluster, seed: usize, prefix: &str) -> Arc<NatsExchange> {
+    Arc::new(
+        NatsExchange::builder(cluster.urls_from(seed))
+            .prefix(prefix)
+            .options(ConnectOptions::new().name("neffos").retain_servers_order())
+            .connect()
+            .await
+            .expect("connect to the test cluster"),
+    )
+}
+
+/// An exchange that keeps the test's cluster running as long as a server holds it.
+#[derive(Debug)]
+struct Held {
+    exchange: Arc<NatsExchange>,
+    _cluster: Arc<NatsCluster>,
+}
+
+impl Exchange for Held {
+    fn start(&self, instance: uuid::Uuid, inbound: neffos::Inbound) {
+        self.exchange.start(instance, inbound);
+    }
+    fn publish(&self, topic: neffos::Topic, payload: bytes::Bytes) {
+        self.exchange.publish(topic, payload);
+    }
+    fn subscribe(&self, topic: neffos::Topic) {
+        self.exchange.subscribe(topic);
+    }
+    fn unsubscribe(&self, topic: neffos::Topic) {
+        self.exchange.unsubscribe(topic);
+    }
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        self.exchange.flush()
+    }
+    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        self.exchange.close()
+    }
+    fn stats(&self) -> &neffos::ExchangeStats {
+        self.exchange.stats()
+    }
+}
+
+/// A fresh cluster for this test and a factory of exchanges on it, the n-th seeded with
+/// node `n mod 3`.
+fn nats_cluster() -> impl Fn() -> MakeFuture {
+    let cluster = Arc::new(NatsCluster::start());
+    let next = Arc::new(AtomicUsize::new(0));
+    move || {
+        let cluster = cluster.clone();
+        let seed = next.fetch_add(1, Ordering::Relaxed) % cluster.len();
+        Box::pin(async move {
+            let exchange = exchange(&cluster, seed, "conformance").await;
+            Arc::new(Held {
+                exchange,
+                _cluster: cluster,
+            }) as Arc<dyn Exchange>
+        })
+    }
+}
+
+neffos::conformance_tests!(nats_cluster());
+
+/// What one outage did to a stream: messages published while the path was broken, and
+/// how long from the kill to the first delivery after it.
+#[derive(Debug)]
+struct Outage {
+    missing: u64,
+    resumed_after: Duration,
+}
+
+/// Receives `seq` broadcasts on `rx`, asserting they only grow (per-sender order, no
+/// duplicate), until `at_least` is seen; returns the messages missing and when delivery
+/// resumed: the arrival of the first message after a gap (or, without a gap, the first
+/// arrival), counted from `since`.
+struct Stream {
+    last: Option<u64>,
+    missing: u64,
+}
+
+impl Stream {
+    async fn until(&mut self, rx: &mut Recorder, at_least: u64, since: Instant) -> Outage {
+        let missing_before = self.missing;
+        let mut resumed = None;
+        let mut first_gap = true;
+        loop {
+            let msg = rx.next().await;
+            let n: u64 = std::str::from_utf8(&msg.body).unwrap().parse().unwrap();
+            let now = Instant::now();
+            if let Some(last) = self.last {
+                assert!(n > last, "{n} after {last}: duplicate or reordered");
+                if n > last + 1 {
+                    self.missing += n - last - 1;
+                    // Delivery resumes after the (first) gap.
+                    if first_gap {
+                        resumed = Some(now);
+                        first_gap = false;
+                    }
+                }
+            }
+            self.last = Some(n);
+            if resumed.is_none() && now >= since {
+                resumed = Some(now);
+            }
+            if n >= at_least {
+                break;
+            }
+        }
+        Outage {
+            missing: self.missing - missing_before,
+            resumed_after: resumed.unwrap_or(since).duration_since(since),
+        }
+    }
+}
+
+/// Streams from instance A (seeded on node 0) to instance B (seeded on node 1); kills the
+/// node each is connected to in turn, then restarts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_instances_node_moves_it_to_another() {
+    neffos::testkit::watch_panics();
+    let cluster = NatsCluster::start();
+    let xa = exchange(&cluster, 0, "kill").await;
+    let xb = exchange(&cluster, 1, "kill").await;
+    let a: TestServer = instance(&["chat"], xa.clone()).await;
+    let b: TestServer = instance(&["chat"], xb.clone()).await;
+    assert_eq!(cluster.connections(0), 1, "A is on node 0");
+    assert_eq!(cluster.connections(1), 1, "B is on node 1");
+    let mut ra = Recorder::connect(&a.url(), "chat", "alice").await;
+    let mut rb = Recorder::connect(&b.url(), "chat", "bob").await;
+    settle(&[&a, &b]).await;
+    let sender = {
+        let server = a.server.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for n in 0u64.. {
+                tick.tick().await;
+                let _ = server.broadcast(
+                    Target::namespace("chat").except_id("alice"),
+                    Message::new("", "seq", n.to_string()),
+                );
+            }
+        })
+    };
+    let mut stream = Stream {
+        last: None,
+        missing: 0,
+    };
+    let now = Instant::now();
+    stream.until(&mut rb, 50, now).await;
+
+    // Publisher side: the node A is connected to dies.
+    let killed = Instant::now();
+    cluster.node(0).kill();
+    let publisher = stream
+        .until(&mut rb, stream.last.unwrap() + 100, killed)
+        .await;
+    assert_eq!(cluster.connections(1) + cluster.connections(2), 2);
+    // Server::ask across instances works again, both ways.
+    let reply = b
+        .server
+        .ask("chat", "alice", Message::new("", "question", "q1"), WAIT)
+        .await
+        .expect("B asks alice on A");
+    assert_eq!(&reply.body[..], b"answer:alice:q1");
+    let reply = a
+        .server
+        .ask("chat", "bob", Message::new("", "question", "q2"), WAIT)
+        .await
+        .expect("A asks bob on B");
+    assert_eq!(&reply.body[..], b"answer:bob:q2");
+
+    // Subscriber side: the node B is connected to dies.
+    let killed = Instant::now();
+    cluster.node(1).kill();
+    let subscriber = stream
+        .until(&mut rb, stream.last.unwrap() + 100, killed)
+        .await;
+    assert_eq!(cluster.connections(2), 2, "both instances on the last node");
+
+    // Restarts: the nodes rejoin, nothing is lost or duplicated meanwhile.
+    let restarted = Instant::now();
+    cluster.node(0).restart();
+    cluster.node(1).restart();
+    cluster.wait_routes();
+    let restart = stream
+        .until(&mut rb, stream.last.unwrap() + 100, restarted)
+        .await;
+    let reply = b
+        .server
+        .ask("chat", "alice", Message::new("", "question", "q3"), WAIT)
+        .await
+        .expect("B asks alice after the restarts");
+    assert_eq!(&reply.body[..], b"answer:alice:q3");
+
+    // Restart of the node both instances are on now: both move to the other two.
+    let restarted = Instant::now();
+    cluster.node(2).restart();
+    let both = stream
+        .until(&mut rb, stream.last.unwrap() + 100, restarted)
+        .await;
+    cluster.wait_routes();
+    let reply = a
+        .server
+        .ask("chat", "bob", Message::new("", "question", "q4"), WAIT)
+        .await
+        .expect("A asks bob after its node restarted");
+    assert_eq!(&reply.body[..], b"answer:bob:q4");
+    sender.abort();
+    println!(
+        "NATS cluster, kill -9 of the publisher's node: {} messages lost, delivery resumed {:?} after the kill; \
+         of the subscriber's node: {} lost, resumed {:?} after; restarts of idle nodes: {} lost; \
+         restart of both instances' node: {} lost, resumed {:?} after the restart began",
+        publisher.missing,
+        publisher.resumed_after,
+        subscriber.missing,
+        subscriber.resumed_after,
+        restart.missing,
+        both.missing,
+        both.resumed_after,
+    );
+    assert_eq!(restart.missing, 0, "restarting idle nodes loses nothing");
+    for outage in [&publisher, &subscriber, &both] {
+        assert!(
+            outage.resumed_after < Duration::from_secs(2),
+            "resumed after {:?}",
+            outage.resumed_after
+        );
+    }
+    // The losses are counted where they happened, and the reconnections.
+    assert!(eventually(WAIT, || xa.stats().reconnects.load(Ordering::Relaxed) >= 1).await);
+    assert!(eventually(WAIT, || xb.stats().reconnects.load(Ordering::Relaxed) >= 1).await);
+    ra.expect_nothing();
+    assert_eq!(neffos::testkit::panics(), 0);
+}
