@@ -146,7 +146,7 @@ pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>) -> Server {
         .on("ask-peer", ask_peer);
     let mut builder = Server::builder(Namespaces::new().namespace("bench", events));
     if let Some(exchange) = exchange {
-        builder = builder.exchange_arc(exchange);
+        builder = builder.exchange(exchange);
     }
     builder.build()
 }

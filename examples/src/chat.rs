@@ -181,7 +181,7 @@ pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
             tracing::info!(user = conn.id(), "disconnected");
         });
     match exchange {
-        Some(exchange) => builder.exchange_arc(exchange).build(),
+        Some(exchange) => builder.exchange(exchange).build(),
         None => builder.build(),
     }
 }
@@ -217,7 +217,9 @@ async fn ask(State(server): State<Server>, Query(q): Query<AskQuery>) -> Respons
         .await
     {
         Ok(reply) => (StatusCode::OK, reply.body).into_response(),
-        Err(neffos::Error::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "no reply").into_response(),
+        Err(e) if e.kind() == neffos::error::AskErrorKind::Timeout => {
+            (StatusCode::GATEWAY_TIMEOUT, "no reply").into_response()
+        }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
 }

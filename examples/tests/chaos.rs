@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker::{NatsServer, RedisServer};
@@ -55,7 +54,7 @@ impl Broker {
 async fn instance(broker: &Broker) -> TestServer {
     neffos::testkit::watch_panics();
     let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
-        .exchange_arc(broker.exchange().await)
+        .exchange(broker.exchange().await)
         .build();
     serve(server).await.unwrap()
 }
@@ -161,13 +160,12 @@ async fn kill_and_restart_mid_stream(broker: Broker) {
         assert_eq!(n, expected, "a local delivery was lost or reordered");
     }
     let exchange_a = &a.server.exchanges()[0];
-    let stats = exchange_a.stats();
     assert!(
-        stats.publish_errors.load(Ordering::Relaxed) > 0,
+        exchange_a.stats().publish_errors > 0,
         "publishes during the outage are counted"
     );
     assert!(
-        eventually(T, || stats.reconnects.load(Ordering::Relaxed) >= 1).await,
+        eventually(T, || exchange_a.stats().reconnects >= 1).await,
         "reconnect counted"
     );
     assert!(
@@ -227,9 +225,9 @@ async fn paused_redis_hangs_nothing() {
         "local work waited for the paused broker"
     );
     // Publishes time out and are counted.
-    let stats = a.server.exchanges()[0].stats();
+    let exchange_a = a.server.exchanges()[0].clone();
     assert!(
-        eventually(T, || stats.publish_errors.load(Ordering::Relaxed) > 0).await,
+        eventually(T, || exchange_a.stats().publish_errors > 0).await,
         "publishes to a hung broker time out and are counted"
     );
     // Shutdown does not hang on the broker either.

@@ -176,8 +176,9 @@ async fn latency_partition_and_cut_between_instances_and_redis() {
 
     // 2. Partition instance A from Redis: its publishes time out and are counted, local
     //    work and shutdown-free operation go on; after healing, delivery resumes.
-    let errors = &a.server.exchanges()[0].stats().publish_errors;
-    let before = errors.load(Ordering::Relaxed);
+    let exchange_a = a.server.exchanges()[0].clone();
+    let errors = || exchange_a.stats().publish_errors;
+    let before = errors();
     link_a.partitioned.store(true, Ordering::Relaxed);
     let started = Instant::now();
     send(1000, 1010);
@@ -186,7 +187,7 @@ async fn latency_partition_and_cut_between_instances_and_redis() {
         "broadcast waited for the partition"
     );
     assert!(
-        eventually(T, || errors.load(Ordering::Relaxed) > before).await,
+        eventually(T, || errors() > before).await,
         "timeouts counted"
     );
     link_a.partitioned.store(false, Ordering::Relaxed);
@@ -205,12 +206,13 @@ async fn latency_partition_and_cut_between_instances_and_redis() {
     }
 
     // 3. Cut every connection of both links: both instances reconnect and resubscribe.
-    let reconnects_b = &b.server.exchanges()[0].stats().reconnects;
-    let before = reconnects_b.load(Ordering::Relaxed);
+    let exchange_b = b.server.exchanges()[0].clone();
+    let reconnects_b = || exchange_b.stats().reconnects;
+    let before = reconnects_b();
     link_a.cut.send_modify(|n| *n += 1);
     link_b.cut.send_modify(|n| *n += 1);
     assert!(
-        eventually(T, || reconnects_b.load(Ordering::Relaxed) > before).await,
+        eventually(T, || reconnects_b() > before).await,
         "reconnect counted"
     );
     let deadline = Instant::now() + T;

@@ -16,7 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnInner, NewConn, NsConn, RequestInfo, Role, engine};
-use crate::error::{Error, Result};
+use crate::error::{
+    BoxError, DialError, DialErrorKind, NamespaceError, NamespaceErrorKind, WaitError,
+    WaitErrorKind,
+};
 use crate::handler::Namespaces;
 use crate::transport::tungstenite_ws;
 
@@ -130,8 +133,9 @@ impl ClientBuilder {
     }
 
     /// Dials, performs the neffos handshake, and returns the connected client.
-    /// A refusal by the server is [`Error::Refused`] with its reason.
-    pub async fn connect(self) -> Result<Client> {
+    /// A refusal by the server is a [`DialError`] of kind
+    /// [`Refused`](DialErrorKind::Refused) whose [`remote`](crate::error::Error::remote) is the reason.
+    pub async fn connect(self) -> Result<Client, DialError> {
         let url = if self.url.contains("://") {
             self.url
         } else {
@@ -167,17 +171,18 @@ struct Dialer {
 }
 
 impl Dialer {
-    async fn dial(&self, attempt: u32) -> Result<Conn> {
+    async fn dial(&self, attempt: u32) -> Result<Conn, DialError> {
+        let context = || format!("dial {}", crate::redact::url(&self.url));
+        let invalid =
+            |e: BoxError| DialError::new(DialErrorKind::InvalidRequest, context()).with_source(e);
         let mut request = self
             .url
             .as_str()
             .into_client_request()
-            .map_err(|e| Error::Transport(e.to_string()))?;
+            .map_err(|e| invalid(e.into()))?;
         for (name, value) in &self.headers {
-            let name =
-                HeaderName::try_from(name.as_str()).map_err(|e| Error::Transport(e.to_string()))?;
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|e| Error::Transport(e.to_string()))?;
+            let name = HeaderName::try_from(name.as_str()).map_err(|e| invalid(e.into()))?;
+            let value = HeaderValue::try_from(value.as_str()).map_err(|e| invalid(e.into()))?;
             request.headers_mut().append(name, value);
         }
         if attempt > 0 {
@@ -196,8 +201,11 @@ impl Dialer {
             tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true),
         )
         .await
-        .map_err(|_| Error::Transport("dial timed out".into()))?
-        .map_err(|e| Error::Transport(e.to_string()))?;
+        .map_err(|_| {
+            let context = format!("{} within {:?}", context(), config.handshake_timeout);
+            DialError::new(DialErrorKind::Timeout, context)
+        })?
+        .map_err(|e| DialError::new(DialErrorKind::Transport, context()).with_source(e))?;
         let (mut stream, sink) = tungstenite_ws::split(socket);
 
         let native_only = self.namespaces.native_mode() == neffos_protocol::NativeMode::Only;
@@ -209,9 +217,9 @@ impl Dialer {
             let handshake_writer = tokio::spawn(forward_handshake(sink, rx));
             let id = engine::client_handshake(&mut stream, &tx, config.handshake_timeout).await;
             drop(tx);
-            let sink = handshake_writer
-                .await
-                .map_err(|e| Error::Transport(e.to_string()))??;
+            let sink = handshake_writer.await.map_err(|e| {
+                DialError::new(DialErrorKind::Transport, context()).with_source(e)
+            })??;
             (sink, id?)
         };
 
@@ -304,16 +312,16 @@ async fn supervise(shared: std::sync::Weak<ClientShared>, dialer: Dialer, policy
 async fn forward_handshake<W>(
     mut sink: W,
     mut rx: tokio::sync::mpsc::Receiver<crate::transport::WsOut>,
-) -> Result<W>
+) -> Result<W, DialError>
 where
     W: futures_util::Sink<crate::transport::WsOut, Error = crate::transport::TransportError>
         + Unpin,
 {
     use futures_util::SinkExt;
     while let Some(item) = rx.recv().await {
-        sink.send(item)
-            .await
-            .map_err(|e| Error::Transport(e.message))?;
+        sink.send(item).await.map_err(|e| {
+            DialError::new(DialErrorKind::Transport, "neffos handshake: write").with_source(e)
+        })?;
     }
     Ok(sink)
 }
@@ -362,7 +370,7 @@ impl Client {
     }
 
     /// Waits until the client has reconnected more than `n` times, at most `timeout`.
-    pub async fn wait_reconnects(&self, n: u64, timeout: Duration) -> Result<()> {
+    pub async fn wait_reconnects(&self, n: u64, timeout: Duration) -> Result<(), WaitError> {
         let wait = async {
             loop {
                 let changed = self.shared.changed.notified();
@@ -372,13 +380,16 @@ impl Client {
                 changed.await;
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| Error::Timeout(timeout))
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            WaitError::new(
+                WaitErrorKind::Timeout,
+                format!("wait for reconnection {} within {timeout:?}", n + 1),
+            )
+        })
     }
 
     /// Connects namespace `ns` (it must be declared in this client's namespaces).
-    pub async fn connect(&self, ns: &str) -> Result<NsConn> {
+    pub async fn connect(&self, ns: &str) -> Result<NsConn, NamespaceError> {
         self.conn().connect(ns).await
     }
 
@@ -388,8 +399,13 @@ impl Client {
     }
 
     /// Waits until the server connected namespace `ns` to us, at most `timeout`.
-    pub async fn wait_server_connect(&self, ns: &str, timeout: Duration) -> Result<NsConn> {
+    pub async fn wait_server_connect(
+        &self,
+        ns: &str,
+        timeout: Duration,
+    ) -> Result<NsConn, NamespaceError> {
         let conn = self.conn();
+        let context = || format!("wait for the server to connect namespace {ns:?}");
         let wait = async {
             loop {
                 let changed = conn.0.namespaces_changed.notified();
@@ -397,7 +413,7 @@ impl Client {
                     return Ok(ns);
                 }
                 if conn.is_closed() {
-                    return Err(Error::ConnectionClosed);
+                    return Err(NamespaceError::new(NamespaceErrorKind::Closed, context()));
                 }
                 tokio::select! {
                     () = changed => {}
@@ -405,9 +421,10 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| Error::Timeout(timeout))?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            let context = format!("{} within {timeout:?}", context());
+            NamespaceError::new(NamespaceErrorKind::Timeout, context)
+        })?
     }
 
     /// Closes the connection (1000) and stops reconnecting.

@@ -48,10 +48,11 @@
 
 mod config;
 mod conn;
-mod error;
+pub mod error;
 mod exchange;
 mod handler;
 pub mod metrics;
+pub mod redact;
 mod server;
 mod transport;
 
@@ -68,8 +69,13 @@ pub mod testkit;
 pub use client::{Client, ClientBuilder, Reconnect};
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};
-pub use error::{Error, Result};
-pub use exchange::{Exchange, ExchangeStats, Inbound, MemoryExchange, Topic};
+pub use error::{
+    AskError, BroadcastError, DialError, ExchangeError, NamespaceError, RoomError, WaitError,
+    WriteError,
+};
+pub use exchange::{
+    Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, MemoryExchange, Topic,
+};
 pub use handler::{Events, IntoOutcome, Namespaces, Outcome, Reply};
 pub use neffos_protocol as protocol;
 pub use neffos_protocol::{Message, WaitToken, events};

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use neffos::axum::Upgrade;
-use neffos::{Client, Error, Events, Namespaces, Server};
+use neffos::error::DialErrorKind;
+use neffos::{Client, Events, Namespaces, Server};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Ws;
 
@@ -168,10 +169,14 @@ async fn custom_auth_handler_rejects_or_attaches_state() {
     let mut app = app().await;
     let url = format!("ws://{}/api/ws", app.addr);
     let err = Client::builder(&url).connect().await.unwrap_err();
-    assert!(
-        matches!(err, Error::Transport(ref t) if t.contains("401")),
-        "{err:?}"
-    );
+    assert_eq!(err.kind(), DialErrorKind::Transport, "{err}");
+    let status = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>())
+        .and_then(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status()),
+            _ => None,
+        });
+    assert_eq!(status, Some(StatusCode::UNAUTHORIZED), "{err:?}");
 
     let client = Client::builder(&url)
         .header("Authorization", "token-1")
@@ -190,5 +195,8 @@ async fn custom_auth_handler_rejects_or_attaches_state() {
         .connect()
         .await
         .unwrap_err();
-    assert_eq!(err, Error::Refused("banned user".into()));
+    assert_eq!(
+        (err.kind(), err.remote()),
+        (DialErrorKind::Refused, Some("banned user"))
+    );
 }

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use neffos::error::{AskErrorKind, DialErrorKind, NamespaceErrorKind};
 use neffos::testkit::{eventually, serve};
-use neffos::{Client, Error, Events, Message, Namespaces, Reply, Server, Target};
+use neffos::{Client, Events, Message, Namespaces, Reply, Server, Target};
 use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(5);
@@ -85,9 +86,15 @@ async fn emit_broadcast_ask_rooms() {
     // Client -> server ask, reply and error.
     let reply = ns_a.ask("echo", "ping").await.unwrap();
     assert_eq!(&reply.body[..], b"ping");
+    let err = ns_a.ask("fail", "x").await.unwrap_err();
     assert_eq!(
-        ns_a.ask("fail", "x").await.unwrap_err(),
-        Error::Remote("nope".into())
+        (err.kind(), err.remote()),
+        (AskErrorKind::Remote, Some("nope"))
+    );
+    assert!(
+        err.to_string()
+            .contains("\"fail\" on namespace \"default\""),
+        "names event and namespace: {err}"
     );
 
     // Server -> client ask.
@@ -135,7 +142,10 @@ async fn refused_connection_gets_the_reason() {
         .build();
     let ts = serve(server).await.unwrap();
     let err = Client::builder(ts.url()).connect().await.unwrap_err();
-    assert_eq!(err, Error::Refused("not allowed: missing token".into()));
+    assert_eq!(
+        (err.kind(), err.remote()),
+        (DialErrorKind::Refused, Some("not allowed: missing token"))
+    );
     let ok = Client::builder(ts.url())
         .header("X-Token", "1")
         .connect()
@@ -153,8 +163,9 @@ async fn unknown_namespace_is_refused() {
         .connect()
         .await
         .unwrap();
+    let err = client.connect("nope").await.unwrap_err();
     assert_eq!(
-        client.connect("nope").await.unwrap_err(),
-        Error::Remote("bad namespace".into())
+        (err.kind(), err.remote()),
+        (NamespaceErrorKind::Refused, Some("bad namespace"))
     );
 }

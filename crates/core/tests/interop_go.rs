@@ -21,10 +21,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use neffos::error::{AskErrorKind, DialErrorKind, NamespaceErrorKind, WriteErrorKind};
 use neffos::testkit::{TestServer, eventually, serve};
 use neffos::{
-    Client, Config, Error, Events, Message, Namespaces, NsConn, Reply, Server, ServerBuilder,
-    Target, events,
+    Client, Config, Events, Message, Namespaces, NsConn, Reply, Server, ServerBuilder, Target,
+    events,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -484,9 +485,11 @@ async fn ask_client(tx: &ObsTx, ns: &NsConn, label: &str, event: &str, body: Byt
             Reply::new(format!("client said: {}", body_string(&reply)))
         }
         Err(e) => {
-            obs.err = Some(e.to_string());
+            // The peer's own error text, without our context.
+            let text = e.remote().map_or_else(|| e.to_string(), str::to_owned);
+            obs.err = Some(text.clone());
             let _ = tx.send(obs);
-            Reply::new(format!("error: {e}"))
+            Reply::new(format!("error: {text}"))
         }
     }
 }
@@ -522,27 +525,27 @@ fn rust_server_namespaces(tx: &ObsTx) -> Namespaces {
                 Target::namespace(ns.namespace()),
                 Message::new("", "marker", msg.body),
             )?;
-            Ok::<_, Error>(Reply::new("ok"))
+            Ok::<_, neffos::BroadcastError>(Reply::new("ok"))
         })
         .on("force-join", |ns: NsConn, msg: Message| async move {
             ns.join_room(&body_string(&msg)).await?;
-            Ok::<_, Error>(Reply::new("ok"))
+            Ok::<_, neffos::RoomError>(Reply::new("ok"))
         })
         .on("force-leave", |ns: NsConn, msg: Message| async move {
             ns.leave_room(&body_string(&msg)).await?;
-            Ok::<_, Error>(Reply::new("ok"))
+            Ok::<_, neffos::RoomError>(Reply::new("ok"))
         })
         .on("force-connect", |ns: NsConn, msg: Message| async move {
             ns.conn().connect(&body_string(&msg)).await?;
-            Ok::<_, Error>(Reply::new("ok"))
+            Ok::<_, neffos::NamespaceError>(Reply::new("ok"))
         })
         .on("force-disconnect", |ns: NsConn, msg: Message| async move {
             let target = ns
                 .conn()
                 .namespace(&body_string(&msg))
-                .ok_or(Error::BadNamespace)?;
+                .ok_or("bad namespace")?;
             target.disconnect().await?;
-            Ok::<_, Error>(Reply::new("ok"))
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Reply::new("ok"))
         })
         .on("ask-me", move |ns: NsConn, msg: Message| {
             let tx = ask_tx.clone();
@@ -1064,13 +1067,18 @@ async fn rust_client_connect_and_namespaces() {
         .await;
     assert!(!bool_of(&seen, "local"));
 
+    let err = client.connect("nope").await.unwrap_err();
     assert_eq!(
-        client.connect("nope").await.unwrap_err(),
-        Error::Remote("bad namespace".into())
+        (err.kind(), err.remote()),
+        (NamespaceErrorKind::Refused, Some("bad namespace"))
     );
+    let err = client.connect("private").await.unwrap_err();
     assert_eq!(
-        client.connect("private").await.unwrap_err(),
-        Error::Remote("private namespace; denied".into())
+        (err.kind(), err.remote()),
+        (
+            NamespaceErrorKind::Refused,
+            Some("private namespace; denied")
+        )
     );
     assert!(client.conn().namespace("private").is_none());
 
@@ -1083,7 +1091,10 @@ async fn rust_client_connect_and_namespaces() {
         .expect(events::ON_NAMESPACE_DISCONNECT, &id, "default", |_| true)
         .await;
     assert!(!bool_of(&seen, "local") && !bool_of(&seen, "forced"));
-    assert_eq!(ns.emit("chat", "after"), Err(Error::BadNamespace));
+    assert_eq!(
+        ns.emit("chat", "after").unwrap_err().kind(),
+        WriteErrorKind::NamespaceNotConnected
+    );
 
     // Connecting again works.
     connect_default(&client, &mut inbox).await;
@@ -1267,9 +1278,10 @@ async fn rust_client_ask_both_ways_with_error_replies() {
 
     ask_ok(&ns, "echo", "ping; 1", "ping; 1").await;
     ask_ok(&ns, "echo", "", "").await;
+    let err = ns.ask("fail", "x").await.unwrap_err();
     assert_eq!(
-        ns.ask("fail", "x").await.unwrap_err(),
-        Error::Remote("go says no; exact text".into())
+        (err.kind(), err.remote()),
+        (AskErrorKind::Remote, Some("go says no; exact text"))
     );
 
     // Go's Server.Ask (token like `dn4kkjd7rjrx-2-5ea82d08`), answered by our handler.
@@ -1316,7 +1328,10 @@ async fn rust_client_refused_by_go_on_connect_gets_the_reason() {
         .connect()
         .await
         .unwrap_err();
-    assert_eq!(err, Error::Refused("not allowed: missing token".into()));
+    assert_eq!(
+        (err.kind(), err.remote()),
+        (DialErrorKind::Refused, Some("not allowed: missing token"))
+    );
 
     let (namespaces, mut inbox) = rust_client("authorized");
     let client = Client::builder(go.url.as_str())

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use neffos::error::AskErrorKind;
 use neffos::testkit::{TestServer, eventually, serve};
-use neffos::{Error, Events, Message, Namespaces, NsConn, Reply, Server, Target, events};
+use neffos::{Events, Message, Namespaces, NsConn, Reply, Server, Target, events};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -739,16 +740,19 @@ async fn ask_both_ways_and_error_replies() {
     let reply = ns.ask("question", "everything").await.expect("NsConn::ask");
     assert_eq!(text(&reply.body), "answer to everything");
 
+    let err = ns.ask("js-fail", "this").await.unwrap_err();
     assert_eq!(
-        ns.ask("js-fail", "this").await.unwrap_err(),
-        Error::Remote("js refused this".into())
+        (err.kind(), err.remote()),
+        (AskErrorKind::Remote, Some("js refused this"))
     );
+    let err = f
+        .server()
+        .ask("default", "asker", Message::new("", "js-fail", "that"), T)
+        .await
+        .unwrap_err();
     assert_eq!(
-        f.server()
-            .ask("default", "asker", Message::new("", "js-fail", "that"), T)
-            .await
-            .unwrap_err(),
-        Error::Remote("js refused that".into())
+        (err.kind(), err.remote()),
+        (AskErrorKind::Remote, Some("js refused that"))
     );
     let question = js.event("c", "default", "question").await;
     assert_eq!(question["body"], "life");

@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use neffos::error::DialErrorKind;
 use neffos::testkit::{eventually, serve};
-use neffos::{Client, Config, Error, Events, Message, Namespaces, Server, Target};
+use neffos::{Client, Config, Events, Message, Namespaces, Server, Target};
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -169,7 +170,7 @@ async fn typed_state_ids_and_forced_disconnect() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert_eq!(err.kind(), DialErrorKind::Refused, "{err:?}");
 
     // Server-forced namespace disconnect, then server-side close by ID.
     let conn = ts.server.connections_by_id("carol").remove(0);

@@ -91,7 +91,7 @@ fn server(exchange: Arc<dyn Exchange>) -> Server {
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
         })
-        .exchange_arc(exchange)
+        .exchange(exchange)
         .build()
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use neffos::{ExchangeStats, Inbound, Topic};
+use neffos::{ExchangeCounters, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -86,7 +86,7 @@ pub(crate) struct Actor {
     pub(crate) client: Client,
     pub(crate) subjects: Subjects,
     pub(crate) flush_subject: String,
-    pub(crate) stats: Arc<ExchangeStats>,
+    pub(crate) stats: Arc<ExchangeCounters>,
     /// Publishes queued and not yet taken by the task (shared with the exchange, which
     /// refuses publishes beyond its capacity).
     pub(crate) queued: Arc<AtomicUsize>,
@@ -300,12 +300,12 @@ impl Task {
     async fn publish(&mut self, topic: &Topic, payload: Bytes) {
         let stats = &self.a.stats;
         let Some(subject) = self.a.subjects.subject(topic) else {
-            stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            stats.add_publish_errors(1);
             tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
             return;
         };
         if self.a.client.connection_state() != State::Connected {
-            stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            stats.add_publish_errors(1);
             if self.dropped_in_outage == 0 {
                 tracing::warn!(
                     subject,
@@ -333,18 +333,18 @@ impl Task {
         };
         match result {
             Some(Ok(())) => {
-                stats.published.fetch_add(1, Ordering::Relaxed);
+                stats.add_published(1);
                 if self.congested {
                     tracing::info!("NATS accepts publications again");
                     self.congested = false;
                 }
             }
             Some(Err(e)) => {
-                stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                stats.add_publish_errors(1);
                 tracing::warn!(error = %e, "NATS publish failed");
             }
             None => {
-                stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                stats.add_publish_errors(1);
                 if !self.congested {
                     tracing::warn!(
                         timeout = ?self.a.timings.publish,
@@ -383,7 +383,7 @@ async fn drain(
     mut subscriber: Subscriber,
     mut cancelled: oneshot::Receiver<()>,
     inbound: Inbound,
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
 ) -> Ended {
     loop {
         tokio::select! {
@@ -393,7 +393,7 @@ async fn drain(
             }
             message = subscriber.next() => match message {
                 Some(message) => {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    stats.add_received(1);
                     inbound.deliver(message.payload);
                 }
                 None => return Ended { subject, key, subscriber, cancelled: false },

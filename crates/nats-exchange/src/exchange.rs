@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::{ConnectOptions, Event, ServerAddr};
+use async_nats::{ConnectOptions, Event, ServerAddr, ServerError};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use neffos::{Exchange, ExchangeStats, Inbound, Topic};
+use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -129,7 +128,7 @@ impl NatsExchangeBuilder {
     pub async fn connect(self) -> Result<NatsExchange> {
         let subjects = Subjects::new(&self.prefix)?;
         let addrs = parse_urls(&self.urls)?;
-        let stats = Arc::new(ExchangeStats::default());
+        let stats = Arc::new(ExchangeCounters::default());
         let closed = Arc::new(Notify::new());
         let options = match self.options {
             Some(options) => options,
@@ -239,7 +238,7 @@ fn tls_available() -> bool {
 
 /// The event callback: counts reconnections, logs, signals the end of the connection.
 fn events(
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
     closed: Arc<Notify>,
     on_event: Option<OnEvent>,
 ) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
@@ -249,7 +248,7 @@ fn events(
             Event::Connected => {
                 // The first is the initial connection (also with `retry_on_initial_connect`).
                 if connects.fetch_add(1, Ordering::Relaxed) > 0 {
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    stats.add_reconnect();
                     tracing::info!("reconnected to NATS; async-nats subscribes again");
                 }
             }
@@ -267,11 +266,12 @@ fn events(
                 );
             }
             Event::ServerError(e) => {
-                let text = e.to_string();
-                if text.to_ascii_lowercase().contains("publish") {
-                    stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                if let ProtocolError::PublishDenied { subject } = ProtocolError::of(e) {
+                    stats.add_publish_errors(1);
+                    tracing::warn!(subject, "NATS refused a publication (permissions)");
+                } else {
+                    tracing::warn!(error = %e, "NATS server error");
                 }
-                tracing::warn!(error = %text, "NATS server error");
             }
             Event::ClientError(e) => {
                 tracing::error!(error = %e, "NATS client error");
@@ -284,6 +284,34 @@ fn events(
             f(&event);
         }
         std::future::ready(())
+    }
+}
+
+/// The `-ERR` messages of the NATS protocol this exchange tells apart. async-nats types
+/// only "Authorization Violation" and hands every other `-ERR` over as the protocol line's
+/// text, so the protocol grammar (`Permissions Violation for Publish to <subject>`) is
+/// parsed here, once, into a type.
+#[derive(Debug, PartialEq, Eq)]
+enum ProtocolError<'a> {
+    /// The user may not publish to `subject`; the connection stays open.
+    PublishDenied { subject: &'a str },
+    /// Anything else.
+    Other,
+}
+
+impl<'a> ProtocolError<'a> {
+    fn of(e: &'a ServerError) -> Self {
+        match e {
+            ServerError::Other(line) => {
+                match line.strip_prefix("Permissions Violation for Publish to ") {
+                    Some(subject) => ProtocolError::PublishDenied {
+                        subject: subject.trim_matches('"'),
+                    },
+                    None => ProtocolError::Other,
+                }
+            }
+            _ => ProtocolError::Other,
+        }
     }
 }
 
@@ -300,7 +328,7 @@ pub struct NatsExchange {
     tx: mpsc::UnboundedSender<Cmd>,
     queued: Arc<AtomicUsize>,
     queue_capacity: usize,
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
     started: AtomicBool,
 }
 
@@ -377,13 +405,13 @@ impl Exchange for NatsExchange {
     fn publish(&self, topic: Topic, payload: Bytes) {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.queue_capacity {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
             tracing::debug!(%topic, "NATS publish queue full: dropped");
             return;
         }
         if !self.send(Cmd::Publish(topic, payload)) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
         }
     }
 
@@ -395,7 +423,7 @@ impl Exchange for NatsExchange {
         self.send(Cmd::Unsubscribe(topic));
     }
 
-    fn flush(&self) -> BoxFuture<'_, ()> {
+    fn flush(&self) -> ExchangeFuture<'_> {
         let (done, wait) = oneshot::channel();
         let sent = self.send(Cmd::Flush(done));
         Box::pin(async move {
@@ -405,7 +433,7 @@ impl Exchange for NatsExchange {
         })
     }
 
-    fn close(&self) -> BoxFuture<'_, ()> {
+    fn close(&self) -> ExchangeFuture<'_> {
         let (done, wait) = oneshot::channel();
         let sent = self.send(Cmd::Close(done));
         Box::pin(async move {
@@ -415,7 +443,32 @@ impl Exchange for NatsExchange {
         })
     }
 
-    fn stats(&self) -> &ExchangeStats {
-        &self.stats
+    fn stats(&self) -> ExchangeStats {
+        self.stats.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod protocol_error_tests {
+    use super::*;
+
+    #[test]
+    fn publish_permission_violations_are_told_apart() {
+        let denied = ServerError::Other("Permissions Violation for Publish to \"app.ns.x\"".into());
+        assert_eq!(
+            ProtocolError::of(&denied),
+            ProtocolError::PublishDenied {
+                subject: "app.ns.x"
+            }
+        );
+        let subscribe =
+            ServerError::Other("Permissions Violation for Subscription to \"app.>\"".into());
+        assert_eq!(ProtocolError::of(&subscribe), ProtocolError::Other);
+        let unrelated = ServerError::Other("Maximum Payload Violation (publish)".into());
+        assert_eq!(ProtocolError::of(&unrelated), ProtocolError::Other);
+        assert_eq!(
+            ProtocolError::of(&ServerError::AuthorizationViolation),
+            ProtocolError::Other
+        );
     }
 }

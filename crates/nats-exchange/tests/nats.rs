@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use neffos::error::{AskErrorKind, ExchangeErrorKind};
 use neffos::testkit::eventually;
-use neffos::{Client, Error as NeffosError, Events, Exchange, Message, Namespaces, Target};
+use neffos::{Client, Events, Exchange, Message, Namespaces, Target};
 use neffos_nats::{ConnectOptions, Error, NatsExchange};
 use support::{Broker, Recorder, WAIT, instance, settle};
 
@@ -151,11 +152,9 @@ async fn kill_9_mid_stream_then_restart_on_the_same_port() {
     tokio::task::spawn_blocking(move || killed.nats.kill())
         .await
         .unwrap();
-    let errors_before = ex_a.stats().publish_errors.load(Ordering::Relaxed);
+    let errors_before = ex_a.stats().publish_errors;
     assert!(
-        eventually(WAIT, || ex_a.stats().publish_errors.load(Ordering::Relaxed)
-            > errors_before + 10)
-        .await,
+        eventually(WAIT, || ex_a.stats().publish_errors > errors_before + 10).await,
         "publishes during the outage are counted as errors"
     );
     let restarted = broker.clone();
@@ -208,16 +207,8 @@ async fn kill_9_mid_stream_then_restart_on_the_same_port() {
     local.expect_nothing();
 
     // Both instances counted their reconnection; the broker sees one connection each.
-    assert!(
-        eventually(WAIT, || ex_a.stats().reconnects.load(Ordering::Relaxed)
-            >= 1)
-        .await
-    );
-    assert!(
-        eventually(WAIT, || ex_b.stats().reconnects.load(Ordering::Relaxed)
-            >= 1)
-        .await
-    );
+    assert!(eventually(WAIT, || ex_a.stats().reconnects >= 1).await);
+    assert!(eventually(WAIT, || ex_b.stats().reconnects >= 1).await);
     let connz = broker.connz().await;
     assert_eq!(connz["num_connections"], 2, "{connz}");
     // async-nats subscribed again: the subjects are back on the new broker.
@@ -343,7 +334,7 @@ async fn every_id_is_reachable_across_instances_by_send_and_ask() {
         .ask("", "u.y", Message::new("", "question", "q"), short)
         .await
         .unwrap_err();
-    assert_eq!(err, NeffosError::Timeout(short));
+    assert_eq!(err.kind(), AskErrorKind::Timeout, "{err}");
     // Nobody got anything else.
     a.server
         .broadcast(Target::namespace(""), Message::new("", "fence", ""))
@@ -518,8 +509,10 @@ async fn configuration_errors_are_typed() {
         .connect()
         .await;
     assert!(ok.is_ok(), "{ok:?}");
-    let neffos_error: NeffosError = Error::NoUrl.into();
-    assert!(matches!(neffos_error, NeffosError::Exchange(_)));
+    let neffos_error: neffos::ExchangeError = Error::NoUrl.into();
+    assert_eq!(neffos_error.kind(), ExchangeErrorKind::Config);
+    let source = std::error::Error::source(&neffos_error).expect("the NATS error is the source");
+    assert!(matches!(source.downcast_ref::<Error>(), Some(Error::NoUrl)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,16 +556,8 @@ async fn outage_flush_is_bounded_and_new_interest_is_applied_after_reconnection(
     tokio::task::spawn_blocking(move || restarted.nats.restart())
         .await
         .unwrap();
-    assert!(
-        eventually(WAIT, || ex_b.stats().reconnects.load(Ordering::Relaxed)
-            >= 1)
-        .await
-    );
-    assert!(
-        eventually(WAIT, || ex_a.stats().reconnects.load(Ordering::Relaxed)
-            >= 1)
-        .await
-    );
+    assert!(eventually(WAIT, || ex_b.stats().reconnects >= 1).await);
+    assert!(eventually(WAIT, || ex_a.stats().reconnects >= 1).await);
     settle(&[&a, &b]).await;
     // The subscription asked for during the outage is on the new broker.
     a.server

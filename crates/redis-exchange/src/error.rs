@@ -61,10 +61,24 @@ impl Error {
     }
 }
 
-/// Shown to the core as [`neffos::Error::Exchange`] with this error's text.
-impl From<Error> for neffos::Error {
+impl Error {
+    /// The class of this error, as the core sees it.
+    pub fn kind(&self) -> neffos::error::ExchangeErrorKind {
+        use neffos::error::ExchangeErrorKind as Kind;
+        match self {
+            Error::InvalidUrl { .. } | Error::TlsNotEnabled | Error::InvalidPrefix(_) => {
+                Kind::Config
+            }
+            Error::Connect { .. } => Kind::Connect,
+            Error::Command { .. } => Kind::Broker,
+        }
+    }
+}
+
+/// Shown to the core as a [`neffos::ExchangeError`] whose source is this error.
+impl From<Error> for neffos::ExchangeError {
     fn from(e: Error) -> Self {
-        neffos::Error::Exchange(e.to_string())
+        neffos::ExchangeError::new(e.kind(), "Redis exchange").with_source(e)
     }
 }
 

@@ -6,8 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use neffos::{Exchange, ExchangeStats, Inbound, Topic};
+use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
@@ -131,7 +130,7 @@ impl RedisExchangeBuilder {
     /// password or a broker without RESP3 fails here. Must run inside a tokio runtime.
     pub async fn connect(self) -> Result<RedisExchange> {
         let (driver, channels) = self.parts()?;
-        let stats = Arc::new(ExchangeStats::default());
+        let stats = Arc::new(ExchangeCounters::default());
         let inbound = Arc::new(OnceLock::new());
         let pub_lost = Arc::new(Notify::new());
         let publisher = driver
@@ -173,7 +172,7 @@ impl RedisExchangeBuilder {
             driver,
             channels,
             self.options,
-            Arc::new(ExchangeStats::default()),
+            Arc::new(ExchangeCounters::default()),
             Arc::new(OnceLock::new()),
             None,
         ))
@@ -202,7 +201,7 @@ type Connected<C> = (Live<C>, Live<C>);
 /// prefix on the same Redis form one cluster.
 pub struct RedisExchange {
     channels: Channels,
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
     publish_tx: mpsc::Sender<PubCmd>,
     control_tx: mpsc::UnboundedSender<SubCmd>,
     inbound: Arc<OnceLock<Inbound>>,
@@ -257,7 +256,7 @@ impl RedisExchange {
         driver: D,
         channels: Channels,
         options: Options,
-        stats: Arc<ExchangeStats>,
+        stats: Arc<ExchangeCounters>,
         inbound: Arc<OnceLock<Inbound>>,
         live: Option<Connected<D::Conn>>,
     ) -> RedisExchange {
@@ -344,7 +343,7 @@ impl Exchange for RedisExchange {
 
     fn publish(&self, topic: Topic, payload: Bytes) {
         if let Err(e) = self.publish_tx.try_send(PubCmd::Publish(topic, payload)) {
-            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
             let n = self.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged at 1, 2, 4, 8… so a long outage cannot flood the log.
             if n.is_power_of_two() {
@@ -368,7 +367,7 @@ impl Exchange for RedisExchange {
     /// Resolves once everything queued before it was applied: publishes sent (or counted
     /// as failed) and subscription changes confirmed by Redis. While the broker is
     /// unreachable it waits for the reconnection; wrap it in a timeout.
-    fn flush(&self) -> BoxFuture<'_, ()> {
+    fn flush(&self) -> ExchangeFuture<'_> {
         Box::pin(async move {
             if self.instance.get().is_none() {
                 return;
@@ -384,7 +383,7 @@ impl Exchange for RedisExchange {
     }
 
     /// Sends what is queued, then closes both connections (which ends every subscription).
-    fn close(&self) -> BoxFuture<'_, ()> {
+    fn close(&self) -> ExchangeFuture<'_> {
         Box::pin(async move {
             // Never started: dropping the tasks' parts closes the connections.
             drop(self.spawn.lock().take());
@@ -398,7 +397,7 @@ impl Exchange for RedisExchange {
         })
     }
 
-    fn stats(&self) -> &ExchangeStats {
-        &self.stats
+    fn stats(&self) -> ExchangeStats {
+        self.stats.snapshot()
     }
 }

@@ -2,10 +2,9 @@
 //! publishing everything queued so far in one pipelined round trip.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use neffos::{ExchangeStats, Topic};
+use neffos::{ExchangeCounters, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::backoff::{Backoff, Reconnected};
@@ -32,7 +31,7 @@ enum Flow {
 pub(crate) struct Publisher<D: Driver> {
     pub(crate) driver: Arc<D>,
     pub(crate) channels: Channels,
-    pub(crate) stats: Arc<ExchangeStats>,
+    pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) options: Options,
     pub(crate) name: String,
     pub(crate) rx: mpsc::Receiver<PubCmd>,
@@ -111,7 +110,7 @@ impl<D: Driver> State<D> {
                 PubCmd::Publish(topic, payload) => match self.p.channels.name(&topic) {
                     Some(channel) => batch.push((channel, payload)),
                     None => {
-                        self.p.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                        self.p.stats.add_publish_errors(1);
                         tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
                     }
                 },
@@ -152,7 +151,7 @@ impl<D: Driver> State<D> {
         batch.clear();
         match result {
             Ok(()) => {
-                self.p.stats.published.fetch_add(n, Ordering::Relaxed);
+                self.p.stats.add_published(n);
             }
             Err(e) => {
                 self.fail(n);
@@ -163,7 +162,7 @@ impl<D: Driver> State<D> {
     }
 
     fn fail(&mut self, n: u64) {
-        self.p.stats.publish_errors.fetch_add(n, Ordering::Relaxed);
+        self.p.stats.add_publish_errors(n);
         self.failed_in_outage += n;
     }
 
@@ -190,7 +189,7 @@ impl<D: Driver> State<D> {
                 Ok(mut conn) => {
                     name_connection(&mut conn, &self.p.name).await;
                     if self.ever_connected {
-                        self.p.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.p.stats.add_reconnect();
                         tracing::info!(
                             failed_publishes = self.failed_in_outage,
                             "Redis publisher reconnected"

@@ -4,10 +4,9 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use neffos::{ExchangeStats, Inbound, Topic};
+use neffos::{ExchangeCounters, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -41,7 +40,7 @@ enum Flow {
 pub(crate) struct Subscriber<D: Driver> {
     pub(crate) driver: Arc<D>,
     pub(crate) channels: Channels,
-    pub(crate) stats: Arc<ExchangeStats>,
+    pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) options: Options,
     pub(crate) name: String,
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
@@ -239,7 +238,7 @@ impl<D: Driver> State<D> {
                 Ok(mut conn) => {
                     name_connection(&mut conn, &self.s.name).await;
                     if self.ever_connected {
-                        self.s.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        self.s.stats.add_reconnect();
                         tracing::info!(
                             subscriptions = self.interest.len(),
                             "Redis subscriber reconnected; subscribing again"

@@ -2,13 +2,12 @@
 //! reconciliation, reconnection, flush and close, without Redis.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use neffos::testkit::eventually;
-use neffos::{Exchange, ExchangeStats, Namespaces, Server, Topic};
+use neffos::{Exchange, ExchangeCounters, ExchangeStats, Namespaces, Server, Topic};
 
 use crate::channel::Channels;
 use crate::driver::stub::StubBroker;
@@ -30,7 +29,7 @@ fn exchange(broker: &StubBroker, options: Options) -> Arc<RedisExchange> {
         broker.clone(),
         Channels::new("t").unwrap(),
         options,
-        Arc::new(ExchangeStats::default()),
+        Arc::new(ExchangeCounters::default()),
         Arc::new(OnceLock::new()),
         None,
     ))
@@ -39,12 +38,12 @@ fn exchange(broker: &StubBroker, options: Options) -> Arc<RedisExchange> {
 /// A server on `exchange`, without clients: the tests drive the exchange directly.
 fn server(exchange: &Arc<RedisExchange>) -> Server {
     Server::builder(Namespaces::new())
-        .exchange_arc(exchange.clone())
+        .exchange(exchange.clone())
         .build()
 }
 
-fn stat(x: &RedisExchange, f: impl Fn(&ExchangeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
-    f(x.stats()).load(Ordering::Relaxed)
+fn stat(x: &RedisExchange, f: impl Fn(ExchangeStats) -> u64) -> u64 {
+    f(x.stats())
 }
 
 async fn flush(x: &RedisExchange) {
@@ -98,7 +97,7 @@ async fn publishes_are_batched_and_ordered() {
     let got = broker.published(&x.channel(&ns("a")).unwrap());
     let want: Vec<Bytes> = (0..2000u32).map(|i| Bytes::from(i.to_string())).collect();
     assert_eq!(got, want);
-    assert_eq!(stat(&x, |s| &s.published), 2000);
+    assert_eq!(stat(&x, |s| s.published), 2000);
     assert!(broker.batches() < 2000, "{} round trips", broker.batches());
 }
 
@@ -131,14 +130,14 @@ async fn broker_loss_reconnects_and_resubscribes() {
     flush(&a).await;
     flush(&b).await;
     a.publish(ns("room"), Bytes::from_static(b"before"));
-    assert!(eventually(WAIT, || stat(&b, |s| &s.received) == 1).await);
+    assert!(eventually(WAIT, || stat(&b, |s| s.received) == 1).await);
 
     broker.kill();
     // Publishes fail fast and are counted; the caller never waits.
     assert!(
         eventually(WAIT, || {
             a.publish(ns("room"), Bytes::from_static(b"lost"));
-            stat(&a, |s| &s.publish_errors) > 0
+            stat(&a, |s| s.publish_errors) > 0
         })
         .await
     );
@@ -151,14 +150,14 @@ async fn broker_loss_reconnects_and_resubscribes() {
     broker.revive();
     tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
     flush(&a).await;
-    assert!(stat(&a, |s| &s.reconnects) >= 1);
-    assert!(stat(&b, |s| &s.reconnects) >= 1);
+    assert!(stat(&a, |s| s.reconnects) >= 1);
+    assert!(stat(&b, |s| s.reconnects) >= 1);
     assert_eq!(broker.numsub(&b.channel(&ns("room")).unwrap()), 1);
     assert_eq!(broker.numsub(&b.channel(&ns("later")).unwrap()), 1);
-    let received = stat(&b, |s| &s.received);
+    let received = stat(&b, |s| s.received);
     a.publish(ns("room"), Bytes::from_static(b"after"));
     a.publish(ns("later"), Bytes::from_static(b"after"));
-    assert!(eventually(WAIT, || stat(&b, |s| &s.received) == received + 2).await);
+    assert!(eventually(WAIT, || stat(&b, |s| s.received) == received + 2).await);
     assert_eq!(broker.connections(), 4, "two per instance, old ones gone");
 }
 
@@ -178,18 +177,18 @@ async fn lazy_start_without_broker() {
     for _ in 0..1000 {
         x.publish(ns("a"), Bytes::from_static(b"x"));
     }
-    assert!(eventually(WAIT, || stat(&x, |s| &s.publish_errors) == 1000).await);
+    assert!(eventually(WAIT, || stat(&x, |s| s.publish_errors) == 1000).await);
     broker.revive();
     flush(&x).await;
     assert_eq!(broker.connections(), 2);
     assert_eq!(
-        stat(&x, |s| &s.reconnects),
+        stat(&x, |s| s.reconnects),
         0,
         "a first connection is not a reconnection"
     );
     x.publish(ns("a"), Bytes::from_static(b"x"));
     flush(&x).await;
-    assert_eq!(stat(&x, |s| &s.published), 1);
+    assert_eq!(stat(&x, |s| s.published), 1);
 }
 
 #[tokio::test]
@@ -208,7 +207,7 @@ async fn close_releases_the_connections() {
     assert!(eventually(WAIT, || broker.connections() == 0).await);
     // Closed: publishing counts an error, flush and close return at once.
     x.publish(ns("a"), Bytes::from_static(b"late"));
-    assert_eq!(stat(&x, |s| &s.publish_errors), 1);
+    assert_eq!(stat(&x, |s| s.publish_errors), 1);
     tokio::time::timeout(WAIT, x.flush()).await.unwrap();
     tokio::time::timeout(WAIT, x.close()).await.unwrap();
 }

@@ -5,21 +5,18 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use neffos::error::{AskErrorKind, ExchangeErrorKind};
 use neffos::testkit::broker::RedisServer;
 use neffos::testkit::conformance::{Cluster, NS, Recorder, settle};
 use neffos::testkit::{eventually, serve};
-use neffos::{Client, Error, Events, Exchange, Message, Namespaces, Server, Target, Topic};
+use neffos::{Client, Events, Exchange, Message, Namespaces, Server, Target, Topic};
 use neffos_redis::RedisExchange;
 use support::{Fixture, WAIT, until};
 
-fn stat(
-    x: &RedisExchange,
-    f: impl Fn(&neffos::ExchangeStats) -> &std::sync::atomic::AtomicU64,
-) -> u64 {
-    f(x.stats()).load(Ordering::Relaxed)
+fn stat(x: &RedisExchange, f: impl Fn(neffos::ExchangeStats) -> u64) -> u64 {
+    f(x.stats())
 }
 
 async fn flush_all(fixture: &Fixture) {
@@ -149,7 +146,7 @@ async fn two_broker_connections_for_a_thousand_clients() {
     let mut servers = Vec::new();
     for _ in 0..2 {
         let server = Server::builder(namespaces())
-            .exchange_arc(factory().await)
+            .exchange(factory().await)
             .build();
         servers.push(serve(server).await.unwrap());
     }
@@ -252,7 +249,10 @@ async fn ask_across_instances() {
         .ask(NS, "b", Message::new("", "question", "fail"), WAIT)
         .await
         .unwrap_err();
-    assert_eq!(err, Error::Remote("refused by client".into()));
+    assert_eq!(
+        (err.kind(), err.remote()),
+        (AskErrorKind::Remote, Some("refused by client"))
+    );
     // One inbox per instance, however many Asks: no per-Ask channel or connection.
     let admin = fixture.admin().await;
     assert_eq!(admin.channels("ask:inbox:*").await.len(), 2);
@@ -313,14 +313,14 @@ async fn broker_kill_and_restart_mid_stream() {
     }
     let (x0, x1) = (fixture.exchange(0), fixture.exchange(1));
     assert!(
-        eventually(WAIT, || stat(&x0, |s| &s.publish_errors) > 0).await,
+        eventually(WAIT, || stat(&x0, |s| s.publish_errors) > 0).await,
         "publishes during the outage are counted as errors"
     );
 
     fixture.broker.restart();
     assert!(
-        eventually(WAIT, || stat(&x0, |s| &s.reconnects) >= 2
-            && stat(&x1, |s| &s.reconnects) >= 2)
+        eventually(WAIT, || stat(&x0, |s| s.reconnects) >= 2
+            && stat(&x1, |s| s.reconnects) >= 2)
         .await,
         "both connections of both instances reconnect"
     );
@@ -440,7 +440,7 @@ async fn foreign_payloads_are_counted_and_dropped() {
             == sent)
         .await
     );
-    assert_eq!(stat(&x1, |s| &s.received), sent);
+    assert_eq!(stat(&x1, |s| s.received), sent);
     cluster
         .server(0)
         .broadcast(Target::namespace(NS), Message::new("", "still", "ok"))
@@ -512,7 +512,7 @@ async fn credentials_from_the_url() {
         b.expect("hi", "authenticated").await;
         for inst in &cluster.instances {
             let x = inst.server.exchange().unwrap();
-            assert_eq!(x.stats().publish_errors.load(Ordering::Relaxed), 0, "{url}");
+            assert_eq!(x.stats().publish_errors, 0, "{url}");
         }
     }
 }
@@ -547,8 +547,13 @@ async fn configuration_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, E::Connect { .. }), "{err}");
-    let core: neffos::Error = err.into();
-    assert!(matches!(core, neffos::Error::Exchange(_)));
+    let core: neffos::ExchangeError = err.into();
+    assert_eq!(core.kind(), ExchangeErrorKind::Connect);
+    let source = std::error::Error::source(&core).expect("the Redis error is the source");
+    assert!(matches!(
+        source.downcast_ref::<E>(),
+        Some(E::Connect { .. })
+    ));
 }
 
 /// Built without a broker: the server starts, local delivery works, publishes are counted
@@ -579,14 +584,10 @@ async fn lazy_exchange_connects_when_the_broker_appears() {
         .unwrap();
     a.expect("local", "").await;
     let x0 = cluster.server(0).exchange().unwrap().clone();
-    assert!(
-        eventually(WAIT, || x0.stats().publish_errors.load(Ordering::Relaxed)
-            == 1)
-        .await
-    );
+    assert!(eventually(WAIT, || x0.stats().publish_errors == 1).await);
     broker.restart();
     settle(&cluster).await;
-    assert_eq!(x0.stats().reconnects.load(Ordering::Relaxed), 0);
+    assert_eq!(x0.stats().reconnects, 0);
     cluster
         .server(0)
         .broadcast(Target::namespace(NS), Message::new("", "remote", ""))

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{ConnInner, Role};
-use crate::error::{Error, Result};
+use crate::error::{AskError, AskErrorKind, RemoteError, WriteErrorKind};
 
 pub(crate) struct PendingAsks {
     next: AtomicU64,
@@ -59,7 +59,11 @@ impl Drop for Registration<'_> {
 
 impl ConnInner {
     /// Sends `msg` with a fresh token and waits for the reply carrying it.
-    pub(crate) async fn ask(&self, mut msg: Message, deadline: Duration) -> Result<Message> {
+    pub(crate) async fn ask(
+        &self,
+        mut msg: Message,
+        deadline: Duration,
+    ) -> Result<Message, AskError> {
         let n = self.asks.next.fetch_add(1, Ordering::Relaxed);
         msg.wait = match self.role {
             Role::Client => WaitToken::client(n),
@@ -70,7 +74,12 @@ impl ConnInner {
         {
             let mut waiters = self.asks.waiters.lock();
             if waiters.len() >= self.asks.limit {
-                return Err(Error::TooManyAsks(self.asks.limit));
+                let context = format!(
+                    "{} (limit {})",
+                    ask_context(&msg, &self.id),
+                    self.asks.limit
+                );
+                return Err(AskError::new(AskErrorKind::TooManyPending, context));
             }
             waiters.insert(token.clone(), tx);
         }
@@ -78,15 +87,25 @@ impl ConnInner {
             asks: &self.asks,
             token,
         };
-        self.write(&msg)?;
+        if let Err(kind) = self.write(&msg) {
+            let write = self.write_error(kind, &msg);
+            let ask_kind = match kind {
+                WriteErrorKind::Closed => AskErrorKind::Closed,
+                _ => AskErrorKind::NotSent,
+            };
+            return Err(self.ask_error(ask_kind, &msg, write));
+        }
         let started = std::time::Instant::now();
         let reply = tokio::select! {
             reply = tokio::time::timeout(deadline, rx) => match reply {
                 Ok(Ok(reply)) => reply,
-                Ok(Err(_)) => return Err(Error::ConnectionClosed),
-                Err(_) => return Err(Error::Timeout(deadline)),
+                Ok(Err(_)) => return Err(AskError::new(AskErrorKind::Closed, ask_context(&msg, &self.id))),
+                Err(_) => {
+                    let context = format!("{} within {deadline:?}", ask_context(&msg, &self.id));
+                    return Err(AskError::new(AskErrorKind::Timeout, context));
+                }
             },
-            () = self.cancel.cancelled() => return Err(Error::ConnectionClosed),
+            () = self.cancel.cancelled() => return Err(AskError::new(AskErrorKind::Closed, ask_context(&msg, &self.id))),
         };
         if let Some(server) = &self.server {
             server
@@ -96,8 +115,22 @@ impl ConnInner {
                 .record(started.elapsed().as_secs_f64());
         }
         match reply.error() {
-            Some(text) => Err(Error::Remote(text.to_owned())),
+            Some(text) => Err(self.ask_error(AskErrorKind::Remote, &msg, RemoteError::new(text))),
             None => Ok(reply),
         }
     }
+
+    fn ask_error(
+        &self,
+        kind: AskErrorKind,
+        msg: &Message,
+        source: impl Into<crate::error::BoxError>,
+    ) -> AskError {
+        AskError::new(kind, ask_context(msg, &self.id)).with_source(source)
+    }
+}
+
+/// `ask "event" on namespace "ns" of connection "id"`.
+pub(crate) fn ask_context(msg: &Message, id: &str) -> String {
+    format!("ask {}", super::describe(msg, id))
 }

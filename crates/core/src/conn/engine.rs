@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{ConnInner, Role, close_code, system, writer};
-use crate::error::{Error, Result};
+use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
 use crate::transport::{Cause, TransportError, WsIn, WsOut};
 
@@ -164,7 +164,7 @@ pub(crate) async fn client_handshake<R>(
     stream: &mut R,
     tx: &mpsc::Sender<WsOut>,
     timeout: std::time::Duration,
-) -> Result<String>
+) -> Result<String, DialError>
 where
     R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
 {
@@ -172,25 +172,40 @@ where
         handshake::ack_request(),
     )))
     .await
-    .map_err(|_| Error::ConnectionClosed)?;
+    .map_err(|_| DialError::new(DialErrorKind::Transport, "neffos handshake: writer gone"))?;
     let deadline = Instant::now() + timeout;
+    let context = "neffos handshake";
     loop {
         let item = tokio::time::timeout_at(deadline, stream.next())
             .await
-            .map_err(|_| Error::Handshake("no acknowledgement from the server".into()))?;
+            .map_err(|_| {
+                DialError::new(
+                    DialErrorKind::Timeout,
+                    format!("{context}: no acknowledgement within {timeout:?}"),
+                )
+            })?;
         let bytes = match item {
             Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) => b,
             Some(Ok(WsIn::Control)) => continue,
             Some(Ok(WsIn::Close)) | None => {
-                return Err(Error::Handshake("closed by the server".into()));
+                return Err(DialError::new(
+                    DialErrorKind::Handshake,
+                    format!("{context}: closed by the server"),
+                ));
             }
-            Some(Err(e)) => return Err(Error::Transport(e.message)),
+            Some(Err(e)) => {
+                return Err(DialError::new(DialErrorKind::Transport, context).with_source(e));
+            }
         };
         return match handshake::decode_server_ack(bytes) {
             Ok(ServerAck::Accepted(id)) => Ok(id.to_string()),
-            Ok(ServerAck::Rejected(reason)) => Err(Error::Refused(reason.to_string())),
-            Ok(_) => Err(Error::Handshake("unknown acknowledgement".into())),
-            Err(e) => Err(Error::Handshake(e.to_string())),
+            Ok(ServerAck::Rejected(reason)) => Err(DialError::new(DialErrorKind::Refused, context)
+                .with_source(RemoteError::new(reason.to_string()))),
+            Ok(_) => Err(DialError::new(
+                DialErrorKind::Handshake,
+                format!("{context}: unknown acknowledgement"),
+            )),
+            Err(e) => Err(DialError::new(DialErrorKind::Handshake, context).with_source(e)),
         };
     }
 }

@@ -20,12 +20,15 @@ use http::{HeaderMap, Uri};
 use neffos_protocol::{Frame, Message, NativeMode, events};
 use parking_lot::Mutex;
 
-pub(crate) use ask::PendingAsks;
+pub(crate) use ask::{PendingAsks, ask_context};
 pub(crate) use latch::Latch;
 pub(crate) use queue::{Limits, OutQueue, PushError};
 
 use crate::config::{Config, SlowConsumerPolicy};
-use crate::error::{Error, Result};
+use crate::error::{
+    AskError, BroadcastError, BroadcastErrorKind, NamespaceError, RoomError, WriteError,
+    WriteErrorKind,
+};
 use crate::handler::Namespaces;
 use crate::server::{Server, ServerShared, Target};
 use crate::transport::WsOut;
@@ -154,13 +157,13 @@ impl ConnInner {
     }
 
     /// Queues an encoded frame without waiting; a stuck client gets the slow-consumer policy.
-    pub(crate) fn enqueue(&self, out: WsOut) -> Result<()> {
+    pub(crate) fn enqueue(&self, out: WsOut) -> Result<(), WriteErrorKind> {
         if self.is_closed() {
-            return Err(Error::ConnectionClosed);
+            return Err(WriteErrorKind::Closed);
         }
         match self.queue.try_push(out) {
             Ok(()) => Ok(()),
-            Err(PushError::Closed) => Err(Error::ConnectionClosed),
+            Err(PushError::Closed) => Err(WriteErrorKind::Closed),
             Err(stuck) => match self.config.slow_consumer {
                 SlowConsumerPolicy::DropMessage => {
                     self.dropped_frames.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +171,7 @@ impl ConnInner {
                 }
                 _ => {
                     self.close_stuck(stuck);
-                    Err(Error::ConnectionClosed)
+                    Err(WriteErrorKind::Closed)
                 }
             },
         }
@@ -199,7 +202,7 @@ impl ConnInner {
     }
 
     /// The write filter of PROTOCOL.md §5.3, then encode and queue.
-    pub(crate) fn write(&self, msg: &Message) -> Result<()> {
+    pub(crate) fn write(&self, msg: &Message) -> Result<(), WriteErrorKind> {
         let frame = self.filter_and_encode(msg)?;
         self.enqueue(WsOut::Frame(frame))
     }
@@ -207,7 +210,7 @@ impl ConnInner {
     /// Like [`Self::write`], but waits while the queue is over its byte budget instead of
     /// applying the slow-consumer policy: for answers to the peer's own requests, where
     /// waiting only slows down that peer (its reader pauses, TCP pushes back).
-    pub(crate) async fn write_async(&self, msg: &Message) -> Result<()> {
+    pub(crate) async fn write_async(&self, msg: &Message) -> Result<(), WriteErrorKind> {
         let frame = self.filter_and_encode(msg)?;
         self.send_frame(frame).await
     }
@@ -215,27 +218,32 @@ impl ConnInner {
     /// Queues `frame` once the queue is within its byte budget; fails once the connection
     /// closes. A queue that stays over the budget without write progress closes the
     /// connection as a stuck client.
-    pub(crate) async fn send_frame(&self, frame: Frame) -> Result<()> {
+    pub(crate) async fn send_frame(&self, frame: Frame) -> Result<(), WriteErrorKind> {
         let sent = tokio::select! {
             sent = self.queue.push(WsOut::Frame(frame)) => sent,
             () = self.cancel.cancelled() => Err(PushError::Closed),
         };
         match sent {
             Ok(()) => Ok(()),
-            Err(PushError::Closed) => Err(Error::ConnectionClosed),
+            Err(PushError::Closed) => Err(WriteErrorKind::Closed),
             Err(stuck) => {
                 self.close_stuck(stuck);
-                Err(Error::ConnectionClosed)
+                Err(WriteErrorKind::Closed)
             }
         }
     }
 
-    fn filter_and_encode(&self, msg: &Message) -> Result<Frame> {
+    /// The public error for a write of `msg` that failed with `kind`.
+    pub(crate) fn write_error(&self, kind: WriteErrorKind, msg: &Message) -> WriteError {
+        WriteError::new(kind, format!("emit {}", describe(msg, &self.id)))
+    }
+
+    fn filter_and_encode(&self, msg: &Message) -> Result<Frame, WriteErrorKind> {
         if self.is_closed() {
-            return Err(Error::ConnectionClosed);
+            return Err(WriteErrorKind::Closed);
         }
         if !self.acknowledged.load(Ordering::Acquire) {
-            return Err(Error::Handshake("not acknowledged yet".into()));
+            return Err(WriteErrorKind::NotReady);
         }
         let event = &*msg.event;
         let bypass_ns =
@@ -246,14 +254,14 @@ impl ConnInner {
         if !bypass_ns && !msg.is_native {
             let table = self.namespaces.lock();
             let Some(rooms) = table.get(&*msg.namespace) else {
-                return Err(Error::BadNamespace);
+                return Err(WriteErrorKind::NamespaceNotConnected);
             };
             if !msg.room.is_empty() && !bypass_room && !rooms.contains(&*msg.room) {
-                return Err(Error::BadRoom);
+                return Err(WriteErrorKind::RoomNotJoined);
             }
         }
         if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
-            return Err(Error::InvalidText);
+            return Err(WriteErrorKind::InvalidText);
         }
         Ok(msg.to_frame())
     }
@@ -352,7 +360,7 @@ impl Conn {
     }
 
     /// Asks the peer to connect namespace `ns` (a client connects; a server forces).
-    pub async fn connect(&self, ns: &str) -> Result<NsConn> {
+    pub async fn connect(&self, ns: &str) -> Result<NsConn, NamespaceError> {
         system::ask_connect(&self.0, ByteString::from(ns)).await?;
         Ok(NsConn {
             conn: self.clone(),
@@ -361,12 +369,14 @@ impl Conn {
     }
 
     /// Sends any neffos message through the write filter (namespace connected, room joined).
-    pub fn write(&self, msg: &Message) -> Result<()> {
-        self.0.write(msg)
+    pub fn write(&self, msg: &Message) -> Result<(), WriteError> {
+        self.0
+            .write(msg)
+            .map_err(|kind| self.0.write_error(kind, msg))
     }
 
     /// Asks the peer and waits for its reply (until [`Config::ask_timeout`]).
-    pub async fn ask(&self, msg: Message) -> Result<Message> {
+    pub async fn ask(&self, msg: Message) -> Result<Message, AskError> {
         self.0.ask(msg, self.0.config.ask_timeout).await
     }
 
@@ -419,28 +429,26 @@ impl NsConn {
     }
 
     /// Sends `event` with a text `body` to the peer (fire-and-forget).
-    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.conn
-            .0
-            .write(&Message::new(self.ns.clone(), event, body))
+    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<(), WriteError> {
+        self.conn.write(&Message::new(self.ns.clone(), event, body))
     }
 
     /// Sends `event` with a binary `body` (binary WebSocket frame).
-    pub fn emit_binary(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
+    pub fn emit_binary(&self, event: &str, body: impl Into<Bytes>) -> Result<(), WriteError> {
         self.conn
-            .0
             .write(&Message::new(self.ns.clone(), event, body).with_binary(true))
     }
 
-    /// Asks the peer and waits for its reply body (an error reply becomes [`Error::Remote`]).
-    pub async fn ask(&self, event: &str, body: impl Into<Bytes>) -> Result<Message> {
+    /// Asks the peer and waits for its reply (an error reply is an [`AskError`] of kind
+    /// [`Remote`](crate::error::AskErrorKind::Remote)).
+    pub async fn ask(&self, event: &str, body: impl Into<Bytes>) -> Result<Message, AskError> {
         self.conn
             .ask(Message::new(self.ns.clone(), event, body))
             .await
     }
 
     /// Joins `room` (asks the peer).
-    pub async fn join_room(&self, room: &str) -> Result<Room> {
+    pub async fn join_room(&self, room: &str) -> Result<Room, RoomError> {
         system::ask_join(&self.conn.0, self.ns.clone(), ByteString::from(room)).await?;
         Ok(Room {
             ns: self.clone(),
@@ -448,8 +456,9 @@ impl NsConn {
         })
     }
 
-    /// Leaves `room` (asks the peer). [`Error::BadRoom`] if not joined.
-    pub async fn leave_room(&self, room: &str) -> Result<()> {
+    /// Leaves `room` (asks the peer); an error of kind
+    /// [`NotJoined`](crate::error::RoomErrorKind::NotJoined) if not joined.
+    pub async fn leave_room(&self, room: &str) -> Result<(), RoomError> {
         system::ask_leave(&self.conn.0, self.ns.clone(), ByteString::from(room)).await
     }
 
@@ -475,23 +484,23 @@ impl NsConn {
     }
 
     /// Disconnects this namespace (asks the peer).
-    pub async fn disconnect(&self) -> Result<()> {
+    pub async fn disconnect(&self) -> Result<(), NamespaceError> {
         system::ask_disconnect(&self.conn.0, self.ns.clone()).await
     }
 
     /// Broadcasts `msg` to every connection of this namespace (its namespace is set to this
     /// one), this connection included, on every instance; when `msg.room` is set, to the
     /// members of that room only (as Go neffos's `Server.Broadcast` does). Server side only.
-    pub fn broadcast(&self, msg: Message) -> Result<()> {
-        self.server()?.broadcast(self.target_of(&msg), msg)
+    pub fn broadcast(&self, msg: Message) -> Result<(), BroadcastError> {
+        self.server(&msg)?.broadcast(self.target_of(&msg), msg)
     }
 
     /// Broadcasts `msg` to every other connection of this namespace, on every instance;
     /// when `msg.room` is set, to the other members of that room only (the port of Go
     /// neffos's `Server.Broadcast(c, msg)` keeps its meaning). To reach the whole namespace
     /// from a room message, clear `msg.room` first.
-    pub fn broadcast_others(&self, msg: Message) -> Result<()> {
-        self.server()?
+    pub fn broadcast_others(&self, msg: Message) -> Result<(), BroadcastError> {
+        self.server(&msg)?
             .broadcast(self.target_of(&msg).except(&self.conn), msg)
     }
 
@@ -504,10 +513,18 @@ impl NsConn {
         }
     }
 
-    fn server(&self) -> Result<Server> {
-        self.conn.server().ok_or(Error::Handshake(
-            "broadcast is a server-side operation".into(),
-        ))
+    fn server(&self, msg: &Message) -> Result<Server, BroadcastError> {
+        self.conn.server().ok_or_else(|| {
+            BroadcastError::new(
+                BroadcastErrorKind::NotServer,
+                format!(
+                    "broadcast {:?} on namespace {:?} from connection {:?}",
+                    &*msg.event,
+                    &*self.ns,
+                    self.conn.id()
+                ),
+            )
+        })
     }
 }
 
@@ -530,21 +547,36 @@ impl Room {
     }
 
     /// Sends `event` in this room to the peer.
-    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<()> {
+    pub fn emit(&self, event: &str, body: impl Into<Bytes>) -> Result<(), WriteError> {
         let msg = Message::new(self.ns.ns.clone(), event, body).with_room(self.name.clone());
-        self.ns.conn.0.write(&msg)
+        self.ns.conn.write(&msg)
     }
 
     /// Leaves the room.
-    pub async fn leave(&self) -> Result<()> {
+    pub async fn leave(&self) -> Result<(), RoomError> {
         self.ns.leave_room(&self.name).await
     }
 
     /// Broadcasts `msg` to every other member of this room, on every instance.
-    pub fn broadcast_others(&self, msg: Message) -> Result<()> {
-        self.ns.server()?.broadcast(
+    pub fn broadcast_others(&self, msg: Message) -> Result<(), BroadcastError> {
+        self.ns.server(&msg)?.broadcast(
             Target::room(&self.ns.ns, &self.name).except(&self.ns.conn),
             msg,
+        )
+    }
+}
+
+/// `"event" on namespace "ns" [in room "r"] of connection "id"`: the object of an error.
+pub(crate) fn describe(msg: &Message, id: &str) -> String {
+    if msg.room.is_empty() {
+        format!(
+            "{:?} on namespace {:?} of connection {id:?}",
+            &*msg.event, &*msg.namespace
+        )
+    } else {
+        format!(
+            "{:?} on namespace {:?} in room {:?} of connection {id:?}",
+            &*msg.event, &*msg.namespace, &*msg.room
         )
     }
 }

@@ -7,7 +7,10 @@ use bytestring::ByteString;
 use neffos_protocol::{Message, encode_empty_reply, events, known_errors};
 
 use super::{Conn, ConnInner, NsConn, Role};
-use crate::error::{Error, Result};
+use crate::error::{
+    AskError, AskErrorKind, NamespaceError, NamespaceErrorKind, RemoteError, RoomError,
+    RoomErrorKind,
+};
 use crate::handler::Outcome;
 
 /// Runs the handler of `event` in namespace `ns` (or its `_OnAnyEvent` fallback).
@@ -288,18 +291,52 @@ pub(crate) async fn leave_all(inner: &Arc<ConnInner>) {
     }
 }
 
-pub(crate) async fn ask_connect(inner: &Arc<ConnInner>, ns: ByteString) -> Result<()> {
+fn namespace_context(op: &str, ns: &str, id: &str) -> String {
+    format!("{op} namespace {ns:?} on connection {id:?}")
+}
+
+fn room_context(op: &str, ns: &str, room: &str, id: &str) -> String {
+    format!("{op} room {room:?} of namespace {ns:?} on connection {id:?}")
+}
+
+fn namespace_error(ask: AskError, context: String) -> NamespaceError {
+    let kind = match ask.kind() {
+        AskErrorKind::Remote => NamespaceErrorKind::Refused,
+        AskErrorKind::Timeout => NamespaceErrorKind::Timeout,
+        _ => NamespaceErrorKind::Closed,
+    };
+    ask.into_kind(kind, context)
+}
+
+fn room_error(ask: AskError, context: String) -> RoomError {
+    let kind = match ask.kind() {
+        AskErrorKind::Remote => RoomErrorKind::Refused,
+        AskErrorKind::Timeout => RoomErrorKind::Timeout,
+        _ => RoomErrorKind::Closed,
+    };
+    ask.into_kind(kind, context)
+}
+
+pub(crate) async fn ask_connect(
+    inner: &Arc<ConnInner>,
+    ns: ByteString,
+) -> Result<(), NamespaceError> {
     if inner.namespaces.lock().contains_key(&ns) {
         return Ok(());
     }
+    let context = || namespace_context("connect", &ns, &inner.id);
     if inner.handlers.get(&ns).is_none() {
-        return Err(Error::BadNamespace);
+        return Err(NamespaceError::new(NamespaceErrorKind::Unknown, context()));
     }
     let req = local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
     if let Outcome::Error(text) = fire(inner, &ns, req.clone()).await {
-        return Err(Error::Remote(text));
+        return Err(NamespaceError::new(NamespaceErrorKind::Refused, context())
+            .with_source(RemoteError::new(text)));
     }
-    inner.ask(req, inner.config.ask_timeout).await?;
+    inner
+        .ask(req, inner.config.ask_timeout)
+        .await
+        .map_err(|e| namespace_error(e, context()))?;
     if add_namespace(inner, &ns) {
         let _ = fire(
             inner,
@@ -311,12 +348,22 @@ pub(crate) async fn ask_connect(inner: &Arc<ConnInner>, ns: ByteString) -> Resul
     Ok(())
 }
 
-pub(crate) async fn ask_disconnect(inner: &Arc<ConnInner>, ns: ByteString) -> Result<()> {
+pub(crate) async fn ask_disconnect(
+    inner: &Arc<ConnInner>,
+    ns: ByteString,
+) -> Result<(), NamespaceError> {
+    let context = || namespace_context("disconnect", &ns, &inner.id);
     if !inner.namespaces.lock().contains_key(&ns) {
-        return Err(Error::BadNamespace);
+        return Err(NamespaceError::new(
+            NamespaceErrorKind::NotConnected,
+            context(),
+        ));
     }
     let req = local_event(&ns, &ByteString::new(), events::ON_NAMESPACE_DISCONNECT);
-    inner.ask(req.clone(), inner.config.ask_timeout).await?;
+    inner
+        .ask(req.clone(), inner.config.ask_timeout)
+        .await
+        .map_err(|e| namespace_error(e, context()))?;
     leave_namespace(inner, &ns).await;
     let _ = fire(inner, &ns, req).await;
     Ok(())
@@ -326,16 +373,25 @@ pub(crate) async fn ask_join(
     inner: &Arc<ConnInner>,
     ns: ByteString,
     room: ByteString,
-) -> Result<()> {
+) -> Result<(), RoomError> {
+    let context = || room_context("join", &ns, &room, &inner.id);
     let member = inner
         .namespaces
         .lock()
         .get(&ns)
         .map(|r| (r.contains(&room), r.len()));
     match member {
-        None => return Err(Error::BadNamespace),
+        None => {
+            return Err(RoomError::new(
+                RoomErrorKind::NamespaceNotConnected,
+                context(),
+            ));
+        }
         Some((true, _)) => return Ok(()),
-        Some((false, n)) if n >= inner.config.max_rooms => return Err(Error::Limit("rooms")),
+        Some((false, n)) if n >= inner.config.max_rooms => {
+            let context = format!("{} (limit {})", context(), inner.config.max_rooms);
+            return Err(RoomError::new(RoomErrorKind::TooManyRooms, context));
+        }
         Some((false, _)) => {}
     }
     inner
@@ -343,7 +399,8 @@ pub(crate) async fn ask_join(
             local_event(&ns, &room, events::ON_ROOM_JOIN),
             inner.config.ask_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| room_error(e, context()))?;
     add_room(inner, &ns, &room);
     let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_JOINED)).await;
     Ok(())
@@ -353,11 +410,17 @@ pub(crate) async fn ask_leave(
     inner: &Arc<ConnInner>,
     ns: ByteString,
     room: ByteString,
-) -> Result<()> {
+) -> Result<(), RoomError> {
+    let context = || room_context("leave", &ns, &room, &inner.id);
     let member = inner.namespaces.lock().get(&ns).map(|r| r.contains(&room));
     match member {
-        None => return Err(Error::BadNamespace),
-        Some(false) => return Err(Error::BadRoom),
+        None => {
+            return Err(RoomError::new(
+                RoomErrorKind::NamespaceNotConnected,
+                context(),
+            ));
+        }
+        Some(false) => return Err(RoomError::new(RoomErrorKind::NotJoined, context())),
         Some(true) => {}
     }
     inner
@@ -365,7 +428,8 @@ pub(crate) async fn ask_leave(
             local_event(&ns, &room, events::ON_ROOM_LEAVE),
             inner.config.ask_timeout,
         )
-        .await?;
+        .await
+        .map_err(|e| room_error(e, context()))?;
     let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEAVE)).await;
     remove_room(inner, &ns, &room);
     let _ = fire(inner, &ns, local_event(&ns, &room, events::ON_ROOM_LEFT)).await;

@@ -4,14 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use super::{Exchange, ExchangeStats, Inbound, Topic};
+use super::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 
 #[derive(Default, Debug)]
 struct Bus {
@@ -34,7 +32,7 @@ struct Bus {
 pub struct MemoryExchange {
     bus: Arc<Mutex<Bus>>,
     me: Mutex<Option<Uuid>>,
-    stats: ExchangeStats,
+    stats: ExchangeCounters,
 }
 
 /// A clone shares the bus but not the identity or counters: give each server its own.
@@ -43,7 +41,7 @@ impl Clone for MemoryExchange {
         MemoryExchange {
             bus: self.bus.clone(),
             me: Mutex::new(None),
-            stats: ExchangeStats::default(),
+            stats: ExchangeCounters::default(),
         }
     }
 }
@@ -80,7 +78,7 @@ impl Exchange for MemoryExchange {
     }
 
     fn publish(&self, topic: Topic, payload: Bytes) {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.stats.add_published(1);
         let bus = self.bus.lock();
         let Some(subs) = bus.subscribers.get(&topic) else {
             return;
@@ -115,12 +113,12 @@ impl Exchange for MemoryExchange {
         }
     }
 
-    fn flush(&self) -> BoxFuture<'_, ()> {
+    fn flush(&self) -> ExchangeFuture<'_> {
         // Every operation is applied synchronously.
         Box::pin(async {})
     }
 
-    fn close(&self) -> BoxFuture<'_, ()> {
+    fn close(&self) -> ExchangeFuture<'_> {
         Box::pin(async move {
             if let Some(me) = self.me.lock().take() {
                 let mut bus = self.bus.lock();
@@ -133,7 +131,7 @@ impl Exchange for MemoryExchange {
         })
     }
 
-    fn stats(&self) -> &ExchangeStats {
-        &self.stats
+    fn stats(&self) -> ExchangeStats {
+        self.stats.snapshot()
     }
 }

@@ -11,6 +11,8 @@
 mod memory;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,19 +91,64 @@ impl Inbound {
     }
 }
 
-/// Counters every exchange keeps.
-#[derive(Debug, Default)]
+/// A snapshot of an exchange's counters ([`Exchange::stats`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExchangeStats {
     /// Payloads published.
-    pub published: AtomicU64,
+    pub published: u64,
     /// Publishes that failed (broker down, timeout).
-    pub publish_errors: AtomicU64,
+    pub publish_errors: u64,
     /// Payloads received from the broker.
-    pub received: AtomicU64,
+    pub received: u64,
     /// Reconnections to the broker.
-    pub reconnects: AtomicU64,
+    pub reconnects: u64,
 }
+
+/// The live counters behind [`ExchangeStats`], for exchange implementations: count with
+/// the `add_*` methods (relaxed atomics, never blocking), report with [`Self::snapshot`].
+#[derive(Debug, Default)]
+pub struct ExchangeCounters {
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    received: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl ExchangeCounters {
+    /// Counts `n` payloads published.
+    pub fn add_published(&self, n: u64) {
+        self.published.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` failed publishes.
+    pub fn add_publish_errors(&self, n: u64) {
+        self.publish_errors.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` payloads received from the broker.
+    pub fn add_received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one reconnection to the broker.
+    pub fn add_reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> ExchangeStats {
+        ExchangeStats {
+            published: self.published.load(Ordering::Relaxed),
+            publish_errors: self.publish_errors.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The future returned by [`Exchange::flush`] and [`Exchange::close`].
+pub type ExchangeFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// A broker connection shared by one server instance (DESIGN.md §5).
 ///
@@ -122,9 +169,41 @@ pub trait Exchange: Send + Sync + fmt::Debug + 'static {
     /// Resolves once every publish, subscribe and unsubscribe queued before the call has
     /// been applied by the broker (subscriptions confirmed). Used before shutdown and by
     /// tests that must not race a subscription.
-    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()>;
+    fn flush(&self) -> ExchangeFuture<'_>;
     /// Flushes what is queued and releases the broker connections.
-    fn close(&self) -> futures_util::future::BoxFuture<'_, ()>;
-    /// The exchange's counters.
-    fn stats(&self) -> &ExchangeStats;
+    fn close(&self) -> ExchangeFuture<'_>;
+    /// A snapshot of the exchange's counters.
+    fn stats(&self) -> ExchangeStats;
+}
+
+/// A shared exchange is an exchange: keep an `Arc` to read its stats or flush it from a
+/// test while the server uses it.
+impl<E: Exchange + ?Sized> Exchange for Arc<E> {
+    fn start(&self, instance: Uuid, inbound: Inbound) {
+        (**self).start(instance, inbound);
+    }
+
+    fn publish(&self, topic: Topic, payload: Bytes) {
+        (**self).publish(topic, payload);
+    }
+
+    fn subscribe(&self, topic: Topic) {
+        (**self).subscribe(topic);
+    }
+
+    fn unsubscribe(&self, topic: Topic) {
+        (**self).unsubscribe(topic);
+    }
+
+    fn flush(&self) -> ExchangeFuture<'_> {
+        (**self).flush()
+    }
+
+    fn close(&self) -> ExchangeFuture<'_> {
+        (**self).close()
+    }
+
+    fn stats(&self) -> ExchangeStats {
+        (**self).stats()
+    }
 }

@@ -94,8 +94,10 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
                 let timeout = shared.config.ask_timeout;
                 let (body, is_error) = match conn.ask(env.to_message(), timeout).await {
                     Ok(reply) => (reply.body, false),
-                    Err(crate::Error::Remote(text)) => (Bytes::from(text), true),
-                    Err(e) => (Bytes::from(e.to_string()), true),
+                    Err(e) => match e.remote() {
+                        Some(text) => (Bytes::from(text.to_owned()), true),
+                        None => (Bytes::from(e.to_string()), true),
+                    },
                 };
                 let mut reply = Envelope::new(
                     shared.instance,

@@ -21,7 +21,10 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnInner, NewConn, RequestInfo, Role, close_code, engine};
-use crate::error::{Error, Result};
+use crate::error::{
+    AskError, AskErrorKind, BroadcastError, BroadcastErrorKind, ExchangeError, ExchangeErrorKind,
+    RemoteError,
+};
 use crate::exchange::{Exchange, Inbound, Topic};
 use crate::handler::{BoxFuture, Namespaces};
 use crate::transport::{TransportError, WsIn, WsOut};
@@ -343,14 +346,10 @@ impl ServerBuilder {
     /// Scales out through `exchange`. Call it again to chain several exchanges (e.g. Redis
     /// and NATS during a migration): publications go to all of them, and an envelope that
     /// arrives through two of them is handled once.
+    ///
+    /// An `Arc<E>` is an exchange too: keep a clone to read its [`Exchange::stats`].
     pub fn exchange(mut self, exchange: impl Exchange) -> Self {
         self.exchanges.push(Arc::new(exchange));
-        self
-    }
-
-    /// Like [`Self::exchange`], for an exchange held in an `Arc`.
-    pub fn exchange_arc(mut self, exchange: Arc<dyn Exchange>) -> Self {
-        self.exchanges.push(exchange);
         self
     }
 
@@ -497,11 +496,14 @@ impl Server {
     /// Sends `msg` (its namespace and room are taken from `target`) to every recipient:
     /// local ones directly, then one publication to the exchange for the other instances.
     /// The frame is encoded once for all local recipients.
-    pub fn broadcast(&self, target: Target, mut msg: Message) -> Result<()> {
+    pub fn broadcast(&self, target: Target, mut msg: Message) -> Result<(), BroadcastError> {
         msg.namespace = target.namespace.clone();
         msg.room = target.room.clone().unwrap_or_default();
         if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
-            return Err(Error::InvalidText);
+            return Err(BroadcastError::new(
+                BroadcastErrorKind::InvalidText,
+                broadcast_context(&target, &msg),
+            ));
         }
         self.0.deliver_local(&target, &msg);
         if !self.0.exchanges.is_empty() {
@@ -521,7 +523,13 @@ impl Server {
                 target.envelope_target(),
                 &msg,
             );
-            self.0.publish(topic, self.0.encode(&env)?);
+            let payload = self.0.encode(&env).map_err(|e| {
+                e.into_kind(
+                    BroadcastErrorKind::Exchange,
+                    broadcast_context(&target, &msg),
+                )
+            })?;
+            self.0.publish(topic, payload);
         }
         Ok(())
     }
@@ -534,13 +542,14 @@ impl Server {
         id: &str,
         mut msg: Message,
         timeout: Duration,
-    ) -> Result<Message> {
+    ) -> Result<Message, AskError> {
         msg.namespace = ByteString::from(namespace);
         if let Some(conn) = self.connections_by_id(id).into_iter().next() {
             return conn.0.ask(msg, timeout).await;
         }
+        let context = || crate::conn::ask_context(&msg, id);
         if self.0.exchanges.is_empty() {
-            return Err(Error::UnknownConnection(id.to_owned()));
+            return Err(AskError::new(AskErrorKind::UnknownConnection, context()));
         }
         let token = self.0.next_seq();
         let (tx, rx) = oneshot::channel();
@@ -558,17 +567,30 @@ impl Server {
             &msg,
         )
         .with_token(token);
-        self.0
-            .publish(Topic::Conn(id.to_owned()), self.0.encode(&env)?);
+        let payload = self
+            .0
+            .encode(&env)
+            .map_err(|e| e.into_kind(AskErrorKind::Exchange, context()))?;
+        self.0.publish(Topic::Conn(id.to_owned()), payload);
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(Error::ShuttingDown),
-            Err(_) => return Err(Error::Timeout(timeout)),
+            Ok(Err(_)) => {
+                let context = format!("{} (server shutting down)", context());
+                return Err(AskError::new(AskErrorKind::Closed, context));
+            }
+            Err(_) => {
+                // Nobody answered: no instance has this ID, or its owner did not reply.
+                let context = format!("{} within {timeout:?}", context());
+                return Err(AskError::new(AskErrorKind::Timeout, context));
+            }
         };
         let mut reply_msg = reply.to_message();
         reply_msg.namespace = ByteString::from(namespace);
         match reply_msg.error() {
-            Some(text) => Err(Error::Remote(text.to_owned())),
+            Some(text) => {
+                Err(AskError::new(AskErrorKind::Remote, context())
+                    .with_source(RemoteError::new(text)))
+            }
             None => Ok(reply_msg),
         }
     }
@@ -719,10 +741,11 @@ impl ServerShared {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn encode(&self, env: &Envelope) -> Result<Bytes> {
-        env.encode()
-            .map(Bytes::from)
-            .map_err(|e| Error::Exchange(e.to_string()))
+    fn encode(&self, env: &Envelope) -> Result<Bytes, ExchangeError> {
+        env.encode().map(Bytes::from).map_err(|e| {
+            ExchangeError::new(ExchangeErrorKind::Encode, format!("encode {:?}", env.kind))
+                .with_source(e)
+        })
     }
 
     /// Publishes one encoded envelope on every exchange.
@@ -860,4 +883,19 @@ impl ServerShared {
         registry.remove_room(ns, room, conn.key);
         self.set_index_gauges(&registry);
     }
+}
+
+/// `broadcast "event" to namespace "ns" [room "r"] [connection "id"]`.
+fn broadcast_context(target: &Target, msg: &Message) -> String {
+    let mut text = format!(
+        "broadcast {:?} to namespace {:?}",
+        &*msg.event, &*target.namespace
+    );
+    if let Some(room) = &target.room {
+        text.push_str(&format!(" room {:?}", &**room));
+    }
+    if let Some(id) = &target.to {
+        text.push_str(&format!(" connection {:?}", &**id));
+    }
+    text
 }

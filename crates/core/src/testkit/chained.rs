@@ -39,10 +39,10 @@ where
                 .to_owned()
         });
     if matches!(brokers, Brokers::A | Brokers::Both | Brokers::BothRelay) {
-        builder = builder.exchange_arc(a().await);
+        builder = builder.exchange(a().await);
     }
     if matches!(brokers, Brokers::B | Brokers::Both | Brokers::BothRelay) {
-        builder = builder.exchange_arc(b().await);
+        builder = builder.exchange(b().await);
     }
     serve(builder.relay(brokers == Brokers::BothRelay).build())
         .await

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{TestServer, eventually, serve};
-use crate::{Client, Error, Events, Exchange, Message, Namespaces, NsConn, Reply, Server, Target};
+use crate::error::AskErrorKind;
+use crate::{Client, Events, Exchange, Message, Namespaces, NsConn, Reply, Server, Target};
 
 /// How long any single expectation may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -124,7 +125,7 @@ impl Cluster {
                         .map(str::to_owned)
                         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
                 })
-                .exchange_arc(make().await)
+                .exchange(make().await)
                 .build();
             instances.push(serve(server).await.expect("bind a loopback port"));
         }
@@ -298,14 +299,19 @@ where
         .ask(NS, "c", Message::new("", "question", "fail"), WAIT)
         .await
         .expect_err("the client refuses");
-    assert_eq!(err, Error::Remote("refused by client".into()));
+    assert_eq!(err.kind(), AskErrorKind::Remote, "{err}");
+    assert_eq!(err.remote(), Some("refused by client"));
     let short = Duration::from_millis(300);
     let err = cluster
         .server(1)
         .ask(NS, "nobody", Message::new("", "question", "?"), short)
         .await
         .expect_err("nobody answers");
-    assert_eq!(err, Error::Timeout(short));
+    assert_eq!(err.kind(), AskErrorKind::Timeout, "{err}");
+    assert!(
+        err.to_string().contains("\"nobody\""),
+        "names the ID: {err}"
+    );
     assert_eq!(
         cluster.server(1).stats().pending_remote_asks,
         0,

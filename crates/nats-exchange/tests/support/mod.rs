@@ -126,8 +126,8 @@ impl Made {
 }
 
 /// An async factory of exchanges on `broker` under `prefix`, for `Cluster::start` and
-/// `conformance_tests!`. Each exchange is also kept in `made`, and keeps the broker alive
-/// (`Cluster::start` drops the factory once the instances run).
+/// `conformance_tests!`. Each exchange is also kept in `made`; the factory owns the broker,
+/// so the broker runs as long as a scenario holds the factory.
 pub fn factory(broker: Arc<Broker>, prefix: &str, made: Made) -> impl Fn() -> MakeFuture + use<> {
     let prefix = prefix.to_owned();
     move || {
@@ -143,42 +143,8 @@ pub fn factory(broker: Arc<Broker>, prefix: &str, made: Made) -> impl Fn() -> Ma
                     .expect("connect to the test broker"),
             );
             made.0.lock().push(exchange.clone());
-            Arc::new(Guarded {
-                exchange,
-                _broker: broker,
-            }) as Arc<dyn Exchange>
+            exchange as Arc<dyn Exchange>
         })
-    }
-}
-
-/// An exchange that keeps its test broker running as long as a server holds it.
-#[derive(Debug)]
-pub struct Guarded {
-    pub exchange: Arc<NatsExchange>,
-    pub _broker: Arc<Broker>,
-}
-
-impl Exchange for Guarded {
-    fn start(&self, instance: uuid::Uuid, inbound: neffos::Inbound) {
-        self.exchange.start(instance, inbound);
-    }
-    fn publish(&self, topic: neffos::Topic, payload: bytes::Bytes) {
-        self.exchange.publish(topic, payload);
-    }
-    fn subscribe(&self, topic: neffos::Topic) {
-        self.exchange.subscribe(topic);
-    }
-    fn unsubscribe(&self, topic: neffos::Topic) {
-        self.exchange.unsubscribe(topic);
-    }
-    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.flush()
-    }
-    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.close()
-    }
-    fn stats(&self) -> &neffos::ExchangeStats {
-        self.exchange.stats()
     }
 }
 
@@ -214,7 +180,7 @@ pub async fn instance(namespaces: &[&str], exchange: Arc<dyn Exchange>) -> TestS
                 .and_then(unhex)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
         })
-        .exchange_arc(exchange)
+        .exchange(exchange)
         .build();
     serve(server).await.expect("bind a loopback port")
 }

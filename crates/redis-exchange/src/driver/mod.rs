@@ -9,11 +9,10 @@ pub(crate) mod redis;
 pub(crate) mod stub;
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use neffos::{ExchangeStats, Inbound};
+use neffos::{ExchangeCounters, Inbound};
 use tokio::sync::Notify;
 
 use crate::error::Result;
@@ -47,7 +46,7 @@ pub(crate) trait Connection: Send + 'static {
 #[derive(Debug, Clone)]
 pub(crate) struct Pushes {
     inbound: Option<Arc<OnceLock<Inbound>>>,
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
     lost: Arc<Notify>,
 }
 
@@ -55,7 +54,7 @@ impl Pushes {
     /// For the subscriber connection: payloads go to `inbound` once it is set.
     pub(crate) fn subscriber(
         inbound: Arc<OnceLock<Inbound>>,
-        stats: Arc<ExchangeStats>,
+        stats: Arc<ExchangeCounters>,
         lost: Arc<Notify>,
     ) -> Self {
         Pushes {
@@ -66,7 +65,7 @@ impl Pushes {
     }
 
     /// For the publisher connection: only its loss matters.
-    pub(crate) fn publisher(stats: Arc<ExchangeStats>, lost: Arc<Notify>) -> Self {
+    pub(crate) fn publisher(stats: Arc<ExchangeCounters>, lost: Arc<Notify>) -> Self {
         Pushes {
             inbound: None,
             stats,
@@ -80,7 +79,7 @@ impl Pushes {
         let Some(inbound) = self.inbound.as_ref().and_then(|slot| slot.get()) else {
             return;
         };
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        self.stats.add_received(1);
         inbound.deliver(payload);
     }
 

@@ -33,7 +33,8 @@ impl Fixture {
     }
 
     /// An async factory of exchanges on this broker (fast reconnection for tests), for
-    /// `Cluster::start` and `conformance_tests!`. Each exchange is also kept in `made`.
+    /// `Cluster::start` and `conformance_tests!`. Each exchange is also kept in `made`; the
+    /// factory owns the broker, so the broker runs as long as a scenario holds the factory.
     pub fn factory(
         &self,
     ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn Exchange>> + Send>> + use<>
@@ -42,7 +43,6 @@ impl Fixture {
         let prefix = self.prefix.clone();
         let made = self.made.clone();
         move || {
-            let broker = broker.clone();
             let url = broker.url();
             let prefix = prefix.clone();
             let made = made.clone();
@@ -57,10 +57,7 @@ impl Fixture {
                         .expect("connect to the test broker"),
                 );
                 made.lock().push(exchange.clone());
-                Arc::new(WithBroker {
-                    exchange,
-                    _broker: broker,
-                }) as Arc<dyn Exchange>
+                exchange as Arc<dyn Exchange>
             })
         }
     }
@@ -79,38 +76,6 @@ impl Fixture {
                 .expect("admin connects in time")
                 .expect("admin connects"),
         )
-    }
-}
-
-/// An exchange that keeps the test's broker running as long as a server uses it (the
-/// conformance scenarios drop their factory once the instances are started).
-#[derive(Debug)]
-struct WithBroker {
-    exchange: Arc<RedisExchange>,
-    _broker: Arc<RedisServer>,
-}
-
-impl Exchange for WithBroker {
-    fn start(&self, instance: uuid::Uuid, inbound: neffos::Inbound) {
-        self.exchange.start(instance, inbound);
-    }
-    fn publish(&self, topic: neffos::Topic, payload: bytes::Bytes) {
-        self.exchange.publish(topic, payload);
-    }
-    fn subscribe(&self, topic: neffos::Topic) {
-        self.exchange.subscribe(topic);
-    }
-    fn unsubscribe(&self, topic: neffos::Topic) {
-        self.exchange.unsubscribe(topic);
-    }
-    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.flush()
-    }
-    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.close()
-    }
-    fn stats(&self) -> &neffos::ExchangeStats {
-        self.exchange.stats()
     }
 }
 
