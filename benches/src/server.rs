@@ -97,22 +97,18 @@ pub struct ServerArgs {
 /// to publish (lost: at most once across instances), received and how often they
 /// reconnected, and what the server received from other instances.
 pub fn stats_json(instance: usize, server: &Server) -> String {
-    let sum = |f: fn(&neffos::ExchangeStats) -> &AtomicU64| -> u64 {
-        server
-            .exchanges()
-            .iter()
-            .map(|x| f(x.stats()).load(Ordering::Relaxed))
-            .sum()
+    let sum = |f: fn(neffos::ExchangeStats) -> u64| -> u64 {
+        server.exchanges().iter().map(|x| f(x.stats())).sum()
     };
     let snapshot = server.stats();
     serde_json::json!({
         "event": "stats",
         "instance": instance,
         "exchange": {
-            "published": sum(|s| &s.published),
-            "publish_errors": sum(|s| &s.publish_errors),
-            "received": sum(|s| &s.received),
-            "reconnects": sum(|s| &s.reconnects),
+            "published": sum(|s| s.published),
+            "publish_errors": sum(|s| s.publish_errors),
+            "received": sum(|s| s.received),
+            "reconnects": sum(|s| s.reconnects),
         },
         "server": {
             "connections": snapshot.connections,

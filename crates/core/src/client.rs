@@ -28,7 +28,7 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 /// Configures and dials a [`Client`].
 ///
 /// ```no_run
-/// # async fn run() -> neffos::Result<()> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// use std::time::Duration;
 /// use neffos::{Client, Events, Namespaces, Reconnect};
 /// let client = Client::builder("ws://127.0.0.1:8080/echo")
