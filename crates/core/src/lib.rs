@@ -46,6 +46,7 @@
 //! | `client` | the Rust client, [`Client`] | no |
 //! | `testkit` | the exchange conformance suite and test helpers | no |
 
+mod cluster;
 mod config;
 mod conn;
 pub mod error;
@@ -67,6 +68,10 @@ pub mod testkit;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder, Reconnect};
+pub use cluster::{
+    Applied, Cluster, ClusterConfig, ClusterError, ClusterStats, InstanceInfo, Member, Partial,
+    PresenceEvent, PresenceKind,
+};
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};
 pub use error::{

@@ -18,6 +18,12 @@
 //! | `neffos_envelopes_in_total` / `neffos_malformed_envelopes_total` | counter | envelopes from other instances |
 //! | `neffos_exchange_publishes_total` | counter | envelopes published (per exchange) |
 //! | `neffos_ask_seconds` | histogram | Ask round-trip time (server side) |
+//! | `neffos_cluster_queries_total` / `neffos_cluster_query_seconds` | counter / histogram | cluster queries and remote operations started, and their duration |
+//! | `neffos_cluster_query_timeouts_total` / `neffos_cluster_missing_instances_total` | counter | queries with a live instance missing at the deadline, and how many were missing |
+//! | `neffos_cluster_rate_limited_total` / `neffos_cluster_answers_dropped_total` | counter | queries refused, and others' queries left unanswered, by the rate limits |
+//! | `neffos_cluster_heartbeats_total` | counter | heartbeats sent |
+//! | `neffos_cluster_instances` / `neffos_cluster_heartbeat_age_seconds` | gauge | live instances (this one included), age of the oldest live heartbeat |
+//! | `neffos_cluster_expired_instances_total` / `neffos_cluster_presence_events_total` | counter | leases that ran out, presence events delivered |
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 

@@ -31,6 +31,8 @@ pub enum EnvelopeKind {
     Ask,
     /// The reply to an [`EnvelopeKind::Ask`], for the origin instance's waiter `token`.
     Reply,
+    /// A cluster control message ([`crate::cluster::ClusterMessage`]) in the body.
+    Cluster,
 }
 
 /// Who an envelope is for.

@@ -13,6 +13,8 @@
 //! - [`Envelope`]: what neffos-rs instances send each other through a broker
 //!   (MessagePack, versioned), which carries what the neffos frame cannot (frame type,
 //!   target connection, exclusion, origin instance, Ask correlation).
+//! - [`cluster`]: the control messages of a cluster (leases, queries, remote operations,
+//!   presence), carried in envelopes of kind [`EnvelopeKind::Cluster`].
 //!
 //! # Example
 //!
@@ -33,6 +35,7 @@
 //! # Ok::<(), neffos_protocol::DecodeError>(())
 //! ```
 
+pub mod cluster;
 mod envelope;
 mod error;
 mod escape;

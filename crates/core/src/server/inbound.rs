@@ -132,6 +132,7 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
                 }
             }
         }
+        EnvelopeKind::Cluster => crate::cluster::on_envelope(shared, &env),
         _ => {}
     }
 }

@@ -2,7 +2,7 @@
 //! to an [`Exchange`] for scale-out.
 
 mod inbound;
-mod registry;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -209,7 +209,7 @@ pub(crate) struct ServerShared {
     on_connect: Option<OnConnect>,
     on_disconnect: Option<OnDisconnect>,
     id_generator: Option<IdGenerator>,
-    registry: RwLock<Registry>,
+    pub(crate) registry: RwLock<Registry>,
     pub(crate) exchanges: Vec<Arc<dyn Exchange>>,
     pub(crate) relay: bool,
     pub(crate) dedup: Mutex<inbound::Dedup>,
@@ -217,6 +217,7 @@ pub(crate) struct ServerShared {
     next_key: AtomicU64,
     seq: AtomicU64,
     pub(crate) stats: Stats,
+    pub(crate) cluster: crate::cluster::ClusterState,
     shutting_down: AtomicBool,
     changed: Notify,
     admitted: Mutex<Admitted>,
@@ -297,6 +298,7 @@ pub struct ServerBuilder {
     id_generator: Option<IdGenerator>,
     exchanges: Vec<Arc<dyn Exchange>>,
     relay: bool,
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -365,8 +367,17 @@ impl ServerBuilder {
         self
     }
 
-    /// Builds the server. With an exchange, must run inside a tokio runtime (the exchange
-    /// and the inbound task start here).
+    /// Makes this instance take part in its cluster (off by default): it announces itself
+    /// and renews its lease through the exchanges, answers the others' queries, and
+    /// [`Server::ask`] to an ID no live instance holds fails fast. `config` sets the
+    /// heartbeat, deadlines, limits and presence events (see [`Server::cluster`]).
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
+    /// Builds the server. With an exchange or presence events, must run inside a tokio
+    /// runtime (the exchange, the inbound and the cluster tasks start here).
     pub fn build(self) -> Server {
         let shared = Arc::new(ServerShared {
             instance: Uuid::new_v4(),
@@ -383,6 +394,7 @@ impl ServerBuilder {
             next_key: AtomicU64::new(1),
             seq: AtomicU64::new(0),
             stats: Stats::new(),
+            cluster: crate::cluster::ClusterState::new(self.cluster),
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
             admitted: Mutex::new(Admitted::default()),
@@ -402,6 +414,7 @@ impl ServerBuilder {
             }
             tokio::spawn(inbound::run(Arc::downgrade(&shared), rx));
         }
+        crate::cluster::start(&shared);
         Server(shared)
     }
 }
@@ -417,6 +430,7 @@ impl Server {
             id_generator: None,
             exchanges: Vec::new(),
             relay: false,
+            cluster: None,
         }
     }
 
@@ -572,16 +586,23 @@ impl Server {
             .encode(&env)
             .map_err(|e| e.into_kind(AskErrorKind::Exchange, context()))?;
         self.0.publish(Topic::Conn(id.to_owned()), payload);
-        let reply = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => {
-                let context = format!("{} (server shutting down)", context());
-                return Err(AskError::new(AskErrorKind::Closed, context));
-            }
-            Err(_) => {
-                // Nobody answered: no instance has this ID, or its owner did not reply.
-                let context = format!("{} within {timeout:?}", context());
-                return Err(AskError::new(AskErrorKind::Timeout, context));
+        // Fails fast when every live instance says it does not hold `id` (cluster on).
+        let reply = tokio::select! {
+            reply = tokio::time::timeout(timeout, rx) => match reply {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => {
+                    let context = format!("{} (server shutting down)", context());
+                    return Err(AskError::new(AskErrorKind::Closed, context));
+                }
+                Err(_) => {
+                    // Nobody answered: no instance has this ID, or its owner did not reply.
+                    let context = format!("{} within {timeout:?}", context());
+                    return Err(AskError::new(AskErrorKind::Timeout, context));
+                }
+            },
+            () = crate::cluster::absent(&self.0, id, timeout) => {
+                let context = format!("{} (no live instance holds it)", context());
+                return Err(AskError::new(AskErrorKind::UnknownConnection, context));
             }
         };
         let mut reply_msg = reply.to_message();
@@ -614,6 +635,7 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(deadline, wait_empty).await;
+        crate::cluster::bye(&self.0);
         for exchange in &self.0.exchanges {
             let _ = tokio::time::timeout(deadline, async {
                 exchange.flush().await;
@@ -741,6 +763,15 @@ impl ServerShared {
         self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// A fresh per-instance number (envelope sequence numbers, correlation tokens).
+    pub(crate) fn next_token(&self) -> u64 {
+        self.next_seq()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     fn encode(&self, env: &Envelope) -> Result<Bytes, ExchangeError> {
         env.encode().map(Bytes::from).map_err(|e| {
             ExchangeError::new(ExchangeErrorKind::Encode, format!("encode {:?}", env.kind))
@@ -860,6 +891,7 @@ impl ServerShared {
         let change = registry.add_ns(ns, conn);
         self.set_index_gauges(&registry);
         self.apply(change);
+        crate::cluster::presence_changed(self, &conn.id, ns, None, true);
     }
 
     pub(crate) fn namespace_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString) {
@@ -867,6 +899,7 @@ impl ServerShared {
         let change = registry.remove_ns(ns, conn.key);
         self.set_index_gauges(&registry);
         self.apply(change);
+        crate::cluster::presence_changed(self, &conn.id, ns, None, false);
     }
 
     pub(crate) fn room_added(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
@@ -876,12 +909,14 @@ impl ServerShared {
         }
         registry.add_room(ns, room, conn);
         self.set_index_gauges(&registry);
+        crate::cluster::presence_changed(self, &conn.id, ns, Some(room), true);
     }
 
     pub(crate) fn room_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         let mut registry = self.registry.write();
         registry.remove_room(ns, room, conn.key);
         self.set_index_gauges(&registry);
+        crate::cluster::presence_changed(self, &conn.id, ns, Some(room), false);
     }
 }
 
