@@ -37,6 +37,13 @@ pub enum Error {
         "invalid subject prefix {0:?}: use 1 to 128 characters, dot-separated non-empty tokens of A-Z, a-z, 0-9, '-', '_'"
     )]
     InvalidPrefix(String),
+    /// The credentials (file) could not be read or parsed.
+    #[error("invalid NATS credentials: {source}")]
+    InvalidCredentials {
+        /// Why they were refused.
+        #[source]
+        source: BoxError,
+    },
     /// The broker could not be reached, or refused the credentials or the TLS handshake.
     #[error("cannot connect to NATS: {source}")]
     Connect {
@@ -62,7 +69,8 @@ impl Error {
             Error::NoUrl
             | Error::InvalidUrl { .. }
             | Error::TlsNotEnabled
-            | Error::InvalidPrefix(_) => Kind::Config,
+            | Error::InvalidPrefix(_)
+            | Error::InvalidCredentials { .. } => Kind::Config,
             Error::Connect { .. } => Kind::Connect,
         }
     }

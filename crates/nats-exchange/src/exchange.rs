@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::{ConnectOptions, Event, ServerAddr, ServerError};
+use async_nats::{Event, ServerAddr, ServerError};
 use bytes::Bytes;
 use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use crate::actor::{Actor, Cmd, Timings};
 use crate::error::{Error, Result};
+use crate::options::{ConnectOptions, NatsEvent};
 use crate::subject::{DEFAULT_PREFIX, Subjects};
 
-type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
+type OnEvent = Arc<dyn Fn(&NatsEvent) + Send + Sync>;
 
 /// Configures a [`NatsExchange`]; from [`NatsExchange::builder`].
 ///
@@ -27,7 +28,7 @@ type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
 /// let exchange = NatsExchange::builder("nats://10.0.0.1:4222,nats://10.0.0.2:4222")
 ///     .prefix("chat.prod")
 ///     .options(
-///         ConnectOptions::with_user_and_password("chat".into(), "secret".into())
+///         ConnectOptions::with_user_and_password("chat", "secret")
 ///             .name("chat-server")
 ///             .connection_timeout(Duration::from_secs(2)),
 ///     )
@@ -48,7 +49,7 @@ pub struct NatsExchangeBuilder {
 impl fmt::Debug for NatsExchangeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsExchangeBuilder")
-            .field("urls", &self.urls)
+            .field("urls", &redact_urls(&self.urls))
             .field("prefix", &self.prefix)
             .field("options", &self.options)
             .field("queue_capacity", &self.queue_capacity)
@@ -66,17 +67,16 @@ impl NatsExchangeBuilder {
         self
     }
 
-    /// The `async-nats` connection options: credentials (user/password, token, NKey, JWT
-    /// credentials file), TLS, timeouts, reconnection delays, connection name…
-    /// Without options, credentials are taken from the URL and the connection is named
-    /// `neffos`.
+    /// The connection options: credentials (user/password, token, NKey, JWT credentials
+    /// file), TLS, timeouts, connection name (default `neffos`). Options without
+    /// credentials use those of the URL.
     ///
-    /// Three are always set by the exchange: `no_echo` (an instance does not receive what it
+    /// The exchange always sets `no_echo` (an instance does not receive what it
     /// publishes; it would drop it anyway), the reconnect delay (see
     /// [`reconnect_max_delay`](Self::reconnect_max_delay)) and the event callback (to count
-    /// reconnections; use [`on_event`](Self::on_event) to see the events too). NKeys and credentials files
-    /// need the `nkeys` feature, TLS the `tls` feature. Keep `max_reconnects` unset
-    /// (unlimited, the default): after the last attempt the exchange stays disconnected.
+    /// reconnections; use [`on_event`](Self::on_event) to see the events too); it
+    /// reconnects without limit. NKeys and credentials files need the `nkeys` feature, TLS
+    /// the `tls` feature.
     pub fn options(mut self, options: ConnectOptions) -> Self {
         self.options = Some(options);
         self
@@ -118,7 +118,7 @@ impl NatsExchangeBuilder {
     /// Called with every connection event (connected, disconnected, slow consumer, server
     /// error…) after the exchange accounted for it. Keep it short: events are handled one
     /// at a time.
-    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+    pub fn on_event(mut self, f: impl Fn(&NatsEvent) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(f));
         self
     }
@@ -130,16 +130,19 @@ impl NatsExchangeBuilder {
         let addrs = parse_urls(&self.urls)?;
         let stats = Arc::new(ExchangeCounters::default());
         let closed = Arc::new(Notify::new());
-        let options = match self.options {
-            Some(options) => options,
-            None => url_credentials(&addrs).unwrap_or_default().name("neffos"),
+        let options = self.options.unwrap_or_default();
+        let url_auth = !options.has_auth();
+        let mut options = options.build().await?;
+        if url_auth {
+            options = url_credentials(options, &addrs);
         }
-        .no_echo()
-        .reconnect_delay_callback(crate::reconnect::callback(
-            addrs.len(),
-            self.timings.reconnect_max,
-        ))
-        .event_callback(events(stats.clone(), closed.clone(), self.on_event));
+        let options = options
+            .no_echo()
+            .reconnect_delay_callback(crate::reconnect::callback(
+                addrs.len(),
+                self.timings.reconnect_max,
+            ))
+            .event_callback(events(stats.clone(), closed.clone(), self.on_event));
         let client = options.connect(addrs).await.map_err(Error::connect)?;
         let id = Uuid::new_v4();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -197,15 +200,30 @@ fn parse_urls(urls: &str) -> Result<Vec<ServerAddr>> {
     Ok(addrs)
 }
 
-/// Options with the credentials of the first URL that has some: `user:password@` or
+/// `options` with the credentials of the first URL that has some: `user:password@` or
 /// `token@` (async-nats takes credentials from its options only).
-fn url_credentials(addrs: &[ServerAddr]) -> Option<ConnectOptions> {
-    let addr = addrs.iter().find(|a| a.has_user_pass())?;
-    let user = percent_decode(addr.username()?);
-    Some(match addr.password() {
-        Some(password) => ConnectOptions::with_user_and_password(user, percent_decode(password)),
-        None => ConnectOptions::with_token(user),
-    })
+fn url_credentials(
+    options: async_nats::ConnectOptions,
+    addrs: &[ServerAddr],
+) -> async_nats::ConnectOptions {
+    let Some(addr) = addrs.iter().find(|a| a.has_user_pass()) else {
+        return options;
+    };
+    let Some(user) = addr.username().map(percent_decode) else {
+        return options;
+    };
+    match addr.password() {
+        Some(password) => options.user_and_password(user, percent_decode(password)),
+        None => options.token(user),
+    }
+}
+
+/// A comma-separated URL list without its secrets, for `Debug` and logs.
+fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| neffos::redact::url(u.trim()).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Decodes the `%XX` escapes of a URL's user information.
@@ -281,7 +299,7 @@ fn events(
             }
         }
         if let Some(f) = &on_event {
-            f(&event);
+            f(&NatsEvent::from(&event));
         }
         std::future::ready(())
     }
@@ -335,7 +353,7 @@ pub struct NatsExchange {
 impl fmt::Debug for NatsExchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsExchange")
-            .field("urls", &self.urls)
+            .field("urls", &redact_urls(&self.urls))
             .field("prefix", &self.subjects.prefix())
             .field("queued", &self.queued.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -357,7 +375,7 @@ impl NatsExchange {
     ///     .build();
     /// # let _ = server; Ok(()) }
     /// ```
-    pub async fn connect(urls: &str) -> Result<NatsExchange> {
+    pub async fn connect(urls: impl Into<String>) -> Result<NatsExchange> {
         NatsExchange::builder(urls).connect().await
     }
 

@@ -11,7 +11,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let exchange = NatsExchange::builder("nats://127.0.0.1:4222")
 //!     .prefix("chat")
-//!     .options(ConnectOptions::with_token("s3cr3t".into()))
+//!     .options(ConnectOptions::with_token("s3cr3t"))
 //!     .connect()
 //!     .await?;
 //! let server = Server::builder(Namespaces::new().namespace("default", Events::new()))
@@ -131,10 +131,11 @@
 mod actor;
 mod error;
 mod exchange;
+mod options;
 mod reconnect;
 mod subject;
 
-pub use async_nats::{ConnectOptions, Event};
 pub use error::{Error, Result};
 pub use exchange::{NatsExchange, NatsExchangeBuilder};
+pub use options::{ConnectOptions, NatsEvent};
 pub use subject::DEFAULT_PREFIX;

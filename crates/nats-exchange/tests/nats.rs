@@ -437,19 +437,22 @@ async fn subscriptions_follow_interest_on_the_broker() {
 async fn credentials_come_from_connect_options() {
     let broker = Broker::start_with(&["--user", "neffos", "--pass", "s3cret"]);
     let good = NatsExchange::builder(broker.url())
-        .options(ConnectOptions::with_user_and_password(
-            "neffos".into(),
-            "s3cret".into(),
-        ))
+        .options(ConnectOptions::with_user_and_password("neffos", "s3cret"))
         .connect()
         .await;
     assert!(good.is_ok(), "{good:?}");
     let in_url = broker.url().replace("nats://", "nats://neffos:s3cret@");
     let from_url = NatsExchange::connect(&in_url).await;
     assert!(from_url.is_ok(), "{from_url:?}");
+    // Neither the builder nor the exchange shows the password, in Debug or pretty Debug.
+    let builder = NatsExchange::builder(in_url.as_str())
+        .options(ConnectOptions::with_user_and_password("neffos", "s3cret"));
+    let shown = format!("{builder:?} {builder:#?} {:?}", from_url.unwrap());
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("neffos:<redacted>@"), "{shown}");
     let bad = NatsExchange::builder(broker.url())
         .options(
-            ConnectOptions::with_user_and_password("neffos".into(), "wrong".into())
+            ConnectOptions::with_user_and_password("neffos", "wrong")
                 .connection_timeout(Duration::from_secs(2)),
         )
         .connect()
@@ -458,13 +461,22 @@ async fn credentials_come_from_connect_options() {
 
     let token = Broker::start_with(&["--auth", "t0ken"]);
     let ok = NatsExchange::builder(token.url())
-        .options(ConnectOptions::with_token("t0ken".into()))
+        .options(ConnectOptions::with_token("t0ken"))
         .connect()
         .await;
     assert!(ok.is_ok(), "{ok:?}");
     let in_url = token.url().replace("nats://", "nats://t0ken@");
     let from_url = NatsExchange::connect(&in_url).await;
     assert!(from_url.is_ok(), "{from_url:?}");
+    let shown = format!(
+        "{:?} {:?}",
+        from_url.unwrap(),
+        ConnectOptions::with_token("t0ken")
+    );
+    assert!(
+        !shown.contains("t0ken"),
+        "a token in the URL or the options is hidden: {shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,12 +64,23 @@ pub(crate) struct Live<C> {
 ///     .await?;
 /// # let _ = exchange; Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct RedisExchangeBuilder {
     url: String,
     prefix: String,
     options: Options,
+}
+
+/// Shows the URL without its password.
+impl fmt::Debug for RedisExchangeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisExchangeBuilder")
+            .field("url", &neffos::redact::url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 impl RedisExchangeBuilder {

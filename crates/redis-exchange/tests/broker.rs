@@ -595,3 +595,27 @@ async fn lazy_exchange_connects_when_the_broker_appears() {
     a.expect("remote", "").await;
     b.expect("remote", "").await;
 }
+
+/// A password in the URL never shows: not in the builder's `Debug`, not in a connect
+/// error (whose sources are the broker library's errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_password_is_not_shown() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://app:hunter2@127.0.0.1:{port}/0");
+    let builder = RedisExchange::builder(url.as_str()).prefix("secret-test");
+    let shown = format!("{builder:?} {builder:#?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("app:<redacted>@127.0.0.1"), "{shown}");
+    let err = builder.connect().await.unwrap_err();
+    let mut chain = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(" {e} {e:?}"));
+        source = e.source();
+    }
+    assert!(!chain.contains("hunter2"), "{chain}");
+}
