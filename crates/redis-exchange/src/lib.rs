@@ -100,6 +100,7 @@
 //! | Name | Description | Default |
 //! |---|---|---|
 //! | `tls` | `rediss://` URLs, with rustls (ring) and the system's root certificates | no |
+//! | `cluster` | [`RedisClusterExchange`](cluster::RedisClusterExchange): Redis Cluster with sharded pub/sub | no |
 //!
 //! # Requirements
 //!
@@ -117,6 +118,8 @@
 
 mod backoff;
 mod channel;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod driver;
 mod error;
 mod exchange;
@@ -129,3 +132,6 @@ mod tests;
 pub use channel::DEFAULT_PREFIX;
 pub use error::{Error, Result};
 pub use exchange::{RedisExchange, RedisExchangeBuilder};
+
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterStats, RedisClusterExchange, RedisClusterExchangeBuilder};

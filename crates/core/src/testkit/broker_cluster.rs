@@ -140,6 +140,9 @@ impl RedisCluster {
                     // A replica that just changed master may always take over.
                     "--cluster-replica-validity-factor",
                     "0",
+                    // Replicas sync at once (the default waits 5 s for more replicas).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ];
                 args.extend_from_slice(extra);
                 RedisServer(Process::start(Kind::Redis, &args))
@@ -307,6 +310,51 @@ impl RedisCluster {
         self.wait_healthy();
     }
 
+    /// Moves one slot from its master to master `to` as `redis-cli --cluster reshard` does
+    /// for each slot (`SETSLOT … IMPORTING` on the target, `MIGRATING` on the source, the
+    /// keys with `MIGRATE`, then `SETSLOT … NODE` on both and the other masters); waits
+    /// until the cluster is healthy and agrees.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let from = self.master_of_slot(slot);
+        if from == to {
+            return;
+        }
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
+        let slot_arg = slot.to_string();
+        let ok = |i: usize, args: &[&str]| {
+            let out = self.cli(i, args);
+            assert!(out.trim() == "OK", "{args:?} on node {i}: {out}");
+        };
+        ok(
+            to,
+            &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+        );
+        ok(
+            from,
+            &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+        );
+        loop {
+            let keys = self.cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot_arg, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = self.nodes[to].port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            ok(from, &args);
+        }
+        ok(to, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+        for m in self.masters() {
+            if m != from && m != to {
+                let _ = self.cli(m, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+            }
+        }
+        self.wait_until("slot moved", || self.master_of_slot(slot) == to);
+        self.wait_healthy();
+    }
+
     /// Waits until every running node reports `cluster_state:ok` with all slots served by
     /// healthy running masters, agrees on who serves them, and every replica's link to its
     /// master is up.
@@ -360,14 +408,37 @@ impl RedisCluster {
     fn wait_until(&self, what: &str, mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + HEAL_TIMEOUT;
         while !condition() {
-            assert!(
-                Instant::now() < deadline,
-                "Redis Cluster: {what} not reached after {HEAL_TIMEOUT:?}: {}",
-                self.running()
-                    .first()
-                    .map(|i| self.cli(*i, &["CLUSTER", "NODES"]))
-                    .unwrap_or_default()
-            );
+            if Instant::now() >= deadline {
+                let states: Vec<String> = self
+                    .running()
+                    .iter()
+                    .map(|i| {
+                        let info = self.cli(*i, &["CLUSTER", "INFO"]);
+                        let repl = self.cli(*i, &["INFO", "replication"]);
+                        let pick = |text: &str, key: &str| {
+                            text.lines()
+                                .find(|l| l.starts_with(key))
+                                .unwrap_or_default()
+                                .trim()
+                                .to_owned()
+                        };
+                        format!(
+                            "node {i}: {} {} {} {}",
+                            pick(&info, "cluster_state"),
+                            pick(&info, "cluster_slots_ok"),
+                            pick(&repl, "role"),
+                            pick(&repl, "master_link_status")
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "Redis Cluster: {what} not reached after {HEAL_TIMEOUT:?}: {states:?}\n{}",
+                    self.running()
+                        .first()
+                        .map(|i| self.cli(*i, &["CLUSTER", "NODES"]))
+                        .unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
