@@ -30,51 +30,15 @@ async fn exchange(cluster: &RedisCluster, prefix: &str) -> Arc<RedisClusterExcha
     )
 }
 
-/// An exchange that keeps the test's cluster running as long as a server holds it.
-#[derive(Debug)]
-struct Held {
-    exchange: Arc<RedisClusterExchange>,
-    _cluster: Arc<RedisCluster>,
-}
-
-impl Exchange for Held {
-    fn start(&self, instance: uuid::Uuid, inbound: neffos::Inbound) {
-        self.exchange.start(instance, inbound);
-    }
-    fn publish(&self, topic: Topic, payload: bytes::Bytes) {
-        self.exchange.publish(topic, payload);
-    }
-    fn subscribe(&self, topic: Topic) {
-        self.exchange.subscribe(topic);
-    }
-    fn unsubscribe(&self, topic: Topic) {
-        self.exchange.unsubscribe(topic);
-    }
-    fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.flush()
-    }
-    fn close(&self) -> futures_util::future::BoxFuture<'_, ()> {
-        self.exchange.close()
-    }
-    fn stats(&self) -> &neffos::ExchangeStats {
-        self.exchange.stats()
-    }
-}
-
 type MakeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn Exchange>> + Send>>;
 
-/// A fresh cluster for this test and a factory of exchanges on it.
+/// A fresh cluster for this test and a factory of exchanges on it. The factory owns the
+/// cluster: it runs as long as a scenario holds it.
 fn redis_cluster() -> impl Fn() -> MakeFuture {
     let cluster = Arc::new(RedisCluster::start());
     move || {
         let cluster = cluster.clone();
-        Box::pin(async move {
-            let exchange = exchange(&cluster, "conformance").await;
-            Arc::new(Held {
-                exchange,
-                _cluster: cluster,
-            }) as Arc<dyn Exchange>
-        })
+        Box::pin(async move { exchange(&cluster, "conformance").await as Arc<dyn Exchange> })
     }
 }
 
@@ -82,7 +46,7 @@ neffos::conformance_tests!(redis_cluster());
 
 async fn instance(exchange: Arc<dyn Exchange>) -> TestServer {
     let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
-        .exchange_arc(exchange)
+        .exchange(exchange)
         .build();
     serve(server).await.unwrap()
 }
@@ -251,7 +215,7 @@ async fn stream_through(change: Change) {
     println!(
         "Redis Cluster, {change:?}: the cluster took {healed:?}; per receiver (missing, resumed after the change began): {results:?}; \
          sender: {} publish errors ({} without a master), {} redirects; receivers' subscription gaps: {:?}",
-        sent.publish_errors.load(Ordering::Relaxed),
+        sent.publish_errors,
         stats[0].unowned_publishes,
         stats[0].redirects,
         stats[1..]
@@ -267,19 +231,18 @@ async fn stream_through(change: Change) {
         // What was lost is accounted for: dropped publishes on the sender, or a recorded
         // subscription gap on the receivers.
         if *missing > 0 {
-            let accounted = sent.publish_errors.load(Ordering::Relaxed) > 0
-                || stats[1..].iter().any(|s| s.gaps > 0);
+            let accounted = sent.publish_errors > 0 || stats[1..].iter().any(|s| s.gaps > 0);
             assert!(accounted, "{missing} messages lost silently");
         }
     }
     // The sender still publishes to the slot's new owner, without errors from now on.
-    let errors = sent.publish_errors.load(Ordering::Relaxed);
+    let errors = exchanges[0].stats().publish_errors;
     for r in &mut receivers {
         let target = r.last.unwrap_or(0) + 20;
         let (missing, _) = r.until(target, Instant::now()).await;
         assert_eq!(missing, 0);
     }
-    assert_eq!(sent.publish_errors.load(Ordering::Relaxed), errors);
+    assert_eq!(exchanges[0].stats().publish_errors, errors);
     sender.abort();
     assert_eq!(neffos::testkit::panics(), 0);
 }

@@ -51,8 +51,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use neffos::{Exchange, ExchangeStats, Inbound, Topic};
+use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -238,7 +237,7 @@ type Spawn = Box<dyn FnOnce(Uuid) + Send>;
 pub struct RedisClusterExchange {
     channels: Channels,
     topology: Arc<Topology>,
-    stats: Arc<ExchangeStats>,
+    stats: Arc<ExchangeCounters>,
     counters: Arc<ClusterCounters>,
     publish_tx: mpsc::Sender<PubCmd>,
     control_tx: mpsc::UnboundedSender<SubCmd>,
@@ -299,7 +298,7 @@ impl RedisClusterExchange {
     }
 
     fn assemble(topology: Arc<Topology>, channels: Channels, options: Options) -> Self {
-        let stats = Arc::new(ExchangeStats::default());
+        let stats = Arc::new(ExchangeCounters::default());
         let counters = Arc::new(ClusterCounters::default());
         let inbound = Arc::new(OnceLock::new());
         let (publish_tx, publish_rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -379,7 +378,7 @@ impl Exchange for RedisClusterExchange {
 
     fn publish(&self, topic: Topic, payload: Bytes) {
         if let Err(e) = self.publish_tx.try_send(PubCmd::Publish(topic, payload)) {
-            self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
             let n = self.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 let why = match e {
@@ -402,7 +401,7 @@ impl Exchange for RedisClusterExchange {
     /// Resolves once the publishes queued before it were sent (or counted as failed) and
     /// every subscription change was confirmed by the masters. While a wanted channel's slot
     /// has no reachable master it waits; wrap it in a timeout.
-    fn flush(&self) -> BoxFuture<'_, ()> {
+    fn flush(&self) -> ExchangeFuture<'_> {
         Box::pin(async move {
             if self.instance.get().is_none() {
                 return;
@@ -418,7 +417,7 @@ impl Exchange for RedisClusterExchange {
     }
 
     /// Sends what is queued, then closes every connection.
-    fn close(&self) -> BoxFuture<'_, ()> {
+    fn close(&self) -> ExchangeFuture<'_> {
         Box::pin(async move {
             drop(self.spawn.lock().take());
             let (sub_done, sub_wait) = oneshot::channel();
@@ -431,8 +430,8 @@ impl Exchange for RedisClusterExchange {
         })
     }
 
-    fn stats(&self) -> &ExchangeStats {
-        &self.stats
+    fn stats(&self) -> ExchangeStats {
+        self.stats.snapshot()
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use neffos::ExchangeStats;
+use neffos::ExchangeCounters;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{PushKind, ServerErrorKind, Value};
 use tokio::sync::mpsc;
@@ -37,7 +37,7 @@ pub(crate) struct ClusterPublisher {
     pub(crate) instance: uuid::Uuid,
     pub(crate) topology: Arc<Topology>,
     pub(crate) channels: Channels,
-    pub(crate) stats: Arc<ExchangeStats>,
+    pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) counters: Arc<ClusterCounters>,
     pub(crate) options: Options,
     pub(crate) name: String,
@@ -93,7 +93,7 @@ impl State {
                             batch.push((channel, stamped));
                         }
                         None => {
-                            self.p.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                            self.p.stats.add_publish_errors(1);
                             tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
                         }
                     },
@@ -191,7 +191,7 @@ impl State {
                             }
                         }
                         if ok > 0 {
-                            self.p.stats.published.fetch_add(ok, Ordering::Relaxed);
+                            self.p.stats.add_published(ok);
                             if let Some(failed) = self.failing.remove(&node) {
                                 tracing::info!(node = %node, failed_publishes = failed, "Redis Cluster publishes to this master succeed again");
                             }
@@ -260,7 +260,7 @@ impl State {
     }
 
     fn fail(&mut self, node: Option<&NodeAddr>, n: u64, why: &str) {
-        self.p.stats.publish_errors.fetch_add(n, Ordering::Relaxed);
+        self.p.stats.add_publish_errors(n);
         let key = node.cloned().unwrap_or(NodeAddr {
             host: String::new(),
             port: 0,

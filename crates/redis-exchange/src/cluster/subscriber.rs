@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use neffos::{ExchangeStats, Inbound};
+use neffos::{ExchangeCounters, Inbound};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{PushInfo, PushKind, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -65,7 +65,7 @@ impl Drop for NodeConn {
 pub(crate) struct ClusterSubscriber {
     pub(crate) topology: Arc<Topology>,
     pub(crate) channels: Channels,
-    pub(crate) stats: Arc<ExchangeStats>,
+    pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) counters: Arc<ClusterCounters>,
     pub(crate) options: Options,
     pub(crate) name: String,
@@ -475,7 +475,7 @@ impl State {
 /// connection's driver task: must not block.
 fn on_push(
     inbound: &OnceLock<Inbound>,
-    stats: &ExchangeStats,
+    stats: &ExchangeCounters,
     dedup: &Dedup,
     events: &mpsc::UnboundedSender<Event>,
     node: &NodeAddr,
@@ -491,7 +491,7 @@ fn on_push(
                 if let Some(inbound) = inbound.get()
                     && let Some(payload) = dedup.accept(&channel, payload)
                 {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    stats.add_received(1);
                     inbound.deliver(payload);
                 }
             } else {
