@@ -49,6 +49,18 @@ impl Broker {
             Broker::Nats(n) => n.restart(),
         }
     }
+    fn pause(&self) {
+        match self {
+            Broker::Redis(r) => r.pause(),
+            Broker::Nats(n) => n.pause(),
+        }
+    }
+    fn resume(&self) {
+        match self {
+            Broker::Redis(r) => r.resume(),
+            Broker::Nats(n) => n.resume(),
+        }
+    }
 }
 
 async fn instance(broker: &Broker) -> TestServer {
@@ -328,4 +340,115 @@ async fn instance_shutdown_under_load_releases_its_interest() {
             n
         );
     }
+}
+
+/// Issue 13: the broker freezes (SIGSTOP) for 3 s while instance A publishes every 5 ms to
+/// 200 clients on instance B; on SIGCONT the backlog (≈ 600 messages) reaches B at once.
+/// Before: 7–140 of the 200 healthy clients were closed "slow consumer" (a queue of 256
+/// frames). Now the queues are budgeted in bytes and a burst may exceed the budget while
+/// the clients read: no client is closed, and every client gets the same sequence, in order.
+async fn broker_pause_burst_closes_no_client(broker: Broker) {
+    const CLIENTS: usize = 200;
+    const MESSAGES: u64 = 1400;
+    // The exchanges as a user gets them (a 3 s pause is within their default timeouts).
+    let default_instance = || async {
+        let exchange: Arc<dyn Exchange> = match &broker {
+            Broker::Redis(r) => Arc::new(RedisExchange::builder(r.url()).connect().await.unwrap()),
+            Broker::Nats(n) => Arc::new(NatsExchange::connect(&n.url()).await.unwrap()),
+        };
+        let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+            .exchange_arc(exchange)
+            .build();
+        serve(server).await.unwrap()
+    };
+    let a = default_instance().await;
+    let b = default_instance().await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(recorder(&b).await);
+    }
+    a.server.flush_exchanges().await;
+    b.server.flush_exchanges().await;
+    let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = {
+        let server = a.server.clone();
+        let published = published.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            for n in 0..MESSAGES {
+                tick.tick().await;
+                let _ = server.broadcast(
+                    Target::namespace("chat"),
+                    Message::new("", "seq", n.to_string()),
+                );
+                published.store(n + 1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Running: the first client is past message 100.
+    loop {
+        let (n, _) = tokio::time::timeout(T, clients[0].1.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if n >= 100 {
+            break;
+        }
+    }
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.resume();
+    let resumed = Instant::now();
+    let backlog = published.load(Ordering::Relaxed);
+    stream.await.unwrap();
+    let mut reference: Option<Vec<u64>> = None;
+    let mut burst = 0;
+    for (i, (client, rx)) in clients.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.last() != Some(&(MESSAGES - 1)) {
+            let (n, at) = tokio::time::timeout(T, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("client {i} stopped at {:?}", got.last()))
+                .unwrap();
+            // Published before the broker came back, delivered after: the catch-up burst.
+            if i == 0 && at >= resumed && n < backlog {
+                burst += 1;
+            }
+            got.push(n);
+        }
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "client {i} got messages out of order"
+        );
+        assert!(!client.conn().is_closed(), "client {i} was closed");
+        // Client 0 consumed the first hundred while the test waited: compare from 200 on.
+        let later: Vec<u64> = got.into_iter().filter(|&n| n >= 200).collect();
+        match &reference {
+            None => reference = Some(later),
+            Some(r) => assert_eq!(&later, r, "client {i} got another sequence than client 0"),
+        }
+    }
+    let lost = MESSAGES - 200 - reference.map_or(0, |r| r.len() as u64);
+    println!(
+        "catch-up burst after the pause: {burst} messages to each of {CLIENTS} clients; {lost} lost in the broker outage"
+    );
+    assert_eq!(
+        lost, 0,
+        "within the exchanges' default timeouts nothing is lost"
+    );
+    let stats = b.server.stats();
+    assert_eq!(stats.slow_consumer_closes, 0, "{stats:?}");
+    assert_eq!(b.server.connection_count(), CLIENTS);
+    assert!(burst >= 100, "no burst reached the clients ({burst})");
+    assert_eq!(neffos::testkit::panics(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pause_burst_closes_no_client() {
+    broker_pause_burst_closes_no_client(Broker::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_pause_burst_closes_no_client() {
+    broker_pause_burst_closes_no_client(Broker::Nats(NatsServer::start())).await;
 }

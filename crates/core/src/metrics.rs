@@ -12,6 +12,7 @@
 //! | `neffos_broadcast_recipients` | histogram | local recipients of one broadcast |
 //! | `neffos_slow_consumer_closes_total` | counter | stuck clients closed (outbound queue over its budget) |
 //! | `neffos_budget_closes_total` | counter | connections closed or refused for going over a byte budget (outbound, before the handshake, request head) |
+//! | `neffos_publisher_pushbacks_total` | counter | publishers whose reading paused until the recipients their broadcast left behind (while reading) caught up |
 //! | `neffos_unupgraded_refused_total` | counter | TCP connections dropped by [`serve`](crate::serve) at its cap of connections not upgraded yet |
 //! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
 //! | `neffos_late_replies_total` | counter | replies without a waiting Ask |
@@ -41,6 +42,7 @@ pub(crate) struct Metrics {
     pub(crate) broadcast_recipients: Histogram,
     pub(crate) slow_consumer_closes: Counter,
     pub(crate) budget_closes: Counter,
+    pub(crate) publisher_pushbacks: Counter,
     pub(crate) invalid_frames: Counter,
     pub(crate) late_replies: Counter,
     pub(crate) envelopes_in: Counter,
@@ -63,6 +65,7 @@ impl Metrics {
             broadcast_recipients: histogram!("neffos_broadcast_recipients"),
             slow_consumer_closes: counter!("neffos_slow_consumer_closes_total"),
             budget_closes: counter!("neffos_budget_closes_total"),
+            publisher_pushbacks: counter!("neffos_publisher_pushbacks_total"),
             invalid_frames: counter!("neffos_invalid_frames_total"),
             late_replies: counter!("neffos_late_replies_total"),
             envelopes_in: counter!("neffos_envelopes_in_total"),

@@ -15,10 +15,13 @@ use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind,
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ConnInner, Role, close_code, system, writer};
+use super::{ConnInner, Role, close_code, pressure, system, writer};
 use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
 use crate::transport::{Cause, TransportError, WsIn, WsOut};
+
+/// How often a pushed-back publisher looks whether the server caught up.
+const PUSHBACK_RECHECK: Duration = Duration::from_millis(5);
 
 /// A frame read but not yet handled.
 pub(crate) struct Incoming {
@@ -271,16 +274,22 @@ where
     let cancelled = inner.cancel.cancelled();
     tokio::pin!(cancelled);
     let mut rate = inner.config.max_messages_per_second.map(RateLimit::new);
+    let mut pushback = Pushback::default();
     let mut current: Option<BoxFuture<()>> = None;
     loop {
+        let pushed_back = pushback.holds(inner);
+        // A pushed-back publisher's messages already read wait too.
         if current.is_none()
+            && !pushed_back
             && let Some(msg) = pending.pop()
         {
-            current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
+            current = Some(dispatch(inner, msg));
         }
-        // Within both inbound limits, or reading pauses and TCP pushes back on the client.
+        // Within both inbound limits and not pushed back, or reading pauses and TCP pushes
+        // back on the client.
         let can_read = pending.messages.len() < inner.config.inbound_queue
-            && pending.bytes < inner.config.inbound_budget;
+            && pending.bytes < inner.config.inbound_budget
+            && !pushed_back;
         tokio::select! {
             biased;
             () = &mut cancelled => break,
@@ -310,14 +319,15 @@ where
                 };
                 let size = incoming.bytes.len();
                 match accept_frame(inner, &opts, incoming) {
-                    Accepted::Dispatch(msg) if current.is_none() && pending.messages.is_empty() => {
-                        current = Some(Box::pin(system::dispatch(inner.clone(), msg)));
+                    Accepted::Dispatch(msg) if current.is_none() && pending.messages.is_empty() && !pushed_back => {
+                        current = Some(dispatch(inner, msg));
                     }
                     Accepted::Dispatch(msg) => pending.push(msg, size),
                     Accepted::Consumed => {}
                     Accepted::Close => break,
                 }
             }
+            () = tokio::time::sleep(PUSHBACK_RECHECK), if pushed_back => {}
             () = &mut idle_timer, if idle.is_some() => {
                 let deadline = last_seen + idle.unwrap_or_default();
                 if deadline > Instant::now() {
@@ -344,6 +354,43 @@ where
     })
     .await;
     inner.finished.cancel();
+}
+
+/// Runs the handlers of `msg`, watching whether they broadcast under pressure.
+fn dispatch(inner: &Arc<ConnInner>, msg: Message) -> BoxFuture<()> {
+    Box::pin(pressure::Watched::new(
+        inner.clone(),
+        Box::pin(system::dispatch(inner.clone(), msg)),
+    ))
+}
+
+/// A publisher's pause while recipients it left behind catch up, at most the stall timeout
+/// (by then stuck clients are closed, and what remains is not the server's doing).
+#[derive(Default)]
+struct Pushback {
+    since: Option<Instant>,
+}
+
+impl Pushback {
+    /// Whether reading stays paused now.
+    fn holds(&mut self, inner: &ConnInner) -> bool {
+        if !pressure::holds(inner) {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            if let Some(server) = &inner.server {
+                server.stats.publisher_pushback();
+            }
+            Instant::now()
+        });
+        if since.elapsed() < inner.config.write_stall_timeout {
+            return true;
+        }
+        inner.laggards.lock().clear();
+        self.since = None;
+        false
+    }
 }
 
 /// The close code and reason for a failed read: RFC 6455's 1009 for a frame or message

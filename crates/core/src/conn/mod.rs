@@ -4,6 +4,7 @@
 mod ask;
 pub(crate) mod engine;
 mod latch;
+pub(crate) mod pressure;
 mod queue;
 mod system;
 mod writer;
@@ -22,7 +23,7 @@ use parking_lot::Mutex;
 
 pub(crate) use ask::{PendingAsks, ask_context};
 pub(crate) use latch::Latch;
-pub(crate) use queue::{Limits, OutQueue, PushError};
+pub(crate) use queue::{Fill, Limits, OutQueue, PushError};
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::{
@@ -80,6 +81,9 @@ pub(crate) struct ConnInner {
     pub(crate) native: NativeMode,
     pub(crate) server: Option<Arc<ServerShared>>,
     pub(crate) dropped_frames: AtomicU64,
+    /// Recipients one of its handlers' broadcasts left behind: its reading pauses until
+    /// they caught up ([`pressure`]).
+    pub(crate) laggards: Mutex<Vec<std::sync::Weak<ConnInner>>>,
     /// Woken whenever a namespace is connected or disconnected.
     pub(crate) namespaces_changed: tokio::sync::Notify,
     /// Namespaces and rooms at the moment the connection closed (for reconnection).
@@ -131,6 +135,7 @@ impl ConnInner {
             native,
             server: new.server,
             dropped_frames: AtomicU64::new(0),
+            laggards: Mutex::new(Vec::new()),
             namespaces_changed: tokio::sync::Notify::new(),
             last_namespaces: Mutex::new(HashMap::new()),
             finished: Latch::new(),
@@ -157,17 +162,18 @@ impl ConnInner {
     }
 
     /// Queues an encoded frame without waiting; a stuck client gets the slow-consumer policy.
-    pub(crate) fn enqueue(&self, out: WsOut) -> Result<(), WriteErrorKind> {
+    /// Tells whether the queue is over its budget now (the recipient is behind).
+    pub(crate) fn enqueue(&self, out: WsOut) -> Result<Fill, WriteErrorKind> {
         if self.is_closed() {
             return Err(WriteErrorKind::Closed);
         }
         match self.queue.try_push(out) {
-            Ok(()) => Ok(()),
+            Ok(fill) => Ok(fill),
             Err(PushError::Closed) => Err(WriteErrorKind::Closed),
             Err(stuck) => match self.config.slow_consumer {
                 SlowConsumerPolicy::DropMessage => {
                     self.dropped_frames.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
+                    Ok(Fill::Over)
                 }
                 _ => {
                     self.close_stuck(stuck);
@@ -204,7 +210,7 @@ impl ConnInner {
     /// The write filter of PROTOCOL.md §5.3, then encode and queue.
     pub(crate) fn write(&self, msg: &Message) -> Result<(), WriteErrorKind> {
         let frame = self.filter_and_encode(msg)?;
-        self.enqueue(WsOut::Frame(frame))
+        self.enqueue(WsOut::Frame(frame)).map(drop)
     }
 
     /// Like [`Self::write`], but waits while the queue is over its byte budget instead of

@@ -39,6 +39,21 @@ pub(crate) enum PushError {
     Closed,
 }
 
+/// A writer that took a frame this recently is still reading-side healthy: its client reads.
+const RECENT: Duration = Duration::from_secs(1);
+
+/// Where a queue stands after a frame was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Within the budget.
+    Within,
+    /// Over the budget.
+    Over,
+    /// Over twice the budget while its writer keeps taking frames: the client reads, the
+    /// server sends faster than it can deliver.
+    FarBehind,
+}
+
 /// The limits of one queue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -97,9 +112,9 @@ impl OutQueue {
     }
 
     /// Queues `item` unless the queue is far over its budget, or over it and stuck.
-    pub(crate) fn try_push(&self, item: WsOut) -> Result<(), PushError> {
+    pub(crate) fn try_push(&self, item: WsOut) -> Result<Fill, PushError> {
         let cost = cost(&item);
-        {
+        let fill = {
             let mut state = self.state.lock();
             if state.closed {
                 return Err(PushError::Closed);
@@ -111,19 +126,39 @@ impl OutQueue {
             {
                 return Err(PushError::Full);
             }
-            if bytes > self.limits.budget {
+            let fill = if bytes > self.limits.budget {
                 // The clock is read only on this (rare) path.
                 let now = Instant::now();
                 if state.stalled(self.limits.stall, now) {
                     return Err(PushError::Stalled);
                 }
-                state.progress.get_or_insert(now);
-            }
+                let since = *state.progress.get_or_insert(now);
+                if bytes > self.limits.budget.saturating_mul(2)
+                    && now.saturating_duration_since(since) < RECENT
+                {
+                    Fill::FarBehind
+                } else {
+                    Fill::Over
+                }
+            } else {
+                Fill::Within
+            };
             state.bytes = bytes;
             state.items.push_back(item);
-        }
+            fill
+        };
         self.writer.wake();
-        Ok(())
+        Ok(fill)
+    }
+
+    /// Whether the client is still behind while it reads (over the budget, its writer took a
+    /// frame recently): a publisher pushed back for it waits. Within the budget, closed or
+    /// stuck: no reason to wait.
+    pub(crate) fn behind_while_reading(&self) -> bool {
+        let state = self.state.lock();
+        !state.closed
+            && state.bytes > self.limits.budget
+            && state.progress.is_some_and(|at| at.elapsed() < RECENT)
     }
 
     /// Queues `item` once the queue is within its budget (it may then go over by this one
@@ -352,6 +387,25 @@ mod tests {
         assert_eq!(q.bytes(), 2 * (1 + FRAME_OVERHEAD));
         q.try_pop().unwrap();
         assert_eq!(q.bytes(), 1 + FRAME_OVERHEAD);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn far_behind_only_while_the_writer_takes_frames() {
+        let q = OutQueue::new(budget(2, Duration::from_secs(3600)));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Within));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Within));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Over));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Over));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::FarBehind));
+        assert!(q.behind_while_reading());
+        // No frame taken for a while: not reading (stuck), no reason to hold publishers.
+        tokio::time::advance(RECENT).await;
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Over));
+        assert!(!q.behind_while_reading());
+        q.try_pop().unwrap();
+        assert!(q.behind_while_reading(), "taking a frame is progress");
+        while q.try_pop().is_some() {}
+        assert!(!q.behind_while_reading());
     }
 
     #[test]

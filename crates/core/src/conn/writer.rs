@@ -19,11 +19,14 @@ where
 {
     async move {
         // The close interrupts a write that waits for a peer which does not read; what is
-        // still queued then gets the close timeout below, like the close frame.
+        // still queued then gets the close timeout below, like the close frame. A frame taken
+        // from the queue but not yet accepted by the sink waits in `held`, so that the peer
+        // gets everything up to the close frame without a gap.
+        let mut held = None;
         let result = tokio::select! {
             biased;
             () = inner.cancel.cancelled() => Ok(()),
-            result = write_queued(&inner, &mut sink) => result,
+            result = write_queued(&inner, &mut sink, &mut held) => result,
         };
         // No frame is accepted from now on; those already queued can still be written below.
         inner.queue.close();
@@ -38,7 +41,8 @@ where
             .close_reason()
             .unwrap_or((super::close_code::NORMAL, String::new()));
         let graceful = async {
-            while let Some(item) = inner.queue.try_pop() {
+            let held = held.into_iter();
+            for item in held.chain(std::iter::from_fn(|| inner.queue.try_pop())) {
                 if sink.feed(item).await.is_err() {
                     break;
                 }
@@ -54,7 +58,11 @@ where
 }
 
 /// Writes queued frames (several before one flush) and pings until the queue is closed.
-async fn write_queued<W>(inner: &ConnInner, sink: &mut W) -> Result<(), TransportError>
+async fn write_queued<W>(
+    inner: &ConnInner,
+    sink: &mut W,
+    held: &mut Option<WsOut>,
+) -> Result<(), TransportError>
 where
     W: Sink<WsOut, Error = TransportError> + Unpin,
 {
@@ -74,12 +82,12 @@ where
                     bytes += len as u64;
                 };
                 count(&item);
-                sink.feed(item).await?;
+                feed(sink, held, item).await?;
                 for _ in 0..MAX_BATCH {
                     match inner.queue.try_pop() {
                         Some(item) => {
                             count(&item);
-                            sink.feed(item).await?;
+                            feed(sink, held, item).await?;
                         }
                         None => break,
                     }
@@ -96,6 +104,20 @@ where
                 }
             }
         }
+    }
+}
+
+/// Hands `item` to the sink once it is ready, keeping it in `held` while it waits (a write
+/// interrupted by the close leaves it there).
+async fn feed<W>(sink: &mut W, held: &mut Option<WsOut>, item: WsOut) -> Result<(), TransportError>
+where
+    W: Sink<WsOut, Error = TransportError> + Unpin,
+{
+    *held = Some(item);
+    std::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+    match held.take() {
+        Some(item) => sink.start_send_unpin(item),
+        None => Ok(()),
     }
 }
 

@@ -20,7 +20,9 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnInner, NewConn, RequestInfo, Role, close_code, engine};
+use crate::conn::{
+    Conn, ConnInner, Fill, NewConn, RequestInfo, Role, close_code, engine, pressure,
+};
 use crate::error::{
     AskError, AskErrorKind, BroadcastError, BroadcastErrorKind, ExchangeError, ExchangeErrorKind,
     RemoteError,
@@ -40,6 +42,7 @@ pub(crate) struct Stats {
     pub(crate) metrics: crate::metrics::Metrics,
     pub(crate) slow_consumer_closes: AtomicU64,
     pub(crate) budget_closes: AtomicU64,
+    pub(crate) publisher_pushbacks: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) malformed_envelopes: AtomicU64,
@@ -53,6 +56,7 @@ impl Stats {
             metrics: crate::metrics::Metrics::register(),
             slow_consumer_closes: AtomicU64::new(0),
             budget_closes: AtomicU64::new(0),
+            publisher_pushbacks: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
             invalid_frames: AtomicU64::new(0),
             malformed_envelopes: AtomicU64::new(0),
@@ -66,6 +70,12 @@ impl Stats {
         self.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
         self.metrics.slow_consumer_closes.increment(1);
         self.budget_close();
+    }
+
+    /// A publisher's reading paused while the server is behind for everyone.
+    pub(crate) fn publisher_pushback(&self) {
+        self.publisher_pushbacks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.publisher_pushbacks.increment(1);
     }
 
     /// A connection closed or refused for going over one of its byte budgets.
@@ -115,6 +125,10 @@ pub struct StatsSnapshot {
     /// Connections closed or refused for going over a byte budget (outbound queue, frames
     /// before the handshake, request head); see [`Config`].
     pub budget_closes: u64,
+    /// Times a publisher's reading was paused because its broadcast found recipients behind
+    /// while they read (a quarter of them over their outbound budget, or one over twice it):
+    /// the server, not they, could not keep up.
+    pub publisher_pushbacks: u64,
     /// Replies that arrived after their Ask gave up (or for no Ask): dropped.
     pub late_replies: u64,
     /// Frames that were not neffos messages: dropped.
@@ -481,6 +495,7 @@ impl Server {
             accepted: s.accepted.load(Ordering::Relaxed),
             slow_consumer_closes: s.slow_consumer_closes.load(Ordering::Relaxed),
             budget_closes: s.budget_closes.load(Ordering::Relaxed),
+            publisher_pushbacks: s.publisher_pushbacks.load(Ordering::Relaxed),
             late_replies: s.late_replies.load(Ordering::Relaxed),
             invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
             malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
@@ -824,6 +839,7 @@ impl ServerShared {
             return 0;
         };
         let mut delivered = 0;
+        let mut lag = pressure::Lagging::default();
         for conn in members.values() {
             if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
                 continue;
@@ -832,10 +848,16 @@ impl ServerShared {
             if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
                 continue;
             }
-            if conn.enqueue(out.clone()).is_ok() {
+            if let Ok(fill) = conn.enqueue(out.clone()) {
                 delivered += 1;
+                if fill != Fill::Within {
+                    lag.add(conn, fill);
+                }
             }
         }
+        // Recipients behind while they read: the publisher (if a handler broadcast) is
+        // pushed back instead of them being closed.
+        lag.note(delivered);
         self.stats
             .metrics
             .broadcast_recipients

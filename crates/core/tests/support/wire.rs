@@ -18,7 +18,11 @@ pub(crate) fn upgrade_request(target: &str) -> String {
 
 /// Dials and sends the upgrade request; returns the socket and the response's status code.
 pub(crate) async fn upgrade(addr: SocketAddr, target: &str) -> (TcpStream, u16) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    upgrade_on(TcpStream::connect(addr).await.unwrap(), target).await
+}
+
+/// Sends the upgrade request on a connected socket; returns it and the status code.
+pub(crate) async fn upgrade_on(mut tcp: TcpStream, target: &str) -> (TcpStream, u16) {
     tcp.write_all(upgrade_request(target).as_bytes())
         .await
         .unwrap();
@@ -112,7 +116,12 @@ pub(crate) async fn close_of(tcp: &mut TcpStream) -> Option<(u16, String)> {
 
 /// Upgrades and completes the neffos handshake (`M` → `A<id>`), then connects `ns`.
 pub(crate) async fn acked(addr: SocketAddr, ns: &str) -> TcpStream {
-    let (mut tcp, status) = upgrade(addr, "/echo").await;
+    acked_on(TcpStream::connect(addr).await.unwrap(), ns).await
+}
+
+/// [`acked`] on a connected socket.
+pub(crate) async fn acked_on(tcp: TcpStream, ns: &str) -> TcpStream {
+    let (mut tcp, status) = upgrade_on(tcp, "/echo").await;
     assert_eq!(status, 101);
     tcp.write_all(&text("M")).await.unwrap();
     let ack = next_text(&mut tcp).await.unwrap();

@@ -1,0 +1,134 @@
+//! Overload (issue 13 §1): a server behind for everyone is told from a stuck client. Only
+//! the stuck client is closed; a publisher faster than its healthy readers is pushed back
+//! (its reading pauses, TCP carries that to it) instead of its readers being closed.
+#![cfg(feature = "testkit")]
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use neffos::testkit::{TestServer, eventually, serve};
+use neffos::{Config, Events, Namespaces, Server};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+#[path = "support/wire.rs"]
+mod wire;
+
+use wire::{next_text, text};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn start(config: Config) -> TestServer {
+    neffos::testkit::watch_panics();
+    let server = Server::builder(Namespaces::new().namespace(
+        "chat",
+        Events::new().on("chat", |ns, msg| async move { ns.broadcast_others(msg) }),
+    ))
+    .config(config)
+    .build();
+    serve(server).await.unwrap()
+}
+
+/// A client with a small receive buffer, so that the server's queue is what fills when
+/// it reads slower than it is sent to.
+async fn small_window_client(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    wire::acked_on(tcp, "chat").await
+}
+
+/// 50 readers that read everything as fast as they can, and one publisher that floods them
+/// (3,000 pipelined messages of 2 KB): the fan-out outruns the writers, so the readers
+/// fall behind together. That is the server being behind, not they: the publisher is pushed
+/// back (its reading pauses) and no reader is closed. Before, a queue bound of 256 frames
+/// closed such readers en masse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_publisher_is_pushed_back_instead_of_closing_its_readers() {
+    const READERS: usize = 50;
+    const MESSAGES: usize = 3000;
+    let ts = start(Config::default().outbound_budget(64 * 1024)).await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut tcp = small_window_client(ts.addr).await;
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < MESSAGES {
+                let Some(frame) = next_text(&mut tcp).await else {
+                    return Err(format!("closed after {got} messages"));
+                };
+                let n: usize = frame[";chat;;chat;0;0;".len()..][..5].parse().unwrap();
+                if n != got {
+                    return Err(format!("message {got} lost (got {n})"));
+                }
+                got += 1;
+            }
+            Ok(())
+        }));
+    }
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let filler = "p".repeat(2000);
+    let mut flood = Vec::new();
+    for n in 0..MESSAGES {
+        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
+    }
+    let publishing = tokio::spawn(async move {
+        publisher.write_all(&flood).await.unwrap();
+        publisher
+    });
+    let mut results = Vec::new();
+    for reader in readers {
+        results.push(tokio::time::timeout(T, reader).await.unwrap().unwrap());
+    }
+    let stats = ts.server.stats();
+    eprintln!("measured: {stats:?}");
+    for result in results {
+        result.unwrap();
+    }
+    let _publisher = publishing.await.unwrap();
+    assert_eq!(stats.slow_consumer_closes, 0);
+    assert!(stats.publisher_pushbacks > 0, "{stats:?}");
+    assert_eq!(neffos::testkit::panics(), 0);
+}
+
+/// One client that never reads among readers that keep up: only it is closed (after the
+/// stall timeout, or at four times its budget), the publisher is not held back for long,
+/// and the others get everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_client_among_healthy_ones_is_the_only_one_closed() {
+    const READERS: usize = 8;
+    const MESSAGES: usize = 2000;
+    let ts = start(
+        Config::default()
+            .outbound_budget(16 * 1024)
+            .write_stall_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let _stuck = small_window_client(ts.addr).await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut tcp = wire::acked(ts.addr, "chat").await;
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < MESSAGES && next_text(&mut tcp).await.is_some() {
+                got += 1;
+            }
+            got
+        }));
+    }
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let filler = "s".repeat(4000);
+    let mut flood = Vec::new();
+    for n in 0..MESSAGES {
+        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
+    }
+    publisher.write_all(&flood).await.unwrap();
+    for reader in readers {
+        let got = tokio::time::timeout(T, reader).await.unwrap().unwrap();
+        assert_eq!(got, MESSAGES);
+    }
+    assert!(eventually(T, || ts.server.stats().slow_consumer_closes == 1).await);
+    assert_eq!(ts.server.stats().budget_closes, 1);
+    assert_eq!(neffos::testkit::panics(), 0);
+}
