@@ -32,7 +32,9 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use neffos::{Events, Exchange, Message, Namespaces, NsConn, Server, Target, events};
+use neffos::{
+    ClusterConfig, Events, Exchange, Message, Namespaces, NsConn, Server, Target, events,
+};
 use serde::Serialize;
 
 /// The namespace of the chat.
@@ -161,7 +163,15 @@ pub fn namespaces() -> Namespaces {
 
 /// Builds the chat server: usernames as IDs, optional exchange for scale-out.
 pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
+    server_with_label(exchange, "")
+}
+
+/// [`server`], with the label "who is online" shows for this instance's users. The
+/// instance takes part in its cluster: `/online` lists users across instances, and `/ask`
+/// to a user connected nowhere answers 404 at once.
+pub fn server_with_label(exchange: Option<Arc<dyn Exchange>>, label: &str) -> Server {
     let builder = Server::builder(namespaces())
+        .cluster(ClusterConfig::default().label(label))
         .id_generator(|parts| {
             parts
                 .headers
@@ -187,7 +197,8 @@ pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
 }
 
 /// The HTTP application: the page at `/`, its script and style, the neffos.js bundle at
-/// `/neffos.js`, and the WebSocket endpoint at [`ENDPOINT`].
+/// `/neffos.js`, the WebSocket endpoint at [`ENDPOINT`], `/ask` and `/online` (who is
+/// online, or in a room with `?room=`, across instances).
 pub fn router(server: &Server, options: ChatOptions) -> Router {
     let ask_route = Router::new()
         .route("/ask", get(ask))
@@ -200,6 +211,7 @@ pub fn router(server: &Server, options: ChatOptions) -> Router {
         .route(ENDPOINT, server.route())
         .with_state(Arc::new(options))
         .merge(ask_route)
+        .merge(crate::cluster_api::online_router(server, NAMESPACE))
 }
 
 #[derive(serde::Deserialize)]
@@ -209,7 +221,7 @@ struct AskQuery {
 }
 
 /// `GET /ask?to=<id>&question=<text>`: asks connection `to` wherever it is and answers with
-/// its reply (200), its error (502) or the deadline (504).
+/// its reply (200), 404 when no instance holds `to`, its error (502) or the deadline (504).
 async fn ask(State(server): State<Server>, Query(q): Query<AskQuery>) -> Response {
     let msg = Message::new(NAMESPACE, "question", q.question);
     match server
@@ -219,6 +231,9 @@ async fn ask(State(server): State<Server>, Query(q): Query<AskQuery>) -> Respons
         Ok(reply) => (StatusCode::OK, reply.body).into_response(),
         Err(e) if e.kind() == neffos::error::AskErrorKind::Timeout => {
             (StatusCode::GATEWAY_TIMEOUT, "no reply").into_response()
+        }
+        Err(e) if e.kind() == neffos::error::AskErrorKind::UnknownConnection => {
+            (StatusCode::NOT_FOUND, "nobody with that name is online").into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }

@@ -8,12 +8,14 @@
 //! | `scale-out` | the same chat served by several instances joined by an exchange |
 //! | `ask` | request/reply in both directions with the Rust client |
 //! | `native` | native-only mode: a plain WebSocket echo, no neffos framing |
+//! | `cluster-node` | one cluster instance with its cluster API over HTTP (queries, remote operations, presence) |
 //!
 //! The chat application itself lives in [`chat`] so that `chat`, `scale-out` and the browser
 //! test (`tests/browser.rs`) serve the very same router. Nothing outside this package
 //! depends on it.
 
 pub mod chat;
+pub mod cluster_api;
 pub mod exchange;
 pub mod log;
 pub mod metrics;

@@ -4,7 +4,9 @@
 // sends headers as `X-Websocket-Header-*` query parameters and the server uses the name as
 // the connection ID. Then: connect namespace "default", join/leave rooms, emit "chat";
 // `@bob hi` (or a click on bob's name) emits "private" to bob; the server's "question" Ask
-// (sent by `GET /ask?to=<user>&question=...`) is shown and answered automatically.
+// (sent by `GET /ask?to=<user>&question=...`) is shown and answered automatically. Who is
+// online, and who is in our room, across instances: `GET /online[?room=…]`, refreshed on
+// every notice and every 10 s.
 import neffos from "/neffos.js";
 
 const NAMESPACE = "default";
@@ -88,6 +90,54 @@ function showRoom() {
   $("leave").disabled = !room;
 }
 
+// One clickable name per user (a click starts a private message); `title` = its instance.
+function showPeople(el, users) {
+  el.replaceChildren(
+    ...users.map((u) => {
+      const name = span(u.id === me ? "person me" : "person", u.id);
+      name.dataset.user = u.id;
+      name.title = u.instance ? `on ${u.instance}` : "";
+      return name;
+    }),
+  );
+  if (users.length === 0) el.textContent = "nobody";
+}
+
+async function fetchPeople(query) {
+  const res = await fetch(`/online${query}`);
+  if (!res.ok) throw new Error(`/online answered ${res.status}`);
+  return (await res.json()).users;
+}
+
+let refreshing = false;
+let refreshAgain = false;
+// Re-reads who is online (and in our room); a call made during a refresh runs once more
+// after it, so the last change is always shown.
+async function refreshPeople() {
+  if (!nsConn) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    do {
+      refreshAgain = false;
+      showPeople($("online"), await fetchPeople(""));
+      $("room-people").hidden = !room;
+      if (room) {
+        $("room-name").textContent = room;
+        showPeople($("room-members"), await fetchPeople(`?room=${encodeURIComponent(room)}`));
+      }
+    } while (refreshAgain);
+  } catch (e) {
+    console.warn(`who is online: ${errorText(e)}`);
+  } finally {
+    refreshing = false;
+  }
+}
+setInterval(refreshPeople, 10_000);
+
 // `@bob hi` -> { to: "bob", text: "hi" }; anything else is not private.
 function privateTo(text) {
   const m = /^@(\S+)\s+(\S[\s\S]*)$/.exec(text);
@@ -111,6 +161,7 @@ const handlers = {
       nsConn = ns;
       me = ns.conn.ID;
       setStatus(`connected as ${me}`, "ok");
+      refreshPeople();
     }),
     [neffos.OnNamespaceDisconnect]: guarded((ns, msg) => {
       if (ns === nsConn) {
@@ -121,11 +172,13 @@ const handlers = {
       room = msg.Room;
       showRoom();
       showNotice(`you joined ${msg.Room}`);
+      refreshPeople();
     }),
     [neffos.OnRoomLeft]: guarded((ns, msg) => {
       if (room === msg.Room) room = null;
       showRoom();
       if (!msg.IsForced) showNotice(`you left ${msg.Room}`);
+      refreshPeople();
     }),
     chat: guarded((ns, msg) => {
       if (msg.isError) {
@@ -156,6 +209,7 @@ const handlers = {
     },
     notice: guarded((ns, msg) => {
       showNotice(msg.unmarshal().text);
+      refreshPeople();
     }),
   },
 };
@@ -225,10 +279,16 @@ $("send-form").addEventListener("submit", (e) => {
   }
 });
 
-// A click on someone's name starts a private message to them.
+// A click on someone's name (in a message or in the online lists) starts a private message.
+function writeTo(name) {
+  $("text").value = `@${name} `;
+  $("text").focus();
+}
 $("messages").addEventListener("click", (e) => {
   const name = e.target.closest("li.chat:not(.mine) .from");
-  if (!name) return;
-  $("text").value = `@${name.textContent} `;
-  $("text").focus();
+  if (name) writeTo(name.textContent);
+});
+$("people").addEventListener("click", (e) => {
+  const person = e.target.closest(".person:not(.me)");
+  if (person) writeTo(person.dataset.user);
 });

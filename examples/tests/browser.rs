@@ -119,7 +119,7 @@ async fn install_driver(dir: &Path) {
 
 /// The `chat` app (one instance, as `cargo xtask demo` serves it) on a free loopback port.
 async fn instance(bundle: &Path, label: &str) -> (Server, SocketAddr) {
-    let server = chat::server(Some(Arc::new(MemoryExchange::new())));
+    let server = chat::server_with_label(Some(Arc::new(MemoryExchange::new())), label);
     let app = chat::router(&server, ChatOptions::new(bundle).instance(label));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

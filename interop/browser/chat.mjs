@@ -1,6 +1,7 @@
-// Drives the chat example in real headless Chromium: three users, one room, private
-// messages (`@bob ...` and a click on a name) and the server's `question` Ask answered by a
-// page (`GET /ask?to=bob&question=...` on alice's instance).
+// Drives the chat example in real headless Chromium: three users, one room, who is online
+// and in the room (across instances), private messages (`@bob ...` and a click on a name)
+// and the server's `question` Ask answered by a page (`GET /ask?to=bob&question=...` on
+// alice's instance).
 //
 //   node chat.mjs --url http://127.0.0.1:PORT [--url2 http://127.0.0.1:PORT2] \
 //       --chromium /usr/bin/chromium --screenshots DIR [--name chat]
@@ -105,6 +106,16 @@ try {
   const carol = await openPage(context, "carol", args.url);
   await notice(alice, "carol is online");
 
+  step("who is online, across instances: alice sees bob (with his instance) and carol");
+  const bobLabel = await bob.locator("#instance").textContent();
+  const bobOnline = alice.locator('#online .person[data-user="bob"]');
+  await bobOnline.waitFor();
+  if ((await bobOnline.getAttribute("title")) !== `on ${bobLabel}`) {
+    throw new Error(`bob shown ${await bobOnline.getAttribute("title")}, expected on ${bobLabel}`);
+  }
+  await alice.locator('#online .person[data-user="carol"]').waitFor();
+  await bob.locator('#online .person[data-user="alice"]').waitFor();
+
   step("the login form is gone once connected");
   if (await alice.locator("#login-form").isVisible()) throw new Error("login form still visible");
   await alice.locator("#chat").waitFor();
@@ -113,6 +124,8 @@ try {
   await join(alice, "lobby");
   await join(bob, "lobby");
   await notice(alice, "bob joined lobby");
+  await alice.locator('#room-members .person[data-user="bob"]').waitFor();
+  await bob.locator('#room-members .person[data-user="alice"]').waitFor();
 
   step("alice writes in lobby, bob reads it");
   await send(alice, "hello from alice");
@@ -126,6 +139,7 @@ try {
   await bob.click("#leave");
   await bob.locator("#current-room", { hasText: "not in a room" }).waitFor();
   await notice(alice, "bob left lobby");
+  await alice.locator('#room-members .person[data-user="bob"]').waitFor({ state: "detached" });
 
   step("bob writes to everyone: alice and carol read it");
   await send(bob, "hello everyone");
@@ -148,6 +162,12 @@ try {
   await bob.press("#text", "Enter");
   await bob.locator("#messages li.chat.mine.private", { hasText: "got it" }).waitFor();
   await received(alice, "bob", "got it", "private");
+
+  step("carol clicks bob in the online list: a private message to bob");
+  await carol.locator('#online .person[data-user="bob"]').click();
+  const toBob = await carol.inputValue("#text");
+  if (toBob !== "@bob ") throw new Error(`a click on bob in the online list wrote "${toBob}"`);
+  await carol.fill("#text", "");
 
   step("carol got no private message (fenced by a message to everyone)");
   await send(bob, "fence after the private messages");

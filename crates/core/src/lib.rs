@@ -69,8 +69,8 @@ pub mod testkit;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder, Reconnect};
 pub use cluster::{
-    Applied, Cluster, ClusterConfig, ClusterError, ClusterStats, InstanceInfo, Member, Partial,
-    PresenceEvent, PresenceKind,
+    Applied, Cluster, ClusterConfig, ClusterError, ClusterErrorKind, ClusterStats, InstanceInfo,
+    Member, Partial, PresenceEvent, PresenceKind,
 };
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};

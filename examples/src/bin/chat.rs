@@ -49,14 +49,14 @@ async fn main() -> anyhow::Result<()> {
     chat::check_bundle(&neffos_js)?;
 
     let exchanges = args.exchange.exchanges();
-    let server = chat::server(Some(exchanges.for_instance().await?));
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (choose another with --port)"))?;
     let addr = listener.local_addr()?;
-    let options =
-        ChatOptions::new(&neffos_js).instance(format!("single instance (:{})", addr.port()));
+    let label = format!("single instance (:{})", addr.port());
+    let server = chat::server_with_label(Some(exchanges.for_instance().await?), &label);
+    let options = ChatOptions::new(&neffos_js).instance(label);
     let app = chat::router(&server, options);
 
     tracing::info!(%addr, exchange = %exchanges.kind(), neffos_js = %neffos_js.display(), "chat listening");

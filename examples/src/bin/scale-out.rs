@@ -47,7 +47,7 @@ struct Args {
     #[command(flatten)]
     exchange: ExchangeArgs,
     /// The name the page shows for this process's instances (default: `instance <n> of <total>`
-    /// with several instances, `instance <start of its ID>` with one).
+    /// with several instances, `instance :<port>` with one); the port is added.
     #[arg(long, env = "INSTANCE_LABEL")]
     label: Option<String>,
     /// Serve Prometheus metrics at http://<addr>/metrics.
@@ -83,18 +83,14 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("instance {}: cannot listen on {addr}", i + 1))?;
         let addr = listener.local_addr()?;
-        let server = chat::server(Some(exchanges.for_instance().await?));
-        let name = match &args.label {
-            Some(label) if total > 1 => format!("{label} {}", i + 1),
-            Some(label) => label.clone(),
-            None if total > 1 => format!("instance {} of {total}", i + 1),
-            // One instance per process (behind a broker): its ID tells the processes apart.
-            None => format!(
-                "instance {}",
-                &server.instance_id().simple().to_string()[..8]
-            ),
+        let port = addr.port();
+        let label = match &args.label {
+            Some(label) if total > 1 => format!("{label} {} (:{port})", i + 1),
+            Some(label) => format!("{label} (:{port})"),
+            None if total > 1 => format!("instance {} of {total} (:{port})", i + 1),
+            None => format!("instance :{port}"),
         };
-        let label = format!("{name} (:{})", addr.port());
+        let server = chat::server_with_label(Some(exchanges.for_instance().await?), &label);
         let app = chat::router(&server, ChatOptions::new(&neffos_js).instance(label));
         tracing::info!(instance = i + 1, %addr, id = %server.instance_id(), "instance listening");
         println!("Instance {}: open http://{addr}", i + 1);

@@ -1,18 +1,30 @@
 //! Why a cluster query or remote operation could not be started.
 
-/// The error of [`Cluster`](crate::Cluster) queries and remote operations. A slow or dead
-/// instance is never an error: it is listed in the result's `missing`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+use std::fmt;
+
+/// Why a [`Cluster`](crate::Cluster) query or remote operation could not be started. A
+/// slow or dead instance is never an error: it is listed in the result's `missing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ClusterError {
+pub enum ClusterErrorKind {
     /// This instance started more queries per second than
     /// [`ClusterConfig::max_queries_per_second`](crate::ClusterConfig::max_queries_per_second).
-    #[error("cluster query rate limit reached")]
     RateLimited,
     /// The server is shutting down.
-    #[error("server shutting down")]
     ShuttingDown,
     /// The query could not be encoded.
-    #[error("cluster query not encoded: {0}")]
-    Encode(String),
+    Encode,
 }
+
+impl fmt::Display for ClusterErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClusterErrorKind::RateLimited => "cluster query rate limit reached",
+            ClusterErrorKind::ShuttingDown => "server shutting down",
+            ClusterErrorKind::Encode => "cannot encode the cluster message",
+        })
+    }
+}
+
+/// An [`Error`](crate::error::Error) whose kind is a [`ClusterErrorKind`].
+pub type ClusterError = crate::error::Error<ClusterErrorKind>;

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 pub use config::ClusterConfig;
-pub use error::ClusterError;
+pub use error::{ClusterError, ClusterErrorKind};
 pub use membership::InstanceInfo;
 pub use presence::{PresenceEvent, PresenceKind};
 pub use query::{Member, Partial};
@@ -92,9 +92,9 @@ fn cluster_topic() -> Topic {
 }
 
 fn envelope(shared: &ServerShared, msg: &ClusterMessage) -> Result<Bytes, ClusterError> {
-    let body = msg
-        .encode()
-        .map_err(|e| ClusterError::Encode(e.to_string()))?;
+    let body = msg.encode().map_err(|e| {
+        ClusterError::new(ClusterErrorKind::Encode, "cluster message").with_source(e)
+    })?;
     let env = Envelope::new(
         shared.instance,
         shared.next_token(),
@@ -104,7 +104,7 @@ fn envelope(shared: &ServerShared, msg: &ClusterMessage) -> Result<Bytes, Cluste
     );
     env.encode()
         .map(Bytes::from)
-        .map_err(|e| ClusterError::Encode(e.to_string()))
+        .map_err(|e| ClusterError::new(ClusterErrorKind::Encode, "cluster envelope").with_source(e))
 }
 
 /// Publishes on the cluster topic (every instance).

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::ClusterError;
+use super::{ClusterError, ClusterErrorKind};
 use crate::server::ServerShared;
 
 /// A cluster-wide answer: the value merged from every instance that answered by the
@@ -95,11 +95,17 @@ pub(crate) async fn ask_all(
 ) -> Result<Answers, ClusterError> {
     let state = &shared.cluster;
     if shared.is_shutting_down() {
-        return Err(ClusterError::ShuttingDown);
+        return Err(ClusterError::new(
+            ClusterErrorKind::ShuttingDown,
+            format!("cluster query {query:?}"),
+        ));
     }
     if !state.query_bucket.try_take() {
         state.metrics.rate_limited.increment(1);
-        return Err(ClusterError::RateLimited);
+        return Err(ClusterError::new(
+            ClusterErrorKind::RateLimited,
+            format!("cluster query {query:?}"),
+        ));
     }
     state.metrics.queries.increment(1);
     let started = Instant::now();
