@@ -298,3 +298,67 @@ async fn queries_operations_ask_and_presence_on_three_instances() {
         assert_eq!(joins, 9);
     }
 }
+
+/// Instances chained over two buses (as during a Redis → NATS migration) answer once each;
+/// the query rate limit refuses a burst beyond it; a shut-down instance leaves the live set
+/// at once, not after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chained_buses_rate_limit_and_goodbye() {
+    let (one, two) = (MemoryExchange::new(), MemoryExchange::new());
+    let mut servers = Vec::new();
+    for label in ["a", "b", "c"] {
+        let config = ClusterConfig::default()
+            .heartbeat(Duration::from_millis(100), Duration::from_secs(5))
+            .rate_limits(5, 10_000)
+            .label(label);
+        let server = Server::builder(Namespaces::new().namespace(NS, Events::new()))
+            .cluster(config)
+            .exchange(one.clone())
+            .exchange(two.clone())
+            .build();
+        servers.push(serve(server).await.unwrap());
+    }
+    for s in &servers {
+        until("three instances, settled", async || {
+            let cluster = s.server.cluster();
+            cluster.instances().len() == 3 && cluster.stats().settled
+        })
+        .await;
+    }
+    let mut clients = Vec::new();
+    for s in &servers {
+        let client = Client::builder(s.url())
+            .namespaces(Namespaces::new().namespace(NS, Events::new()))
+            .connect()
+            .await
+            .unwrap();
+        client.connect(NS).await.unwrap();
+        clients.push(client);
+    }
+    let cluster = servers[0].server.cluster();
+    let count = cluster.count(NS).await.unwrap();
+    assert_eq!((count.value, count.answered.len()), (3, 3), "{count:?}");
+    assert!(count.is_complete());
+
+    // 5 per second: a burst of 20 is refused beyond the bucket.
+    let mut refused = 0;
+    for _ in 0..20 {
+        match cluster.count(NS).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), neffos::ClusterErrorKind::RateLimited, "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 10, "{refused} of 20 refused");
+
+    let started = Instant::now();
+    servers[2].server.shutdown(Duration::from_secs(1)).await;
+    until("c gone", async || cluster.instances().len() == 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "gone at once, not after the 5 s lease: {:?}",
+        started.elapsed()
+    );
+}

@@ -313,7 +313,7 @@ pub(crate) async fn absent(shared: &Arc<ServerShared>, id: &str, within: Duratio
     if settled {
         let deadline = shared.cluster.config.query_deadline.min(within);
         let query = Query::Find { id: id.to_owned() };
-        if let Ok(found) = query::ask_all(shared, query, deadline).await {
+        if let Ok(found) = query::ask_all(shared, query, deadline, false).await {
             let found = query::holders(found);
             if found.is_complete() && found.value.is_empty() {
                 return;
@@ -429,7 +429,7 @@ impl Cluster {
     }
 
     async fn ask(&self, query: Query, deadline: Duration) -> Result<query::Answers, ClusterError> {
-        query::ask_all(&self.shared, query, deadline).await
+        query::ask_all(&self.shared, query, deadline, true).await
     }
 
     /// Every connection of `namespace`, on every instance that answered.

@@ -88,10 +88,15 @@ impl Drop for Registration<'_> {
 
 /// Asks every live instance (and this one, through `local`) and collects the answers
 /// until all live instances answered or `deadline` passed.
+///
+/// `limited`: counts against [`ClusterConfig::max_queries_per_second`](crate::ClusterConfig);
+/// the lookups behind [`Server::ask`](crate::Server::ask) are not (each follows an Ask the
+/// application made).
 pub(crate) async fn ask_all(
     shared: &Arc<ServerShared>,
     query: Query,
     deadline: Duration,
+    limited: bool,
 ) -> Result<Answers, ClusterError> {
     let state = &shared.cluster;
     if shared.is_shutting_down() {
@@ -100,7 +105,7 @@ pub(crate) async fn ask_all(
             format!("cluster query {query:?}"),
         ));
     }
-    if !state.query_bucket.try_take() {
+    if limited && !state.query_bucket.try_take() {
         state.metrics.rate_limited.increment(1);
         return Err(ClusterError::new(
             ClusterErrorKind::RateLimited,
