@@ -159,10 +159,10 @@ async fn ask_peer(ns: neffos::NsConn, msg: Message) -> Result<Reply, String> {
     let server = ns.conn().server().ok_or("no server")?;
     let at = memchr::memchr(b'|', &msg.body).ok_or("expected `<id>|<body>`")?;
     let id = std::str::from_utf8(&msg.body[..at]).map_err(|_| "the ID is not UTF-8")?;
-    let ask = Message::new("", "ask-peer", msg.body.slice(at + 1..));
+    let ask = Message::new(ns.namespace(), "ask-peer", msg.body.slice(at + 1..));
     let started = std::time::Instant::now();
     let reply = server
-        .ask(ns.namespace(), id, ask, ASK_PEER_TIMEOUT)
+        .ask(id, ask, ASK_PEER_TIMEOUT)
         .await
         .map_err(|e| format!("ask-peer {id}: {e}"))?;
     let took = started.elapsed();

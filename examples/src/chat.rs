@@ -225,7 +225,7 @@ struct AskQuery {
 async fn ask(State(server): State<Server>, Query(q): Query<AskQuery>) -> Response {
     let msg = Message::new(NAMESPACE, "question", q.question);
     match server
-        .ask(NAMESPACE, &q.to, msg, std::time::Duration::from_secs(5))
+        .ask(&q.to, msg, std::time::Duration::from_secs(5))
         .await
     {
         Ok(reply) => (StatusCode::OK, reply.body).into_response(),

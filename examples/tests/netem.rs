@@ -163,7 +163,7 @@ async fn latency_partition_and_cut_between_instances_and_redis() {
     let id = client.id();
     let reply = a
         .server
-        .ask("chat", &id, Message::new("", "q", "?"), T)
+        .ask(&id, Message::new("chat", "q", "?"), T)
         .await
         .unwrap();
     assert_eq!(&reply.body[..], b"a");

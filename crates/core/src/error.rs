@@ -279,6 +279,28 @@ kinds! {
 }
 
 kinds! {
+    /// Why a typed body could not be decoded or encoded ([`MessageExt`](crate::MessageExt),
+    /// [`Reply::json`](crate::Reply::json)…); the source is the serde error.
+    BodyError = BodyErrorKind {
+        /// The body is not valid for the requested type.
+        Decode => "cannot be decoded",
+        /// The value cannot be represented in the format (e.g. a map with non-string keys in JSON).
+        Encode => "cannot be encoded",
+    }
+}
+
+kinds! {
+    /// Why a handler argument could not be taken from a message
+    /// ([`FromMessage`](crate::extract::FromMessage)).
+    ExtractError = ExtractErrorKind {
+        /// The body did not decode (the source is the [`BodyError`]).
+        Body => "rejected",
+        /// No state of the requested type was given to the builder.
+        MissingState => "not given to the builder (ServerBuilder::with_state)",
+    }
+}
+
+kinds! {
     /// A failure of an exchange (configuring, connecting, encoding); broker crates convert
     /// their errors into it, keeping them as the source.
     ExchangeError = ExchangeErrorKind {

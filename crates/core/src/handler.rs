@@ -21,7 +21,7 @@ pub enum Outcome {
     /// Nothing is sent back.
     Done,
     /// The request is answered with this body.
-    Reply(Bytes),
+    Reply(Reply),
     /// The request is answered with this error text (and a connect/join is refused).
     Error(String),
 }
@@ -29,12 +29,73 @@ pub enum Outcome {
 /// A reply body: return `Reply::new(body)` (or `Ok(Reply::new(body))`) from a handler to
 /// answer an Ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply(pub Bytes);
+pub struct Reply {
+    body: Bytes,
+    binary: bool,
+}
 
 impl Reply {
-    /// A reply carrying `body`.
+    /// A reply carrying `body` (a text frame: `body` must be UTF-8).
     pub fn new(body: impl Into<Bytes>) -> Self {
-        Reply(body.into())
+        Reply {
+            body: body.into(),
+            binary: false,
+        }
+    }
+
+    /// A reply carrying `body` in a binary frame.
+    pub fn binary(body: impl Into<Bytes>) -> Self {
+        Reply {
+            body: body.into(),
+            binary: true,
+        }
+    }
+
+    /// A reply whose body is `value` as JSON.
+    ///
+    /// ```
+    /// # use neffos::Reply;
+    /// let reply = Reply::json(&serde_json::json!({ "ok": true })).unwrap();
+    /// assert_eq!(&reply.body()[..], br#"{"ok":true}"#);
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, crate::error::BodyError> {
+        Self::encoded::<crate::body::Json<()>, T>(value)
+    }
+
+    /// A reply whose body is `value` as MessagePack (binary frame).
+    #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+    pub fn msgpack<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Self, crate::error::BodyError> {
+        Self::encoded::<crate::body::MsgPack<()>, T>(value)
+    }
+
+    #[cfg(any(feature = "json", feature = "msgpack"))]
+    fn encoded<F: crate::body::Format, T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Self, crate::error::BodyError> {
+        let body = crate::body::encode::<F, T>(value, || format!("a {} reply", F::NAME))?;
+        Ok(Reply {
+            body,
+            binary: F::BINARY,
+        })
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Sent in a binary frame.
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+
+    pub(crate) fn into_parts(self) -> (Bytes, bool) {
+        (self.body, self.binary)
     }
 }
 
@@ -53,7 +114,7 @@ impl IntoOutcome for () {
 
 impl IntoOutcome for Reply {
     fn into_outcome(self) -> Outcome {
-        Outcome::Reply(self.0)
+        Outcome::Reply(self)
     }
 }
 
@@ -124,6 +185,37 @@ impl Events {
         self
     }
 
+    /// Registers `handler` for `event`, with its arguments taken from the message: after
+    /// the [`NsConn`], any [`FromMessage`](crate::extract::FromMessage) types, such as a
+    /// typed body ([`Json`](crate::Json)), the [`State`](crate::State) or the [`Message`].
+    /// A body that does not decode is answered with a neffos error reply naming the event
+    /// and the decoder's error; the handler does not run and the connection stays.
+    ///
+    /// ```
+    /// use neffos::{Events, Json, NsConn, Reply, State};
+    /// #[derive(serde::Deserialize)]
+    /// struct Join { room: String }
+    /// #[derive(Clone)]
+    /// struct App { motd: String }
+    ///
+    /// let events = Events::new().handle(
+    ///     "join",
+    ///     |ns: NsConn, State(app): State<App>, Json(join): Json<Join>| async move {
+    ///         ns.join_room(&join.room).await?;
+    ///         Ok::<_, neffos::RoomError>(Reply::new(app.motd))
+    ///     },
+    /// );
+    /// # let _ = events;
+    /// ```
+    pub fn handle<H, Args>(mut self, event: impl Into<String>, handler: H) -> Self
+    where
+        H: crate::extract::Handler<Args>,
+    {
+        let f: EventFn = Arc::new(move |ns, msg| handler.call(ns, msg));
+        self.map.insert(event.into(), f);
+        self
+    }
+
     /// True when `event` has its own handler.
     pub fn has(&self, event: &str) -> bool {
         self.map.contains_key(event)
@@ -153,12 +245,27 @@ impl Events {
 #[derive(Clone, Default, Debug)]
 pub struct Namespaces {
     map: HashMap<String, Events>,
+    state: http::Extensions,
 }
 
 impl Namespaces {
     /// No namespaces.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds an application state value, reachable in every handler of these namespaces
+    /// as the [`State`](crate::State) argument or with [`NsConn::state`]. One value per
+    /// type; share mutable parts through `Arc`s. [`ServerBuilder::with_state`](crate::ServerBuilder::with_state)
+    /// does the same for a server.
+    pub fn with_state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
+        self
+    }
+
+    /// The state value of type `S`, if given.
+    pub(crate) fn state<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
+        self.state.get::<S>().cloned()
     }
 
     /// Declares `name` with `events` (replacing an earlier declaration).

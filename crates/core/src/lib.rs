@@ -46,11 +46,14 @@
 //! | `client` | the Rust client, [`Client`] | no |
 //! | `testkit` | the exchange conformance suite and test helpers | no |
 
+#[cfg(any(feature = "json", feature = "msgpack"))]
+mod body;
 mod cluster;
 mod config;
 mod conn;
 pub mod error;
 mod exchange;
+pub mod extract;
 mod handler;
 pub mod metrics;
 pub mod redact;
@@ -66,6 +69,12 @@ mod serve;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+#[cfg(feature = "json")]
+pub use body::Json;
+#[cfg(any(feature = "json", feature = "msgpack"))]
+pub use body::MessageExt;
+#[cfg(feature = "msgpack")]
+pub use body::MsgPack;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder, Reconnect};
 pub use cluster::{
@@ -75,12 +84,13 @@ pub use cluster::{
 pub use config::{Config, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};
 pub use error::{
-    AskError, BroadcastError, DialError, ExchangeError, NamespaceError, RoomError, WaitError,
-    WriteError,
+    AskError, BodyError, BroadcastError, DialError, ExchangeError, NamespaceError, RoomError,
+    WaitError, WriteError,
 };
 pub use exchange::{
     Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, MemoryExchange, Topic,
 };
+pub use extract::State;
 pub use handler::{Events, IntoOutcome, Namespaces, Outcome, Reply};
 pub use neffos_protocol as protocol;
 pub use neffos_protocol::{Message, WaitToken, events};

@@ -16,6 +16,7 @@
 //! | `neffos_unupgraded_refused_total` | counter | TCP connections dropped by [`serve`](crate::serve) at its cap of connections not upgraded yet |
 //! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
 //! | `neffos_late_replies_total` | counter | replies without a waiting Ask |
+//! | `neffos_rejected_messages_total` | counter | messages answered with an error because a handler argument (a typed body) could not be taken |
 //! | `neffos_envelopes_in_total` / `neffos_malformed_envelopes_total` | counter | envelopes from other instances |
 //! | `neffos_exchange_publishes_total` | counter | envelopes published (per exchange) |
 //! | `neffos_ask_seconds` | histogram | Ask round-trip time (server side) |
@@ -45,6 +46,7 @@ pub(crate) struct Metrics {
     pub(crate) publisher_pushbacks: Counter,
     pub(crate) invalid_frames: Counter,
     pub(crate) late_replies: Counter,
+    pub(crate) rejected_messages: Counter,
     pub(crate) envelopes_in: Counter,
     pub(crate) malformed_envelopes: Counter,
     pub(crate) exchange_publishes: Counter,
@@ -68,6 +70,7 @@ impl Metrics {
             publisher_pushbacks: counter!("neffos_publisher_pushbacks_total"),
             invalid_frames: counter!("neffos_invalid_frames_total"),
             late_replies: counter!("neffos_late_replies_total"),
+            rejected_messages: counter!("neffos_rejected_messages_total"),
             envelopes_in: counter!("neffos_envelopes_in_total"),
             malformed_envelopes: counter!("neffos_malformed_envelopes_total"),
             exchange_publishes: counter!("neffos_exchange_publishes_total"),

@@ -16,7 +16,10 @@ fn server_namespaces() -> Namespaces {
         "default",
         Events::new()
             .on("chat", |ns, msg| async move { ns.broadcast_others(msg) })
-            .on("echo", |_ns, msg: Message| async move { Reply(msg.body) })
+            .on(
+                "echo",
+                |_ns, msg: Message| async move { Reply::new(msg.body) },
+            )
             .on("fail", |_ns, _msg| async { Err::<(), _>("nope") })
             .on("room-chat", |ns, msg: Message| async move {
                 let room = msg.room.to_string();
@@ -100,7 +103,7 @@ async fn emit_broadcast_ask_rooms() {
     // Server -> client ask.
     let reply = ts
         .server
-        .ask("default", &b.id(), Message::new("", "question", "life"), T)
+        .ask(&b.id(), Message::new("default", "question", "life"), T)
         .await
         .unwrap();
     assert_eq!(&reply.body[..], b"answer to life");

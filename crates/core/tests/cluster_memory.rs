@@ -225,12 +225,7 @@ async fn queries_operations_ask_and_presence_on_three_instances() {
     let started = Instant::now();
     let err = a
         .server()
-        .ask(
-            NS,
-            "nobody",
-            Message::new(NS, "q", "?"),
-            Duration::from_secs(5),
-        )
+        .ask("nobody", Message::new(NS, "q", "?"), Duration::from_secs(5))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), AskErrorKind::UnknownConnection, "{err}");
@@ -254,7 +249,6 @@ async fn queries_operations_ask_and_presence_on_three_instances() {
     let err = a
         .server()
         .ask(
-            NS,
             "nobody",
             Message::new(NS, "q", "?"),
             Duration::from_millis(300),

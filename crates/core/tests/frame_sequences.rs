@@ -27,7 +27,7 @@ static SERVER: LazyLock<TestServer> = LazyLock::new(|| {
         let events = || {
             Events::new()
                 .on("echo", |_ns, msg: neffos::Message| async move {
-                    Reply(msg.body)
+                    Reply::new(msg.body)
                 })
                 .on("fail", |_ns, _msg| async { Err::<(), _>("no") })
         };

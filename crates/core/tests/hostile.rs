@@ -36,7 +36,7 @@ async fn fixture(config: Config) -> Fixture {
             let h = h.clone();
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
-                Reply(msg.body)
+                Reply::new(msg.body)
             }
         }),
     ))

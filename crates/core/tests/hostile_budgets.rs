@@ -39,7 +39,10 @@ fn app() -> Namespaces {
         "chat",
         Events::new()
             .on("chat", |ns, msg| async move { ns.broadcast_others(msg) })
-            .on("echo", |_ns, msg: Message| async move { Reply(msg.body) })
+            .on(
+                "echo",
+                |_ns, msg: Message| async move { Reply::new(msg.body) },
+            )
             .on("big", |_ns, _msg| async move {
                 Reply::new("x".repeat(BIG_REPLY))
             }),

@@ -39,7 +39,7 @@ async fn server(config: Config) -> TestServer {
     let server = Server::builder(Namespaces::new().namespace(
         "chat",
         Events::new().on("echo", |_ns, msg: neffos::Message| async move {
-            Reply(msg.body)
+            Reply::new(msg.body)
         }),
     ))
     .config(config)

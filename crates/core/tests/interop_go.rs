@@ -468,12 +468,7 @@ async fn ask_client(tx: &ObsTx, ns: &NsConn, label: &str, event: &str, body: Byt
     } else {
         let server = ns.conn().server().expect("server side");
         server
-            .ask(
-                ns.namespace(),
-                ns.conn().id(),
-                Message::new("", event, body),
-                T,
-            )
+            .ask(ns.conn().id(), Message::new(ns.namespace(), event, body), T)
             .await
     };
     let mut obs = Obs::conn(label, ns.conn().id());
@@ -510,7 +505,10 @@ fn rust_server_namespaces(tx: &ObsTx) -> Namespaces {
             record(&bin_tx, &ns, &msg);
             async move { ns.emit_binary("bin-back", msg.body) }
         })
-        .on("echo", |_ns, msg: Message| async move { Reply(msg.body) })
+        .on(
+            "echo",
+            |_ns, msg: Message| async move { Reply::new(msg.body) },
+        )
         .on("fail", |_ns, _msg| async {
             Err::<(), _>("nope; exact text")
         })

@@ -284,7 +284,10 @@ fn test_server(tx: &Tx) -> Server {
             let sent = ns.emit("marker", msg.body);
             async move { sent }
         })
-        .on("echo", |_ns, msg: Message| async move { Reply(msg.body) })
+        .on(
+            "echo",
+            |_ns, msg: Message| async move { Reply::new(msg.body) },
+        )
         .on("fail", |_ns, msg: Message| async move {
             Err::<(), _>(format!("nope: {}", text(&msg.body)))
         });
@@ -730,7 +733,7 @@ async fn ask_both_ways_and_error_replies() {
 
     let reply = f
         .server()
-        .ask("default", "asker", Message::new("", "question", "life"), T)
+        .ask("asker", Message::new("default", "question", "life"), T)
         .await
         .expect("Server::ask");
     assert_eq!(text(&reply.body), "answer to life");
@@ -747,7 +750,7 @@ async fn ask_both_ways_and_error_replies() {
     );
     let err = f
         .server()
-        .ask("default", "asker", Message::new("", "js-fail", "that"), T)
+        .ask("asker", Message::new("default", "js-fail", "that"), T)
         .await
         .unwrap_err();
     assert_eq!(

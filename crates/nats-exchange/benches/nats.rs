@@ -167,9 +167,8 @@ impl Pair {
             .a
             .server
             .ask(
-                NS,
                 "responder",
-                Message::new("", "ping", "0123456789abcdef"),
+                Message::new(NS, "ping", "0123456789abcdef"),
                 TIMEOUT,
             )
             .await

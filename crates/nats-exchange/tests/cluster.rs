@@ -145,13 +145,13 @@ async fn killing_an_instances_node_moves_it_to_another() {
     // Server::ask across instances works again, both ways.
     let reply = b
         .server
-        .ask("chat", "alice", Message::new("", "question", "q1"), WAIT)
+        .ask("alice", Message::new("chat", "question", "q1"), WAIT)
         .await
         .expect("B asks alice on A");
     assert_eq!(&reply.body[..], b"answer:alice:q1");
     let reply = a
         .server
-        .ask("chat", "bob", Message::new("", "question", "q2"), WAIT)
+        .ask("bob", Message::new("chat", "question", "q2"), WAIT)
         .await
         .expect("A asks bob on B");
     assert_eq!(&reply.body[..], b"answer:bob:q2");
@@ -174,7 +174,7 @@ async fn killing_an_instances_node_moves_it_to_another() {
         .await;
     let reply = b
         .server
-        .ask("chat", "alice", Message::new("", "question", "q3"), WAIT)
+        .ask("alice", Message::new("chat", "question", "q3"), WAIT)
         .await
         .expect("B asks alice after the restarts");
     assert_eq!(&reply.body[..], b"answer:alice:q3");
@@ -188,7 +188,7 @@ async fn killing_an_instances_node_moves_it_to_another() {
     cluster.wait_routes();
     let reply = a
         .server
-        .ask("chat", "bob", Message::new("", "question", "q4"), WAIT)
+        .ask("bob", Message::new("chat", "question", "q4"), WAIT)
         .await
         .expect("A asks bob after its node restarted");
     assert_eq!(&reply.body[..], b"answer:bob:q4");

@@ -322,7 +322,7 @@ async fn every_id_is_reachable_across_instances_by_send_and_ask() {
     for id in IDS {
         let reply = a
             .server
-            .ask("", id, Message::new("", "question", "q"), WAIT)
+            .ask(id, Message::new("", "question", "q"), WAIT)
             .await
             .unwrap();
         assert_eq!(&reply.body[..], format!("answer:{id}:q").as_bytes());
@@ -331,7 +331,7 @@ async fn every_id_is_reachable_across_instances_by_send_and_ask() {
     let short = Duration::from_millis(200);
     let err = a
         .server
-        .ask("", "u.y", Message::new("", "question", "q"), short)
+        .ask("u.y", Message::new("", "question", "q"), short)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), AskErrorKind::Timeout, "{err}");
@@ -359,12 +359,7 @@ async fn concurrent_asks_across_instances() {
         asks.spawn(async move {
             let id = if i % 2 == 0 { "c1" } else { "c2" };
             let reply = server
-                .ask(
-                    "chat",
-                    id,
-                    Message::new("", "question", i.to_string()),
-                    WAIT,
-                )
+                .ask(id, Message::new("chat", "question", i.to_string()), WAIT)
                 .await
                 .unwrap();
             assert_eq!(&reply.body[..], format!("answer:{id}:{i}").as_bytes());

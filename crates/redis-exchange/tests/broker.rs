@@ -240,13 +240,13 @@ async fn ask_across_instances() {
     settle(&cluster).await;
     let reply = cluster
         .server(0)
-        .ask(NS, "b", Message::new("", "question", "ping"), WAIT)
+        .ask("b", Message::new(NS, "question", "ping"), WAIT)
         .await
         .unwrap();
     assert_eq!(&reply.body[..], b"answer:ping");
     let err = cluster
         .server(0)
-        .ask(NS, "b", Message::new("", "question", "fail"), WAIT)
+        .ask("b", Message::new(NS, "question", "fail"), WAIT)
         .await
         .unwrap_err();
     assert_eq!(
@@ -350,7 +350,7 @@ async fn broker_kill_and_restart_mid_stream() {
     b.expect("back", "").await;
     let reply = cluster
         .server(1)
-        .ask(NS, "a", Message::new("", "question", "up?"), WAIT)
+        .ask("a", Message::new(NS, "question", "up?"), WAIT)
         .await
         .unwrap();
     assert_eq!(&reply.body[..], b"answer:up?");

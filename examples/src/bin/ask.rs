@@ -123,9 +123,8 @@ async fn main() -> anyhow::Result<()> {
     // 3. Server asks the client, by connection ID.
     let answer = server
         .ask(
-            NAMESPACE,
             &client.id(),
-            Message::new("", "question", "what is six times seven?"),
+            Message::new(NAMESPACE, "question", "what is six times seven?"),
             TIMEOUT,
         )
         .await

@@ -445,6 +445,81 @@ impl NsConn {
             .write(&Message::new(self.ns.clone(), event, body).with_binary(true))
     }
 
+    /// Sends `event` with `value` as a JSON body (text frame), as neffos.js's
+    /// `JSON.stringify` and Go's `neffos.Marshal` do.
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn emit_json<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.emit_as::<crate::body::Json<()>, T>(event, value)
+    }
+
+    /// Sends `event` with `value` as a MessagePack body (binary frame).
+    #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+    pub fn emit_msgpack<T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.emit_as::<crate::body::MsgPack<()>, T>(event, value)
+    }
+
+    #[cfg(any(feature = "json", feature = "msgpack"))]
+    fn emit_as<F: crate::body::Format, T: serde::Serialize + ?Sized>(
+        &self,
+        event: &str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        let msg = crate::body::message::<F, T>(&self.ns, event, value).map_err(|e| {
+            let context = format!(
+                "emit {}",
+                describe(&Message::new(self.ns.clone(), event, ""), self.conn.id())
+            );
+            e.into_kind(WriteErrorKind::Encode, context)
+        })?;
+        self.conn.write(&msg)
+    }
+
+    /// Asks the peer with `event` and `question` as a JSON body, and decodes its JSON reply
+    /// into `R` (an undecodable reply is an [`AskError`] of kind
+    /// [`Decode`](crate::error::AskErrorKind::Decode)).
+    ///
+    /// ```no_run
+    /// # async fn run(ns: neffos::NsConn) -> Result<(), neffos::AskError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Quote<'a> { symbol: &'a str }
+    /// #[derive(serde::Deserialize)]
+    /// struct Price { cents: u64 }
+    /// let price: Price = ns.ask_json("quote", &Quote { symbol: "ABC" }).await?;
+    /// # let _ = price.cents; Ok(()) }
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub async fn ask_json<Q, R>(&self, event: &str, question: &Q) -> Result<R, AskError>
+    where
+        Q: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        type F = crate::body::Json<()>;
+        let context = || ask_context(&Message::new(self.ns.clone(), event, ""), self.conn.id());
+        let msg = crate::body::message::<F, Q>(&self.ns, event, question)
+            .map_err(|e| e.into_kind(crate::error::AskErrorKind::NotSent, context()))?;
+        let reply = self.conn.ask(msg).await?;
+        crate::body::decode::<F, R>(&reply)
+            .map_err(|e| e.into_kind(crate::error::AskErrorKind::Decode, context()))
+    }
+
+    /// The application state of type `S` given to
+    /// [`ServerBuilder::with_state`](crate::ServerBuilder::with_state) (or
+    /// [`Namespaces::with_state`](crate::Namespaces::with_state)), if any.
+    pub fn state<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
+        self.conn.0.handlers.state::<S>()
+    }
+
     /// Asks the peer and waits for its reply (an error reply is an [`AskError`] of kind
     /// [`Remote`](crate::error::AskErrorKind::Remote)).
     pub async fn ask(&self, event: &str, body: impl Into<Bytes>) -> Result<Message, AskError> {

@@ -113,8 +113,9 @@ async fn dispatch_custom(inner: &Arc<ConnInner>, msg: Message) {
     let incoming_error = msg.is_error;
     match fire(inner, &ns, msg).await {
         Outcome::Done => {}
-        Outcome::Reply(body) => {
-            let mut reply = echo;
+        Outcome::Reply(answer) => {
+            let (body, binary) = answer.into_parts();
+            let mut reply = echo.with_binary(binary);
             reply.body = body;
             if let Err(e) = inner.write_async(&reply).await {
                 tracing::debug!(id = %inner.id, error = %e, "reply not written");

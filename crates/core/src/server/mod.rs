@@ -48,6 +48,7 @@ pub(crate) struct Stats {
     pub(crate) malformed_envelopes: AtomicU64,
     pub(crate) accepted: AtomicU64,
     pub(crate) envelopes_received: AtomicU64,
+    pub(crate) rejected_messages: AtomicU64,
 }
 
 impl Stats {
@@ -62,7 +63,14 @@ impl Stats {
             malformed_envelopes: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             envelopes_received: AtomicU64::new(0),
+            rejected_messages: AtomicU64::new(0),
         }
+    }
+
+    /// A message whose handler arguments could not be taken (a body that does not decode).
+    pub(crate) fn message_rejected(&self) {
+        self.rejected_messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected_messages.increment(1);
     }
 
     /// A stuck client closed (its outbound budget): counted as both.
@@ -139,6 +147,9 @@ pub struct StatsSnapshot {
     pub pending_remote_asks: usize,
     /// Envelopes from other instances received through the exchange (own ones excluded).
     pub envelopes_received: u64,
+    /// Messages answered with an error because a handler argument could not be taken from
+    /// them (a typed body that does not decode, see [`Events::handle`](crate::Events::handle)).
+    pub rejected_messages: u64,
 }
 
 /// Who a broadcast is for.
@@ -359,6 +370,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Gives every handler an application state value: the [`State`](crate::State)
+    /// argument of [`Events::handle`](crate::Events::handle) handlers, or
+    /// [`NsConn::state`](crate::NsConn::state). One value per type; call it again for
+    /// another type. Share what handlers mutate through `Arc`s.
+    pub fn with_state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.namespaces = self.namespaces.with_state(state);
+        self
+    }
+
     /// Scales out through `exchange`. Call it again to chain several exchanges (e.g. Redis
     /// and NATS during a migration): publications go to all of them, and an envelope that
     /// arrives through two of them is handled once.
@@ -501,6 +521,7 @@ impl Server {
             malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
             pending_remote_asks: self.0.remote_asks.lock().len(),
             envelopes_received: s.envelopes_received.load(Ordering::Relaxed),
+            rejected_messages: s.rejected_messages.load(Ordering::Relaxed),
         }
     }
 
@@ -564,15 +585,25 @@ impl Server {
     }
 
     /// Asks the connection with ID `id` (on this or, through the exchange, any instance)
-    /// and waits for its reply until `timeout`.
+    /// in `msg`'s namespace, and waits for its reply until `timeout`.
+    ///
+    /// ```no_run
+    /// # async fn run(server: neffos::Server) -> Result<(), neffos::AskError> {
+    /// use std::time::Duration;
+    /// use neffos::Message;
+    /// let reply = server
+    ///     .ask("user-42", Message::new("chat", "question", "ready?"), Duration::from_secs(5))
+    ///     .await?;
+    /// # let _ = reply; Ok(()) }
+    /// ```
     pub async fn ask(
         &self,
-        namespace: &str,
         id: &str,
-        mut msg: Message,
+        msg: Message,
         timeout: Duration,
     ) -> Result<Message, AskError> {
-        msg.namespace = ByteString::from(namespace);
+        let namespace = msg.namespace.clone();
+        let namespace = &*namespace;
         if let Some(conn) = self.connections_by_id(id).into_iter().next() {
             return conn.0.ask(msg, timeout).await;
         }
@@ -629,6 +660,78 @@ impl Server {
             }
             None => Ok(reply_msg),
         }
+    }
+
+    /// Broadcasts `event` with `value` as a JSON body to `target` (see [`Self::broadcast`]).
+    ///
+    /// ```no_run
+    /// # fn run(server: neffos::Server) -> Result<(), neffos::BroadcastError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Notice<'a> { text: &'a str }
+    /// server.broadcast_json(neffos::Target::namespace("chat"), "notice", &Notice { text: "hi" })
+    /// # }
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast_as::<crate::body::Json<()>, T>(target, event, value)
+    }
+
+    /// Broadcasts `event` with `value` as a MessagePack body (binary frame) to `target`.
+    #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+    pub fn broadcast_msgpack<T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast_as::<crate::body::MsgPack<()>, T>(target, event, value)
+    }
+
+    #[cfg(any(feature = "json", feature = "msgpack"))]
+    fn broadcast_as<F: crate::body::Format, T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        let msg = crate::body::message::<F, T>(&target.namespace, event, value).map_err(|e| {
+            let context = broadcast_context(&target, &Message::new("", event, ""));
+            e.into_kind(BroadcastErrorKind::Encode, context)
+        })?;
+        self.broadcast(target, msg)
+    }
+
+    /// Asks connection `id` with `event` and `question` as a JSON body in `namespace`, and
+    /// decodes the JSON reply into `R` (an undecodable reply is an [`AskError`] of kind
+    /// [`Decode`](AskErrorKind::Decode)).
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub async fn ask_json<Q, R>(
+        &self,
+        namespace: &str,
+        id: &str,
+        event: &str,
+        question: &Q,
+        timeout: Duration,
+    ) -> Result<R, AskError>
+    where
+        Q: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        type F = crate::body::Json<()>;
+        let context = || crate::conn::ask_context(&Message::new(namespace, event, ""), id);
+        let msg = crate::body::message::<F, Q>(namespace, event, question)
+            .map_err(|e| e.into_kind(AskErrorKind::NotSent, context()))?;
+        let reply = self.ask(id, msg, timeout).await?;
+        crate::body::decode::<F, R>(&reply)
+            .map_err(|e| e.into_kind(AskErrorKind::Decode, context()))
     }
 
     /// Stops accepting, closes every connection with 1001 "server shutting down", waits for

@@ -120,7 +120,7 @@ where
     let before = s2.server.stats().late_replies;
     let reply = s2
         .server
-        .ask(NS, "c3", Message::new("", "question", "?"), WAIT)
+        .ask("c3", Message::new(NS, "question", "?"), WAIT)
         .await
         .expect("answered");
     assert_eq!(&reply.body[..], b"answer");

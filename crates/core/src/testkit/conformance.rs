@@ -284,19 +284,19 @@ where
     settle(&cluster).await;
     let reply = cluster
         .server(0)
-        .ask(NS, "c", Message::new("", "question", "q1"), WAIT)
+        .ask("c", Message::new(NS, "question", "q1"), WAIT)
         .await
         .expect("reply from instance 2");
     assert_eq!(&reply.body[..], b"answer:q1");
     let reply = cluster
         .server(2)
-        .ask(NS, "a", Message::new("", "question", "q2"), WAIT)
+        .ask("a", Message::new(NS, "question", "q2"), WAIT)
         .await
         .expect("reply from instance 0");
     assert_eq!(&reply.body[..], b"answer:q2");
     let err = cluster
         .server(1)
-        .ask(NS, "c", Message::new("", "question", "fail"), WAIT)
+        .ask("c", Message::new(NS, "question", "fail"), WAIT)
         .await
         .expect_err("the client refuses");
     assert_eq!(err.kind(), AskErrorKind::Remote, "{err}");
@@ -304,7 +304,7 @@ where
     let short = Duration::from_millis(300);
     let err = cluster
         .server(1)
-        .ask(NS, "nobody", Message::new("", "question", "?"), short)
+        .ask("nobody", Message::new(NS, "question", "?"), short)
         .await
         .expect_err("nobody answers");
     assert_eq!(err.kind(), AskErrorKind::Timeout, "{err}");
@@ -433,7 +433,7 @@ where
     // A round trip through instance 1's inbox: anything published before it has arrived.
     let _ = cluster
         .server(1)
-        .ask(NS, "watcher", Message::new("", "question", "fence"), WAIT)
+        .ask("watcher", Message::new(NS, "question", "fence"), WAIT)
         .await
         .expect("fence ask");
     assert_eq!(
