@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker::{NatsServer, RedisServer};
@@ -357,7 +358,7 @@ async fn broker_pause_burst_closes_no_client(broker: Broker) {
             Broker::Nats(n) => Arc::new(NatsExchange::connect(&n.url()).await.unwrap()),
         };
         let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
-            .exchange_arc(exchange)
+            .exchange(exchange)
             .build();
         serve(server).await.unwrap()
     };

@@ -226,7 +226,10 @@ mod tests {
     fn json_round_trips_in_text() {
         let msg = Message::new_json("default", "chat", &chat()).unwrap();
         assert!(!msg.binary);
-        assert_eq!(&msg.body[..], r#"{"from":"ana","text":"hé; ok","n":3}"#.as_bytes());
+        assert_eq!(
+            &msg.body[..],
+            r#"{"from":"ana","text":"hé; ok","n":3}"#.as_bytes()
+        );
         assert_eq!(msg.json::<Chat>().unwrap(), chat());
     }
 
