@@ -62,10 +62,15 @@ pub struct Config {
     ///
     /// Replies to the connection's own requests wait while the queue is over it (reading
     /// from that client pauses: TCP pushes back). A broadcast may take the queue up to four
-    /// times this budget while the client keeps reading (a server momentarily behind, a
-    /// burst), then applies [`slow_consumer`](Self::slow_consumer); so does a queue over
-    /// the budget whose writer made no progress for [`write_stall_timeout`](Self::write_stall_timeout).
-    /// Closes with 1008 "slow consumer: …".
+    /// times this budget, then applies [`slow_consumer`](Self::slow_consumer); so does a
+    /// queue over the budget whose writer made no progress for
+    /// [`write_stall_timeout`](Self::write_stall_timeout). Closes with 1008 "slow consumer: …".
+    ///
+    /// Readers that fall behind while they read (a burst, a server momentarily behind for
+    /// everyone) are not closed: when a handler's broadcast leaves a quarter of its recipients
+    /// over this budget, or one over twice it, the connection of that handler stops being
+    /// read until they caught up (at most the stall timeout), and TCP pushes back on the
+    /// publisher. Counted in [`StatsSnapshot::publisher_pushbacks`](crate::StatsSnapshot::publisher_pushbacks).
     pub outbound_budget: usize,
     /// Frames that may wait in one connection's outbound queue, on top of
     /// [`outbound_budget`](Self::outbound_budget). Default 16,384.

@@ -23,22 +23,23 @@ thread_local! {
     static NOTED: RefCell<Vec<Weak<ConnInner>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The recipients of one broadcast that were behind.
+/// The recipients of one broadcast that were behind (no allocation: a stuck client is
+/// behind on every broadcast until it is closed).
 #[derive(Default)]
 pub(crate) struct Lagging {
     behind: usize,
     far_behind: bool,
-    some: Vec<Weak<ConnInner>>,
+    some: [Option<Weak<ConnInner>>; MAX_LAGGARDS],
 }
 
 impl Lagging {
     /// `conn` was left over its budget (`fill` is not `Within`).
     pub(crate) fn add(&mut self, conn: &Arc<ConnInner>, fill: Fill) {
+        if let Some(slot) = self.some.get_mut(self.behind) {
+            *slot = Some(Arc::downgrade(conn));
+        }
         self.behind += 1;
         self.far_behind |= fill == Fill::FarBehind;
-        if self.some.len() < MAX_LAGGARDS {
-            self.some.push(Arc::downgrade(conn));
-        }
     }
 
     /// Notes the laggards for the publishing handler if the broadcast to `delivered`
@@ -48,7 +49,7 @@ impl Lagging {
             NOTED.with(|noted| {
                 let mut noted = noted.borrow_mut();
                 let room = MAX_LAGGARDS.saturating_sub(noted.len());
-                noted.extend(self.some.into_iter().take(room));
+                noted.extend(self.some.into_iter().flatten().take(room));
             });
         }
     }
