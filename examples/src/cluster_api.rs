@@ -123,7 +123,14 @@ async fn instances(State(server): State<Server>) -> Response {
 
 async fn stats(State(server): State<Server>) -> Response {
     let s = server.cluster().stats();
+    let (published, received) = server
+        .exchanges()
+        .iter()
+        .map(|x| x.stats())
+        .fold((0, 0), |(p, r), x| (p + x.published, r + x.received));
     json_body(json!({
+        "exchange_published": published,
+        "exchange_received": received,
         "instances": s.instances,
         "settled": s.settled,
         "generation": s.generation,

@@ -365,6 +365,31 @@ async fn scenario(broker: &str, args: &[String]) {
     let instances = nodes[0].get("/cluster/instances").await;
     assert_eq!(instances.as_array().unwrap().len(), NODES);
 
+    // Heartbeat overhead at rest: broker messages per second per instance, over 10 s.
+    let window = Duration::from_secs(10);
+    let mut at_rest = Vec::new();
+    for node in &nodes {
+        at_rest.push(node.get("/cluster/stats").await);
+    }
+    tokio::time::sleep(window).await;
+    let (mut sent, mut got) = (0.0, 0.0);
+    for (node, before) in nodes.iter().zip(&at_rest) {
+        let after = node.get("/cluster/stats").await;
+        let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+        sent += delta("exchange_published") as f64;
+        got += delta("exchange_received") as f64;
+    }
+    let per = |n: f64| n / NODES as f64 / window.as_secs_f64();
+    eprintln!(
+        "[{broker}] at rest: {:.2} messages/s published and {:.2} received per instance (heartbeat 2 s, {NODES} instances)",
+        per(sent),
+        per(got)
+    );
+    assert!(
+        per(sent) <= 1.0,
+        "at most one heartbeat per second and instance"
+    );
+
     // The clients: u<i> on node i % 5, in room<i % 100>.
     let started = Instant::now();
     let mut truth = Truth {
