@@ -24,6 +24,7 @@ use neffos::{ExchangeCounters, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::gocompat::GoCompat;
 use crate::subject::Subjects;
 
 /// What the exchange asks of its task, in order.
@@ -37,6 +38,12 @@ pub(crate) enum Cmd {
     Subscribe(Topic),
     /// The server's interest in a topic went 1→0.
     Unsubscribe(Topic),
+    /// Publish a payload on a subject named by the caller (Go compatibility mode).
+    PublishRaw(String, Bytes),
+    /// Subscribe a subject named by the caller (Go compatibility mode); counted like topics.
+    SubscribeRaw(String),
+    /// Undoes one [`Cmd::SubscribeRaw`].
+    UnsubscribeRaw(String),
     /// Resolve once the broker processed everything queued before.
     Flush(oneshot::Sender<()>),
     /// Flush, close the connection, stop.
@@ -94,6 +101,8 @@ pub(crate) struct Actor {
     pub(crate) timings: Timings,
     /// Signalled by the event callback when the connection is closed for good.
     pub(crate) closed: Arc<Notify>,
+    /// Go compatibility mode.
+    pub(crate) go: Option<Arc<GoCompat>>,
 }
 
 struct Task {
@@ -164,6 +173,12 @@ impl Task {
             }
             Cmd::Subscribe(topic) => self.count(&topic, 1).await,
             Cmd::Unsubscribe(topic) => self.count(&topic, -1).await,
+            Cmd::PublishRaw(subject, payload) => {
+                self.a.queued.fetch_sub(1, Ordering::Relaxed);
+                self.publish_subject(subject, payload).await;
+            }
+            Cmd::SubscribeRaw(subject) => self.count_subject(subject, 1).await,
+            Cmd::UnsubscribeRaw(subject) => self.count_subject(subject, -1).await,
             Cmd::Flush(done) => {
                 self.send_cancellations().await;
                 let client = self.a.client.clone();
@@ -211,6 +226,10 @@ impl Task {
             tracing::warn!(%topic, "cannot subscribe to a kind of topic this exchange does not know");
             return;
         };
+        self.count_subject(subject, delta).await;
+    }
+
+    async fn count_subject(&mut self, subject: String, delta: i64) {
         self.interest.entry(subject.clone()).or_default().count += delta;
         self.reconcile(&subject).await;
     }
@@ -232,12 +251,13 @@ impl Task {
                     self.next_key += 1;
                     let (cancel, cancelled) = oneshot::channel();
                     entry.get_mut().live = Some(Live { key, cancel });
+                    let go = self.a.go.clone().filter(|go| go.is_go_subject(subject));
                     self.draining.push(Box::pin(drain(
                         subject.to_owned(),
                         key,
                         subscriber,
                         cancelled,
-                        inbound,
+                        Sink { inbound, go },
                         self.a.stats.clone(),
                     )));
                 }
@@ -298,12 +318,16 @@ impl Task {
     }
 
     async fn publish(&mut self, topic: &Topic, payload: Bytes) {
-        let stats = &self.a.stats;
         let Some(subject) = self.a.subjects.subject(topic) else {
-            stats.add_publish_errors(1);
+            self.a.stats.add_publish_errors(1);
             tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
             return;
         };
+        self.publish_subject(subject, payload).await;
+    }
+
+    async fn publish_subject(&mut self, subject: String, payload: Bytes) {
+        let stats = &self.a.stats;
         if self.a.client.connection_state() != State::Connected {
             stats.add_publish_errors(1);
             if self.dropped_in_outage == 0 {
@@ -376,13 +400,33 @@ impl Task {
     }
 }
 
+/// Where one subscription's messages go: the server's inbound queue, through the Go
+/// translation for Go's subjects in compatibility mode.
+struct Sink {
+    inbound: Inbound,
+    go: Option<Arc<GoCompat>>,
+}
+
+impl Sink {
+    fn deliver(&self, subject: &str, payload: Bytes) {
+        match &self.go {
+            Some(go) => {
+                for envelope in go.received(subject, payload) {
+                    self.inbound.deliver(envelope);
+                }
+            }
+            None => self.inbound.deliver(payload),
+        }
+    }
+}
+
 /// Delivers every message of one subscription until cancelled or ended.
 async fn drain(
     subject: String,
     key: u64,
     mut subscriber: Subscriber,
     mut cancelled: oneshot::Receiver<()>,
-    inbound: Inbound,
+    sink: Sink,
     stats: Arc<ExchangeCounters>,
 ) -> Ended {
     loop {
@@ -394,7 +438,7 @@ async fn drain(
             message = subscriber.next() => match message {
                 Some(message) => {
                     stats.add_received(1);
-                    inbound.deliver(message.payload);
+                    sink.deliver(&subject, message.payload);
                 }
                 None => return Ended { subject, key, subscriber, cancelled: false },
             },

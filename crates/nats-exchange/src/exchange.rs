@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use async_nats::{Event, ServerAddr, ServerError};
 use bytes::Bytes;
+use neffos::protocol::gocompat::GoStats;
 use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::actor::{Actor, Cmd, Timings};
 use crate::error::{Error, Result};
+use crate::gocompat::GoCompat;
 use crate::options::{ConnectOptions, NatsEvent};
 use crate::subject::{DEFAULT_PREFIX, Subjects};
 
@@ -44,6 +46,7 @@ pub struct NatsExchangeBuilder {
     queue_capacity: usize,
     timings: Timings,
     on_event: Option<OnEvent>,
+    go_prefix: Option<String>,
 }
 
 impl fmt::Debug for NatsExchangeBuilder {
@@ -123,10 +126,30 @@ impl NatsExchangeBuilder {
         self
     }
 
+    /// Go neffos v0.0.25 compatibility mode (off by default), for a rolling migration from
+    /// Go neffos: the instance also subscribes to and publishes on the subjects of Go's
+    /// `stackexchange/nats` whose `SubjectPrefix` is `go_prefix` (Go's default is
+    /// `neffos`), so Go and Rust instances on this NATS see each other's broadcasts, sends
+    /// to an ID and `Server.Ask`s. Rust instances still talk to each other on their own
+    /// subjects; only what Go must see is also published in Go's format. See the README's
+    /// "Migrating from Go neffos" for what Go's format cannot carry. `go_prefix` follows
+    /// the rules of [`prefix`](Self::prefix).
+    pub fn go_compat(mut self, go_prefix: impl Into<String>) -> Self {
+        self.go_prefix = Some(go_prefix.into());
+        self
+    }
+
     /// Validates the configuration and opens the connection, so a wrong address or
     /// credentials fail here. Must run inside a tokio runtime.
     pub async fn connect(self) -> Result<NatsExchange> {
         let subjects = Subjects::new(&self.prefix)?;
+        let go = match self.go_prefix {
+            Some(go_prefix) => {
+                Subjects::new(&go_prefix)?;
+                Some(GoCompat::new(go_prefix))
+            }
+            None => None,
+        };
         let addrs = parse_urls(&self.urls)?;
         let stats = Arc::new(ExchangeCounters::default());
         let closed = Arc::new(Notify::new());
@@ -166,6 +189,7 @@ impl NatsExchangeBuilder {
                 rx,
                 timings: self.timings,
                 closed,
+                go: go.clone(),
             }
             .run(),
         );
@@ -177,6 +201,7 @@ impl NatsExchangeBuilder {
             queue_capacity: self.queue_capacity,
             stats,
             started: AtomicBool::new(false),
+            go,
         })
     }
 }
@@ -348,6 +373,7 @@ pub struct NatsExchange {
     queue_capacity: usize,
     stats: Arc<ExchangeCounters>,
     started: AtomicBool,
+    go: Option<Arc<GoCompat>>,
 }
 
 impl fmt::Debug for NatsExchange {
@@ -392,6 +418,7 @@ impl NatsExchange {
                 reconnect_max: crate::reconnect::DEFAULT_MAX_DELAY,
             },
             on_event: None,
+            go_prefix: None,
         }
     }
 
@@ -406,8 +433,27 @@ impl NatsExchange {
         self.subjects.prefix()
     }
 
+    /// The counters of the [Go compatibility mode](NatsExchangeBuilder::go_compat), when on.
+    pub fn go_stats(&self) -> Option<&GoStats> {
+        self.go.as_deref().map(GoCompat::stats)
+    }
+
     fn send(&self, cmd: Cmd) -> bool {
         self.tx.send(cmd).is_ok()
+    }
+
+    /// Queues a publish within the queue's capacity; else drops and counts it.
+    fn enqueue_publish(&self, cmd: Cmd) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.queue_capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
+            tracing::debug!("NATS publish queue full: dropped");
+            return;
+        }
+        if !self.send(cmd) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.add_publish_errors(1);
+        }
     }
 }
 
@@ -421,23 +467,35 @@ impl Exchange for NatsExchange {
     }
 
     fn publish(&self, topic: Topic, payload: Bytes) {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.queue_capacity {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.add_publish_errors(1);
-            tracing::debug!(%topic, "NATS publish queue full: dropped");
+        let Some(go) = &self.go else {
+            self.enqueue_publish(Cmd::Publish(topic, payload));
             return;
+        };
+        let (mirror, publish_envelope) = go.publish(&topic, &payload);
+        if publish_envelope {
+            self.enqueue_publish(Cmd::Publish(topic, payload));
         }
-        if !self.send(Cmd::Publish(topic, payload)) {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.add_publish_errors(1);
+        for cmd in mirror {
+            match cmd {
+                Cmd::PublishRaw(..) => self.enqueue_publish(cmd),
+                cmd => {
+                    self.send(cmd);
+                }
+            }
         }
     }
 
     fn subscribe(&self, topic: Topic) {
+        if let Some(cmd) = self.go.as_ref().and_then(|go| go.interest(&topic, true)) {
+            self.send(cmd);
+        }
         self.send(Cmd::Subscribe(topic));
     }
 
     fn unsubscribe(&self, topic: Topic) {
+        if let Some(cmd) = self.go.as_ref().and_then(|go| go.interest(&topic, false)) {
+            self.send(cmd);
+        }
         self.send(Cmd::Unsubscribe(topic));
     }
 

@@ -61,6 +61,13 @@
 //! Anything else published on these subjects is handed over as bytes too; the server
 //! fails to decode it, counts it (`StatsSnapshot::malformed_envelopes`) and drops it.
 //!
+//! ## Go neffos compatibility
+//!
+//! [`NatsExchangeBuilder::go_compat`] (off by default) makes the instance also publish and
+//! subscribe on the subjects of Go neffos v0.0.25's `stackexchange/nats`, so Go and Rust
+//! instances can share one NATS during a rolling migration (see the README's "Migrating
+//! from Go neffos"). Rust instances keep using the subjects above between themselves.
+//!
 //! ## One connection
 //!
 //! One NATS connection per instance, whatever the number of WebSocket clients, rooms,
@@ -131,6 +138,7 @@
 mod actor;
 mod error;
 mod exchange;
+mod gocompat;
 mod options;
 mod reconnect;
 mod subject;

@@ -41,6 +41,7 @@ mod error;
 mod escape;
 pub mod events;
 mod frame;
+pub mod gocompat;
 pub mod handshake;
 mod token;
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use neffos::protocol::gocompat::GoStats;
 use neffos::{Exchange, ExchangeCounters, ExchangeFuture, ExchangeStats, Inbound, Topic};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -16,6 +17,7 @@ use crate::channel::{Channels, DEFAULT_PREFIX};
 use crate::driver::redis::RedisDriver;
 use crate::driver::{Driver, Pushes};
 use crate::error::Result;
+use crate::gocompat::GoCompat;
 use crate::publisher::{PubCmd, Publisher};
 use crate::subscriber::{SubCmd, Subscriber};
 
@@ -70,6 +72,7 @@ pub struct RedisExchangeBuilder {
     url: String,
     prefix: String,
     options: Options,
+    go_prefix: Option<String>,
 }
 
 /// Shows the URL without its password.
@@ -137,10 +140,23 @@ impl RedisExchangeBuilder {
         self
     }
 
+    /// Go neffos v0.0.25 compatibility mode (off by default), for a rolling migration from
+    /// Go neffos: the instance also subscribes to and publishes in the channels of Go's
+    /// `stackexchange/redis` created with `NewStackExchange(cfg, go_prefix)`, so Go and
+    /// Rust instances on this Redis see each other's broadcasts, sends to an ID and
+    /// `Server.Ask`s. Rust instances still talk to each other through their own channels;
+    /// only what Go must see is also published in Go's format. See the README's
+    /// "Migrating from Go neffos" for what Go's format cannot carry.
+    pub fn go_compat(mut self, go_prefix: impl Into<String>) -> Self {
+        self.go_prefix = Some(go_prefix.into());
+        self
+    }
+
     /// Validates the configuration and opens both connections, so a wrong address,
     /// password or a broker without RESP3 fails here. Must run inside a tokio runtime.
     pub async fn connect(self) -> Result<RedisExchange> {
         let (driver, channels) = self.parts()?;
+        let go = self.go_prefix.map(GoCompat::new);
         let stats = Arc::new(ExchangeCounters::default());
         let inbound = Arc::new(OnceLock::new());
         let pub_lost = Arc::new(Notify::new());
@@ -149,11 +165,10 @@ impl RedisExchangeBuilder {
             .await?;
         let sub_lost = Arc::new(Notify::new());
         let subscriber = driver
-            .connect(Pushes::subscriber(
-                inbound.clone(),
-                stats.clone(),
-                sub_lost.clone(),
-            ))
+            .connect(
+                Pushes::subscriber(inbound.clone(), stats.clone(), sub_lost.clone())
+                    .with_go(go.clone()),
+            )
             .await?;
         let live = (
             Live {
@@ -172,6 +187,7 @@ impl RedisExchangeBuilder {
             stats,
             inbound,
             Some(live),
+            go,
         ))
     }
 
@@ -186,6 +202,7 @@ impl RedisExchangeBuilder {
             Arc::new(ExchangeCounters::default()),
             Arc::new(OnceLock::new()),
             None,
+            self.go_prefix.map(GoCompat::new),
         ))
     }
 
@@ -219,6 +236,7 @@ pub struct RedisExchange {
     instance: OnceLock<Uuid>,
     spawn: Mutex<Option<Spawn>>,
     queue_full: AtomicU64,
+    go: Option<Arc<GoCompat>>,
 }
 
 impl fmt::Debug for RedisExchange {
@@ -243,6 +261,7 @@ impl RedisExchange {
             url: url.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             options: Options::default(),
+            go_prefix: None,
         }
     }
 
@@ -263,6 +282,11 @@ impl RedisExchange {
         self.instance.get().map(|id| client_name(*id))
     }
 
+    /// The counters of the [Go compatibility mode](RedisExchangeBuilder::go_compat), when on.
+    pub fn go_stats(&self) -> Option<&GoStats> {
+        self.go.as_deref().map(GoCompat::stats)
+    }
+
     pub(crate) fn assemble<D: Driver>(
         driver: D,
         channels: Channels,
@@ -270,6 +294,7 @@ impl RedisExchange {
         stats: Arc<ExchangeCounters>,
         inbound: Arc<OnceLock<Inbound>>,
         live: Option<Connected<D::Conn>>,
+        go: Option<Arc<GoCompat>>,
     ) -> RedisExchange {
         let (publish_tx, publish_rx) = mpsc::channel(options.queue_capacity.max(1));
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -282,6 +307,7 @@ impl RedisExchange {
             let channels = channels.clone();
             let stats = stats.clone();
             let inbound = inbound.clone();
+            let go = go.clone();
             Box::new(move |instance: Uuid| {
                 let name = client_name(instance);
                 let reconnected = Reconnected::default();
@@ -302,6 +328,7 @@ impl RedisExchange {
                     options,
                     name,
                     inbound,
+                    go,
                     rx: control_rx,
                     conn: sub_conn,
                     reconnected,
@@ -319,6 +346,7 @@ impl RedisExchange {
             instance: OnceLock::new(),
             spawn: Mutex::new(Some(spawn)),
             queue_full: AtomicU64::new(0),
+            go,
         }
     }
 
@@ -353,6 +381,11 @@ impl Exchange for RedisExchange {
     }
 
     fn publish(&self, topic: Topic, payload: Bytes) {
+        if let Some(go) = &self.go
+            && !go.publish(&topic, &payload, &self.control_tx, &self.publish_tx)
+        {
+            return;
+        }
         if let Err(e) = self.publish_tx.try_send(PubCmd::Publish(topic, payload)) {
             self.stats.add_publish_errors(1);
             let n = self.queue_full.fetch_add(1, Ordering::Relaxed) + 1;
@@ -368,10 +401,16 @@ impl Exchange for RedisExchange {
     }
 
     fn subscribe(&self, topic: Topic) {
+        if let Some(go) = &self.go {
+            go.interest(&topic, true, &self.control_tx);
+        }
         self.control(SubCmd::Subscribe(topic));
     }
 
     fn unsubscribe(&self, topic: Topic) {
+        if let Some(go) = &self.go {
+            go.interest(&topic, false, &self.control_tx);
+        }
         self.control(SubCmd::Unsubscribe(topic));
     }
 

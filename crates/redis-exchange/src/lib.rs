@@ -54,6 +54,13 @@
 //! the server fails to decode it, counts it (`StatsSnapshot::malformed_envelopes`) and
 //! drops it. Nothing received from Redis can make the exchange panic or block.
 //!
+//! ## Go neffos compatibility
+//!
+//! [`RedisExchangeBuilder::go_compat`] (off by default) makes the instance also publish and
+//! subscribe in the channels of Go neffos v0.0.25's `stackexchange/redis`, so Go and Rust
+//! instances can share one Redis during a rolling migration (see the README's "Migrating
+//! from Go neffos"). Rust instances keep using the channels above between themselves.
+//!
 //! ## Connections
 //!
 //! Two RESP3 connections per instance, whatever the number of WebSocket clients, rooms,
@@ -123,6 +130,7 @@ pub mod cluster;
 mod driver;
 mod error;
 mod exchange;
+mod gocompat;
 mod publisher;
 mod subscriber;
 

@@ -17,6 +17,8 @@ use crate::exchange::{Live, Options};
 pub(crate) enum PubCmd {
     /// Publish a payload.
     Publish(Topic, Bytes),
+    /// Publish a payload on a channel named by the caller (Go compatibility mode).
+    Raw(String, Bytes),
     /// Resolve once everything before it was published (or failed) and a connection is up.
     Flush(oneshot::Sender<()>),
     /// Publish what is before it, then stop.
@@ -114,6 +116,7 @@ impl<D: Driver> State<D> {
                         tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
                     }
                 },
+                PubCmd::Raw(channel, payload) => batch.push((channel, payload)),
                 PubCmd::Flush(done) => {
                     self.send(&mut batch).await;
                     if self.p.conn.is_some() {
@@ -216,7 +219,7 @@ impl<D: Driver> State<D> {
                             Ok(()) = others.changed() => break,
                             cmd = self.p.rx.recv() => match cmd {
                                 None => return Flow::Stop,
-                                Some(PubCmd::Publish(..)) => self.fail(1),
+                                Some(PubCmd::Publish(..) | PubCmd::Raw(..)) => self.fail(1),
                                 Some(PubCmd::Flush(done)) => self.parked.push(done),
                                 Some(PubCmd::Close(done)) => {
                                     self.p.rx.close();

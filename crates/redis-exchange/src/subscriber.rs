@@ -15,6 +15,7 @@ use crate::channel::Channels;
 use crate::driver::{Connection, Driver, Pushes};
 use crate::error::Result;
 use crate::exchange::{Live, Options};
+use crate::gocompat::GoCompat;
 
 /// Channels per SUBSCRIBE / UNSUBSCRIBE command.
 const CHUNK: usize = 256;
@@ -26,6 +27,10 @@ pub(crate) enum SubCmd {
     Subscribe(Topic),
     /// The server's interest in a topic went 1→0.
     Unsubscribe(Topic),
+    /// Subscribe a channel named by the caller (Go compatibility mode); counted like topics.
+    SubscribeChannel(String),
+    /// Undoes one [`SubCmd::SubscribeChannel`].
+    UnsubscribeChannel(String),
     /// Resolve once the broker confirmed every change queued before it.
     Flush(oneshot::Sender<()>),
     /// Stop (the connection closes, which ends its subscriptions).
@@ -44,6 +49,7 @@ pub(crate) struct Subscriber<D: Driver> {
     pub(crate) options: Options,
     pub(crate) name: String,
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
+    pub(crate) go: Option<Arc<GoCompat>>,
     pub(crate) rx: mpsc::UnboundedReceiver<SubCmd>,
     pub(crate) conn: Option<Live<D::Conn>>,
     /// Shared with the instance's other connection (see [`Reconnected`]).
@@ -146,6 +152,8 @@ impl<D: Driver> State<D> {
         match cmd {
             SubCmd::Subscribe(topic) => self.count(&topic, 1),
             SubCmd::Unsubscribe(topic) => self.count(&topic, -1),
+            SubCmd::SubscribeChannel(channel) => self.count_channel(channel, 1),
+            SubCmd::UnsubscribeChannel(channel) => self.count_channel(channel, -1),
             SubCmd::Flush(done) => self.parked.push(done),
             SubCmd::Close(done) => {
                 self.s.rx.close();
@@ -161,6 +169,10 @@ impl<D: Driver> State<D> {
             tracing::warn!(%topic, "cannot subscribe to a kind of topic this exchange does not know");
             return;
         };
+        self.count_channel(channel, delta);
+    }
+
+    fn count_channel(&mut self, channel: String, delta: i64) {
         match self.interest.entry(channel) {
             Entry::Occupied(mut e) => {
                 *e.get_mut() += delta;
@@ -233,7 +245,8 @@ impl<D: Driver> State<D> {
             let lost = Arc::new(Notify::new());
             let attempt = tokio::time::Instant::now();
             let pushes =
-                Pushes::subscriber(self.s.inbound.clone(), self.s.stats.clone(), lost.clone());
+                Pushes::subscriber(self.s.inbound.clone(), self.s.stats.clone(), lost.clone())
+                    .with_go(self.s.go.clone());
             match self.s.driver.connect(pushes).await {
                 Ok(mut conn) => {
                     name_connection(&mut conn, &self.s.name).await;

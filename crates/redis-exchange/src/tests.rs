@@ -32,6 +32,7 @@ fn exchange(broker: &StubBroker, options: Options) -> Arc<RedisExchange> {
         Arc::new(ExchangeCounters::default()),
         Arc::new(OnceLock::new()),
         None,
+        None,
     ))
 }
 

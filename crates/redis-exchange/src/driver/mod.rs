@@ -16,6 +16,7 @@ use neffos::{ExchangeCounters, Inbound};
 use tokio::sync::Notify;
 
 use crate::error::Result;
+use crate::gocompat::GoCompat;
 
 /// Opens broker connections.
 pub(crate) trait Driver: Send + Sync + 'static {
@@ -46,6 +47,7 @@ pub(crate) trait Connection: Send + 'static {
 #[derive(Debug, Clone)]
 pub(crate) struct Pushes {
     inbound: Option<Arc<OnceLock<Inbound>>>,
+    go: Option<Arc<GoCompat>>,
     stats: Arc<ExchangeCounters>,
     lost: Arc<Notify>,
 }
@@ -59,6 +61,7 @@ impl Pushes {
     ) -> Self {
         Pushes {
             inbound: Some(inbound),
+            go: None,
             stats,
             lost,
         }
@@ -68,18 +71,35 @@ impl Pushes {
     pub(crate) fn publisher(stats: Arc<ExchangeCounters>, lost: Arc<Notify>) -> Self {
         Pushes {
             inbound: None,
+            go: None,
             stats,
             lost,
         }
     }
 
+    /// In Go compatibility mode: payloads of Go's channels are translated by `go`.
+    pub(crate) fn with_go(mut self, go: Option<Arc<GoCompat>>) -> Self {
+        self.go = go;
+        self
+    }
+
     /// A payload arrived on one of our channels. What it contains is the server's business
-    /// (it decodes envelopes and counts malformed ones); here it is only bytes.
-    pub(crate) fn message(&self, payload: Bytes) {
+    /// (it decodes envelopes and counts malformed ones); here it is only bytes, except on
+    /// Go's channels in compatibility mode, whose frames become envelopes first.
+    pub(crate) fn message(&self, channel: &[u8], payload: Bytes) {
         let Some(inbound) = self.inbound.as_ref().and_then(|slot| slot.get()) else {
             return;
         };
         self.stats.add_received(1);
+        if let Some(go) = &self.go
+            && let Ok(channel) = std::str::from_utf8(channel)
+            && let Some(envelopes) = go.received(channel, &payload)
+        {
+            for envelope in envelopes {
+                inbound.deliver(envelope);
+            }
+            return;
+        }
         inbound.deliver(payload);
     }
 

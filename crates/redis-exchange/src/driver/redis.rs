@@ -59,10 +59,14 @@ fn on_push(pushes: &Pushes, info: PushInfo) {
         PushKind::Message => {
             let mut data = info.data.into_iter();
             // [channel, payload]; anything else is not a message we could have caused.
-            if let (Some(_channel), Some(Value::BulkString(payload)), None) =
+            if let (Some(channel), Some(Value::BulkString(payload)), None) =
                 (data.next(), data.next(), data.next())
             {
-                pushes.message(Bytes::from(payload));
+                let channel = match &channel {
+                    Value::BulkString(name) => name.as_slice(),
+                    _ => &[],
+                };
+                pushes.message(channel, Bytes::from(payload));
             } else {
                 tracing::debug!("ignored a malformed pub/sub push from Redis");
             }

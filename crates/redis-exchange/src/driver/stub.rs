@@ -160,7 +160,7 @@ impl Connection for StubConn {
         for (channel, payload) in batch {
             bus.log.push((channel.clone(), payload.clone()));
             for peer in bus.conns.values().filter(|p| p.subs.contains(channel)) {
-                peer.pushes.message(payload.clone());
+                peer.pushes.message(channel.as_bytes(), payload.clone());
             }
         }
         Ok(())
