@@ -3,7 +3,8 @@
 // reports every event, answers the server's `question` Ask, and acts on commands:
 //   chat <text> | roomchat <room> <text> | join <room> | private <to> <text> | quit
 // With a reconnect delay (3rd argument, ms), neffos.js reconnects by itself and restores the
-// namespace and rooms; commands then go through the new connection.
+// namespace and rooms; commands then go through the new connection. "dropped" reports the
+// end of each connection, "connected" each namespace connection (reconnected or not).
 // Usage: node gochat.js <ws-url> <username> [reconnect-ms]
 import neffos from "neffos.js";
 import { out, done, logEvents, command } from "./lib.js";
@@ -13,6 +14,7 @@ let current = null; // neffos.js only exposes a reconnected NSConn through handl
 const track = (ns, msg) => {
   current = ns;
   out("connected", { id: ns.conn.ID ?? null, reconnected: ns.conn.wasReconnected() });
+  ns.conn.conn.addEventListener("close", () => out("dropped"), { once: true });
 };
 const conn = await neffos.dial(
   url,
@@ -31,13 +33,15 @@ for (;;) {
   if (cmd === null || cmd === "quit") break;
   const [verb, arg, ...rest] = cmd.split(" ");
   const text = rest.join(" ");
-  if (verb === "chat") current.emit("chat", [arg, text].filter(Boolean).join(" "));
+  // `ok`: the message left for the server (false while neffos.js is reconnecting).
+  let ok = true;
+  if (verb === "chat") ok = current.emit("chat", [arg, text].filter(Boolean).join(" "));
   else if (verb === "roomchat") current.room(arg)?.emit("chat", text);
   else if (verb === "join") {
     await current.joinRoom(arg);
     out("joined", { room: arg });
   } else if (verb === "private") current.emit("private", JSON.stringify({ to: arg, text }));
-  out("sent", { cmd });
+  out("sent", { cmd, ok });
 }
 current.conn.close();
 done();
