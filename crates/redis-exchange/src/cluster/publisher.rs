@@ -97,6 +97,8 @@ impl State {
                             tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
                         }
                     },
+                    // Only the Go compatibility mode sends these; a cluster exchange has none.
+                    PubCmd::Raw(..) => self.p.stats.add_publish_errors(1),
                     PubCmd::Flush(done) => {
                         self.send(std::mem::take(&mut batch)).await;
                         let _ = done.send(());

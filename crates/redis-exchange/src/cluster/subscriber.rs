@@ -199,6 +199,8 @@ impl State {
         match cmd {
             SubCmd::Subscribe(topic) => self.count(&topic, 1),
             SubCmd::Unsubscribe(topic) => self.count(&topic, -1),
+            // Only the Go compatibility mode sends these; a cluster exchange has none.
+            SubCmd::SubscribeChannel(_) | SubCmd::UnsubscribeChannel(_) => {}
             SubCmd::Flush(done) => {
                 if self.dirty {
                     self.parked.push(done);
