@@ -212,12 +212,7 @@ async fn ask(State(server): State<Server>, Query(p): Query<Params>) -> Response 
     let question = p.question.clone().unwrap_or_default();
     let t = Instant::now();
     let result = server
-        .ask(
-            p.ns(),
-            to,
-            Message::new(p.ns(), "question", question),
-            timeout,
-        )
+        .ask(to, Message::new(p.ns(), "question", question), timeout)
         .await;
     let micros = t.elapsed().as_micros() as u64;
     json_body(match result {
