@@ -54,6 +54,7 @@ pub struct ClientBuilder {
     namespaces: Namespaces,
     config: Config,
     reconnect: Option<Reconnect>,
+    recovery: Option<Arc<crate::recovery::Tracker>>,
 }
 
 /// Automatic reconnection: exponential backoff with jitter between `initial` and `max`.
@@ -108,6 +109,15 @@ impl Reconnect {
 }
 
 impl ClientBuilder {
+    /// Asks servers with recovery on ([`crate::recovery`]) to keep this client's session:
+    /// after a reconnect it gets back its connection ID, namespaces and rooms, and every
+    /// broadcast it missed exactly once, in order (it reports the last one it received);
+    /// [`Client::recovery`] tells whether that happened. Use with [`Self::reconnect`].
+    pub fn recovery(mut self, on: bool) -> Self {
+        self.recovery = on.then(|| Arc::new(crate::recovery::Tracker::new()));
+        self
+    }
+
     /// Adds a header to the upgrade request.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -146,6 +156,7 @@ impl ClientBuilder {
             headers: self.headers,
             namespaces: Arc::new(self.namespaces),
             config: Arc::new(self.config),
+            recovery: self.recovery,
         };
         let conn = dialer.dial(0).await?;
         let shared = Arc::new(ClientShared {
@@ -168,6 +179,7 @@ struct Dialer {
     headers: Vec<(String, String)>,
     namespaces: Arc<Namespaces>,
     config: Arc<Config>,
+    recovery: Option<Arc<crate::recovery::Tracker>>,
 }
 
 impl Dialer {
@@ -189,6 +201,15 @@ impl Dialer {
             request
                 .headers_mut()
                 .insert("x-websocket-reconnect", HeaderValue::from(attempt));
+        }
+        if let Some(tracker) = &self.recovery {
+            for (name, value) in tracker.headers(attempt > 0) {
+                let value = HeaderValue::try_from(value).map_err(|e| {
+                    DialError::new(DialErrorKind::Transport, format!("header {name}"))
+                        .with_source(e)
+                })?;
+                request.headers_mut().insert(name, value);
+            }
         }
         let config = &self.config;
         let ws_config = WebSocketConfig::default()
@@ -232,6 +253,11 @@ impl Dialer {
             config: self.config.clone(),
             server: None,
         });
+        if let Some(tracker) = &self.recovery {
+            let _ = inner
+                .recovery
+                .set(crate::recovery::Attached::Client(tracker.clone()));
+        }
         inner.acknowledged.store(true, Ordering::Release);
         if native_only {
             engine::connect_native(&inner);
@@ -351,6 +377,7 @@ impl Client {
             namespaces: Namespaces::new(),
             config: Config::default().ping_interval(None).idle_timeout(None),
             reconnect: None,
+            recovery: None,
         }
     }
 
@@ -384,6 +411,57 @@ impl Client {
             WaitError::new(
                 WaitErrorKind::Timeout,
                 format!("wait for reconnection {} within {timeout:?}", n + 1),
+            )
+        })
+    }
+
+    fn tracker(&self) -> Option<Arc<crate::recovery::Tracker>> {
+        match self.conn().0.recovery.get() {
+            Some(crate::recovery::Attached::Client(tracker)) => Some(tracker.clone()),
+            _ => None,
+        }
+    }
+
+    /// What the server said about this client's session in namespace `ns` on the current
+    /// connection ([`ClientBuilder::recovery`]): `None` until it said something (and on a
+    /// first connection, which presents nothing to recover).
+    pub fn recovery(&self, ns: &str) -> Option<crate::recovery::Outcome> {
+        self.tracker()?.outcome(ns, self.conn().0.key)
+    }
+
+    /// The position of the last recorded broadcast this client received in `ns`.
+    pub fn recovery_position(&self, ns: &str) -> Option<crate::recovery::Position> {
+        self.tracker()?.position(ns)
+    }
+
+    /// Waits until the server said whether this client's session came back in `ns` on the
+    /// current connection, at most `timeout`.
+    pub async fn wait_recovery(
+        &self,
+        ns: &str,
+        timeout: Duration,
+    ) -> Result<crate::recovery::Outcome, WaitError> {
+        let wait = async {
+            loop {
+                let reconnected = self.shared.changed.notified();
+                let tracker = self.tracker();
+                let said = tracker.as_ref().map(|t| t.changed.notified());
+                if let Some(outcome) = self.recovery(ns) {
+                    return outcome;
+                }
+                match said {
+                    Some(said) => tokio::select! {
+                        () = said => {}
+                        () = reconnected => {}
+                    },
+                    None => reconnected.await,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            WaitError::new(
+                WaitErrorKind::Timeout,
+                format!("wait for the recovery outcome of namespace {ns:?} within {timeout:?}"),
             )
         })
     }

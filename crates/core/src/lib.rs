@@ -56,6 +56,7 @@ mod exchange;
 pub mod extract;
 mod handler;
 pub mod metrics;
+pub mod recovery;
 pub mod redact;
 mod server;
 mod transport;

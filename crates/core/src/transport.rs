@@ -13,7 +13,8 @@ pub(crate) enum WsIn {
     Binary(Bytes),
     /// Ping or pong: proof of life, no content for us.
     Control,
-    Close,
+    /// A close frame, with its code if it had one.
+    Close(Option<u16>),
 }
 
 /// An outgoing WebSocket message.
@@ -188,7 +189,7 @@ pub(crate) mod axum_ws {
             Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
             Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
             Ok(Message::Ping(_) | Message::Pong(_)) => Ok(WsIn::Control),
-            Ok(Message::Close(_)) => Ok(WsIn::Close),
+            Ok(Message::Close(frame)) => Ok(WsIn::Close(frame.map(|f| f.code))),
             Err(e) => Err(TransportError::from(e)),
         });
         let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_axum(out)));
@@ -237,7 +238,7 @@ pub(crate) mod tungstenite_ws {
             Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
             Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(WsIn::Control),
-            Ok(Message::Close(_)) => Ok(WsIn::Close),
+            Ok(Message::Close(frame)) => Ok(WsIn::Close(frame.map(|f| u16::from(f.code)))),
             Err(e) => Err(TransportError::from(e)),
         });
         let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_tungstenite(out)));

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::EnvelopeError;
 use crate::frame::Message;
+use crate::recovery::Position;
 use crate::token::WaitToken;
 
 /// The envelope format this build writes and reads.
@@ -99,6 +100,9 @@ pub struct Envelope {
     pub binary: bool,
     /// Ask correlation token (for [`EnvelopeKind::Ask`] and [`EnvelopeKind::Reply`]).
     pub token: Option<u64>,
+    /// The broadcast's position in its namespace's history, when the namespace records
+    /// one (connection-state recovery).
+    pub recorded: Option<Position>,
 }
 
 /// The serialised shape: a tuple, so the version is always the first array element.
@@ -114,6 +118,9 @@ struct WireV1 {
     is_error: bool,
     binary: bool,
     token: Option<u64>,
+    /// Trailing and defaulted: envelopes of instances that record nothing decode as before.
+    #[serde(default)]
+    recorded: Option<Position>,
 }
 
 impl Envelope {
@@ -135,6 +142,7 @@ impl Envelope {
             is_error: message.is_error,
             binary: message.binary,
             token: None,
+            recorded: None,
         }
     }
 
@@ -174,6 +182,7 @@ impl Envelope {
             is_error: self.is_error,
             binary: self.binary,
             token: self.token,
+            recorded: self.recorded,
         };
         rmp_serde::to_vec(&wire).map_err(EnvelopeError::Encode)
     }
@@ -203,6 +212,7 @@ impl Envelope {
             is_error: wire.is_error,
             binary: wire.binary,
             token: wire.token,
+            recorded: wire.recorded,
         })
     }
 }
@@ -225,6 +235,32 @@ mod tests {
             &msg,
         )
         .with_token(99)
+    }
+
+    #[test]
+    fn recorded_position_round_trips_and_old_envelopes_decode() {
+        let mut env = sample();
+        env.recorded = Some(Position {
+            epoch: 3,
+            offset: 4,
+        });
+        assert_eq!(Envelope::decode(&env.encode().unwrap()).unwrap(), env);
+        // The shape without the trailing field (instances that record nothing, older builds).
+        let old = (
+            ENVELOPE_VERSION,
+            env.origin,
+            env.seq,
+            env.kind,
+            env.target.clone(),
+            env.event.clone(),
+            env.body.clone(),
+            env.is_error,
+            env.binary,
+            env.token,
+        );
+        let decoded = Envelope::decode(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(decoded.recorded, None);
+        assert_eq!(decoded.token, env.token);
     }
 
     #[test]

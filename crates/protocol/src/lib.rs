@@ -43,6 +43,7 @@ pub mod events;
 mod frame;
 pub mod gocompat;
 pub mod handshake;
+pub mod recovery;
 mod token;
 
 pub use envelope::{ENVELOPE_VERSION, Envelope, EnvelopeKind, EnvelopeTarget};

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{ConnInner, Role, close_code, pressure, system, writer};
 use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
+use crate::recovery::PeerEnd;
 use crate::transport::{Cause, TransportError, WsIn, WsOut};
 
 /// How often a pushed-back publisher looks whether the server caught up.
@@ -130,7 +131,7 @@ where
             Some(Ok(WsIn::Text(b))) => (b, false),
             Some(Ok(WsIn::Binary(b))) => (b, true),
             Some(Ok(WsIn::Control)) => continue,
-            Some(Ok(WsIn::Close)) | None => return Err("closed during handshake".into()),
+            Some(Ok(WsIn::Close(_))) | None => return Err("closed during handshake".into()),
             Some(Err(e)) => {
                 // Sets the close code (1009, 1007) before the caller's generic one.
                 close_after_read_error(inner, &e);
@@ -190,7 +191,7 @@ where
         let bytes = match item {
             Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) => b,
             Some(Ok(WsIn::Control)) => continue,
-            Some(Ok(WsIn::Close)) | None => {
+            Some(Ok(WsIn::Close(_))) | None => {
                 return Err(DialError::new(
                     DialErrorKind::Handshake,
                     format!("{context}: closed by the server"),
@@ -222,6 +223,15 @@ enum Route {
 
 fn route(inner: &ConnInner, msg: Message) -> Route {
     match (inner.role, msg.wait.kind()) {
+        // Position tags and recovery events (clients that asked for recovery).
+        (Role::Client, _) if inner.recovery.get().is_some() => {
+            let msg = crate::recovery::client_received(inner, msg);
+            if msg.wait.is_empty() {
+                Route::Dispatch(msg)
+            } else {
+                route_client_reply(inner, msg)
+            }
+        }
         (_, WaitKind::None) => Route::Dispatch(msg),
         (Role::Server, WaitKind::Exclusion | WaitKind::ExchangeMarked) => {
             Route::Forbidden("a client may not send server-internal wait tokens")
@@ -234,15 +244,21 @@ fn route(inner: &ConnInner, msg: Message) -> Route {
             }
             Route::Consumed
         }
-        (Role::Client, _) => match inner.asks.resolve(msg) {
-            None => Route::Consumed,
-            Some(msg) if msg.wait.is_client_wait() => {
-                system::late_reply(inner, &msg);
-                Route::Consumed
-            }
-            // A server's request.
-            Some(msg) => Route::Dispatch(msg),
-        },
+        (Role::Client, _) => route_client_reply(inner, msg),
+    }
+}
+
+/// A message with a wait token on the client side: a reply to one of our Asks, or a
+/// request of the server.
+fn route_client_reply(inner: &ConnInner, msg: Message) -> Route {
+    match inner.asks.resolve(msg) {
+        None => Route::Consumed,
+        Some(msg) if msg.wait.is_client_wait() => {
+            system::late_reply(inner, &msg);
+            Route::Consumed
+        }
+        // A server's request.
+        Some(msg) => Route::Dispatch(msg),
     }
 }
 
@@ -310,8 +326,20 @@ where
                     Some(Ok(WsIn::Text(bytes))) => Incoming { bytes, binary: false },
                     Some(Ok(WsIn::Binary(bytes))) => Incoming { bytes, binary: true },
                     Some(Ok(WsIn::Control)) => continue,
-                    Some(Ok(WsIn::Close)) | None => { inner.close(close_code::NORMAL, ""); break }
+                    Some(Ok(WsIn::Close(code))) => {
+                        crate::recovery::peer_ended(inner, PeerEnd::CloseFrame(code));
+                        inner.close(close_code::NORMAL, "");
+                        break
+                    }
+                    None => {
+                        crate::recovery::peer_ended(inner, PeerEnd::Dropped);
+                        inner.close(close_code::NORMAL, "");
+                        break
+                    }
                     Some(Err(e)) => {
+                        if matches!(e.cause, Cause::Other) {
+                            crate::recovery::peer_ended(inner, PeerEnd::Dropped);
+                        }
                         tracing::debug!(id = %inner.id, error = %e, "read failed");
                         close_after_read_error(inner, &e);
                         break;

@@ -90,6 +90,8 @@ pub(crate) struct ConnInner {
     pub(crate) last_namespaces: Mutex<NsTable>,
     /// Cancelled once the connection is closed and fully cleaned up.
     pub(crate) finished: Latch,
+    /// Connection-state recovery: the session it presented, or the client's tracker.
+    pub(crate) recovery: std::sync::OnceLock<crate::recovery::Attached>,
 }
 
 impl fmt::Debug for ConnInner {
@@ -139,6 +141,7 @@ impl ConnInner {
             namespaces_changed: tokio::sync::Notify::new(),
             last_namespaces: Mutex::new(HashMap::new()),
             finished: Latch::new(),
+            recovery: std::sync::OnceLock::new(),
         })
     }
 

@@ -148,6 +148,7 @@ async fn reply_connect(inner: &Arc<ConnInner>, msg: Message) {
         return reply_empty(inner, &msg).await;
     }
     reply_empty(inner, &msg).await;
+    crate::recovery::after_namespace_connect(inner, &ns);
     let _ = fire(
         inner,
         &ns,
@@ -223,11 +224,15 @@ async fn reply_leave(inner: &Arc<ConnInner>, msg: Message) {
 
 /// Records `ns` as connected; false if it already was.
 fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
-    let added = inner
-        .namespaces
-        .lock()
-        .insert(ns.clone(), Default::default())
-        .is_none();
+    // Not `insert`: a namespace connected twice (the peer's request and our own, racing)
+    // keeps the rooms joined in between.
+    let added = match inner.namespaces.lock().entry(ns.clone()) {
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(Default::default());
+            true
+        }
+        std::collections::hash_map::Entry::Occupied(_) => false,
+    };
     inner.namespaces_changed.notify_waiters();
     if added && let Some(server) = &inner.server {
         server.namespace_added(inner, ns);

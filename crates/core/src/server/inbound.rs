@@ -74,7 +74,7 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
     match env.kind {
         EnvelopeKind::Broadcast | EnvelopeKind::Targeted => {
             let target = Target::from_envelope(&env.target);
-            shared.deliver_local(&target, &env.to_message());
+            shared.deliver_local_at(&target, &env.to_message(), env.recorded);
         }
         EnvelopeKind::Ask => {
             let Some(id) = env.target.conn.clone() else {

@@ -208,7 +208,7 @@ impl Target {
         self
     }
 
-    fn envelope_target(&self) -> EnvelopeTarget {
+    pub(crate) fn envelope_target(&self) -> EnvelopeTarget {
         let mut t = EnvelopeTarget::namespace(self.namespace.to_string());
         t.room = self.room.as_ref().map(|r| r.to_string());
         t.conn = self.to.as_ref().map(|r| r.to_string());
@@ -243,6 +243,8 @@ pub(crate) struct ServerShared {
     seq: AtomicU64,
     pub(crate) stats: Stats,
     pub(crate) cluster: crate::cluster::ClusterState,
+    /// Connection-state recovery, when on.
+    pub(crate) recovery: Option<crate::recovery::RecoveryState>,
     shutting_down: AtomicBool,
     changed: Notify,
     admitted: Mutex<Admitted>,
@@ -324,6 +326,7 @@ pub struct ServerBuilder {
     exchanges: Vec<Arc<dyn Exchange>>,
     relay: bool,
     cluster: Option<crate::cluster::ClusterConfig>,
+    recovery: Option<crate::recovery::Recovery>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -401,6 +404,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns connection-state recovery on for the namespaces `recovery` names: a client
+    /// that drops comes back with its ID, namespaces and rooms and gets what it missed
+    /// (see [`crate::recovery`]).
+    pub fn recovery(mut self, recovery: crate::recovery::Recovery) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
     /// Makes this instance take part in its cluster (off by default): it announces itself
     /// and renews its lease through the exchanges, answers the others' queries, and
     /// [`Server::ask`] to an ID no live instance holds fails fast. `config` sets the
@@ -429,6 +440,7 @@ impl ServerBuilder {
             seq: AtomicU64::new(0),
             stats: Stats::new(),
             cluster: crate::cluster::ClusterState::new(self.cluster),
+            recovery: self.recovery.map(crate::recovery::RecoveryState::new),
             shutting_down: AtomicBool::new(false),
             changed: Notify::new(),
             admitted: Mutex::new(Admitted::default()),
@@ -449,6 +461,7 @@ impl ServerBuilder {
             tokio::spawn(inbound::run(Arc::downgrade(&shared), rx));
         }
         crate::cluster::start(&shared);
+        crate::recovery::start(&shared);
         Server(shared)
     }
 }
@@ -465,6 +478,7 @@ impl Server {
             exchanges: Vec::new(),
             relay: false,
             cluster: None,
+            recovery: None,
         }
     }
 
@@ -525,6 +539,15 @@ impl Server {
         }
     }
 
+    /// Counters of connection-state recovery (all zero when it is off).
+    pub fn recovery_stats(&self) -> crate::recovery::RecoveryStats {
+        self.0
+            .recovery
+            .as_ref()
+            .map(|r| r.stats())
+            .unwrap_or_default()
+    }
+
     /// The (first) exchange, if any.
     pub fn exchange(&self) -> Option<&Arc<dyn Exchange>> {
         self.0.exchanges.first()
@@ -554,6 +577,10 @@ impl Server {
                 BroadcastErrorKind::InvalidText,
                 broadcast_context(&target, &msg),
             ));
+        }
+        // A recording namespace: appended to its history first, then delivered.
+        if crate::recovery::submit(&self.0, &target, &msg) {
+            return Ok(());
         }
         self.0.deliver_local(&target, &msg);
         if !self.0.exchanges.is_empty() {
@@ -827,12 +854,45 @@ impl Server {
         R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
         W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
     {
-        let id = match (&self.0.id_generator, &parts) {
+        let presented = crate::recovery::presentation(&self.0, &request, parts.as_deref());
+        let generated = match (&self.0.id_generator, &parts) {
             (Some(generate), Some(parts)) => generate(parts),
             _ => Uuid::new_v4().to_string(),
         };
         // The request head still references hyper's read buffer; `request` holds copies.
         drop(parts);
+        match presented {
+            None => futures_util::future::Either::Left(
+                self.serve_as(generated, None, request, stream, sink, extensions),
+            ),
+            // A presented session: its connection ID comes from the store.
+            Some(presented) => {
+                let server = self.clone();
+                futures_util::future::Either::Right(Box::pin(async move {
+                    let (id, session) =
+                        crate::recovery::claim(&server.0, presented, generated).await;
+                    server
+                        .serve_as(id, Some(session), request, stream, sink, extensions)
+                        .await;
+                }))
+            }
+        }
+    }
+
+    /// [`Self::serve_socket`] once the connection ID is known.
+    fn serve_as<R, W>(
+        &self,
+        id: String,
+        session: Option<Arc<crate::recovery::ConnSession>>,
+        request: RequestInfo,
+        stream: R,
+        sink: W,
+        extensions: http::Extensions,
+    ) -> impl Future<Output = ()> + Send + use<R, W>
+    where
+        R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
+        W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
+    {
         let inner = ConnInner::new(NewConn {
             key: self.0.next_key.fetch_add(1, Ordering::Relaxed),
             id: ByteString::from(id),
@@ -843,6 +903,9 @@ impl Server {
             server: Some(self.0.clone()),
         });
         inner.extend(extensions);
+        if let Some(session) = session {
+            crate::recovery::attach(&inner, session);
+        }
         let writer = engine::spawn_writer(&inner, sink);
         let accept: Option<BoxFuture<Result<(), String>>> = if self.is_shutting_down() {
             inner.close(close_code::GOING_AWAY, "server shutting down");
@@ -929,7 +992,19 @@ impl ServerShared {
 
     /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per recipient.
     pub(crate) fn deliver_local(&self, target: &Target, msg: &Message) -> usize {
+        self.deliver_local_at(target, msg, None)
+    }
+
+    /// [`Self::deliver_local`] for a broadcast recorded at `recorded` in its namespace's
+    /// history: connections with a session get it through their session.
+    pub(crate) fn deliver_local_at(
+        &self,
+        target: &Target,
+        msg: &Message,
+        recorded: Option<crate::recovery::Position>,
+    ) -> usize {
         let out = WsOut::shared(msg.to_frame());
+        let mut tagged = None;
         let registry = self.registry.read();
         let members = match (&target.to, &target.room) {
             (Some(id), _) => registry.by_id.get(&**id),
@@ -951,7 +1026,11 @@ impl ServerShared {
             if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
                 continue;
             }
-            if let Ok(fill) = conn.enqueue(out.clone()) {
+            let sent = match (recorded, crate::recovery::attached_session(conn)) {
+                (Some(pos), Some(session)) => session.offer(conn, msg, pos, &out, &mut tagged),
+                _ => conn.enqueue(out.clone()),
+            };
+            if let Ok(fill) = sent {
                 delivered += 1;
                 if fill != Fill::Within {
                     lag.add(conn, fill);
@@ -979,7 +1058,15 @@ impl ServerShared {
             // they happened, so a leave racing a join cannot end unsubscribed.
             self.apply(change);
         }
+        crate::recovery::on_ready(conn);
         self.changed.notify_waiters();
+    }
+
+    /// A recording namespace's broadcast went out without being recorded.
+    pub(crate) fn recovery_unrecorded(&self) {
+        if let Some(recovery) = &self.recovery {
+            recovery.unrecorded();
+        }
     }
 
     pub(crate) async fn connection_closed(&self, conn: &Arc<ConnInner>) {
@@ -993,6 +1080,7 @@ impl ServerShared {
         };
         if was_registered {
             self.stats.metrics.connections.decrement(1.0);
+            crate::recovery::on_closed(self, conn);
         }
         if was_registered && let Some(hook) = &self.on_disconnect {
             hook(Conn(conn.clone())).await;
@@ -1017,6 +1105,7 @@ impl ServerShared {
         self.set_index_gauges(&registry);
         self.apply(change);
         crate::cluster::presence_changed(self, &conn.id, ns, None, true);
+        crate::recovery::on_namespace_added(self, conn, ns);
     }
 
     pub(crate) fn namespace_removed(&self, conn: &Arc<ConnInner>, ns: &ByteString) {

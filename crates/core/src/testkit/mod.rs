@@ -8,6 +8,7 @@ pub mod broker;
 pub mod broker_cluster;
 pub mod chained;
 pub mod conformance;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;
