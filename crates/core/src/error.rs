@@ -72,6 +72,11 @@ impl<K: Copy> Error<K> {
         None
     }
 
+    /// The context and the source, for re-wrapping under another kind.
+    pub(crate) fn into_parts(self) -> (String, Option<BoxError>) {
+        (self.context, self.source)
+    }
+
     /// Turns this error into one of another operation, keeping it as the source.
     pub(crate) fn into_kind<L: Copy>(self, kind: L, context: impl Into<String>) -> Error<L>
     where
@@ -293,8 +298,8 @@ kinds! {
     /// Why a handler argument could not be taken from a message
     /// ([`FromMessage`](crate::extract::FromMessage)).
     ExtractError = ExtractErrorKind {
-        /// The body did not decode (the source is the [`BodyError`]).
-        Body => "rejected",
+        /// The body did not decode (the source is the decoder's error).
+        Body => "cannot be decoded",
         /// No state of the requested type was given to the builder.
         MissingState => "not given to the builder (ServerBuilder::with_state)",
     }

@@ -50,8 +50,12 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> FromMessage for crate::bod
 
 #[cfg(any(feature = "json", feature = "msgpack"))]
 fn body_rejected(e: crate::error::BodyError) -> ExtractError {
-    let context = e.context().to_owned();
-    ExtractError::new(ExtractErrorKind::Body, context).with_source(e)
+    let (context, source) = e.into_parts();
+    let error = ExtractError::new(ExtractErrorKind::Body, context);
+    match source {
+        Some(source) => error.with_source(source),
+        None => error,
+    }
 }
 
 /// The application state given to [`ServerBuilder::with_state`](crate::ServerBuilder::with_state)

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use neffos::error::{AskErrorKind, DialErrorKind, NamespaceErrorKind, WriteErrorKind};
 use neffos::testkit::{TestServer, eventually, serve};
 use neffos::{
-    Client, Config, Events, Message, Namespaces, NsConn, Reply, Server, ServerBuilder, Target,
-    events,
+    Client, Config, Events, Json, Message, Namespaces, NsConn, Reply, Server, ServerBuilder, State,
+    Target, events,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -489,6 +489,40 @@ async fn ask_client(tx: &ObsTx, ns: &NsConn, label: &str, event: &str, body: Byt
     }
 }
 
+/// The JSON request of the typed scenario (Go's `neffos.Marshal(typedAdd{...})`).
+#[derive(serde::Deserialize)]
+struct TypedAdd {
+    a: i64,
+    b: i64,
+}
+
+/// The JSON answer of the typed scenario.
+#[derive(serde::Serialize)]
+struct TypedSum {
+    sum: i64,
+    by: &'static str,
+    call: u64,
+}
+
+/// The state of the typed scenario's handlers: counts the typed Asks.
+#[derive(Clone, Default)]
+struct TypedApp {
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TypedApp {
+    fn sum(&self, add: &TypedAdd) -> TypedSum {
+        TypedSum {
+            sum: add.a + add.b,
+            by: "rust",
+            call: self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        }
+    }
+}
+
 /// The namespaces of our server for the Go client scenarios. Each event does what the Go
 /// server of direction B does for it (see the list in `interop/go/server/main.go`).
 fn rust_server_namespaces(tx: &ObsTx) -> Namespaces {
@@ -559,8 +593,21 @@ fn rust_server_namespaces(tx: &ObsTx) -> Namespaces {
         })
         .on("close-me", |ns: NsConn, _msg| async move {
             ns.conn().close_with(4000, "kicked");
-        });
+        })
+        .handle(
+            "add",
+            |_ns: NsConn, State(app): State<TypedApp>, Json(add): Json<TypedAdd>| async move {
+                Reply::json(&app.sum(&add))
+            },
+        )
+        .handle(
+            "typed-chat",
+            |ns: NsConn, State(app): State<TypedApp>, Json(add): Json<TypedAdd>| async move {
+                ns.emit_json("typed-back", &app.sum(&add))
+            },
+        );
     Namespaces::new()
+        .with_state(TypedApp::default())
         .namespace("default", default)
         .namespace("forced", system_recorders(tx))
         .namespace(
@@ -1473,4 +1520,15 @@ async fn rust_native_only_client_against_a_go_native_only_server() {
         assert_eq!((&echo.body[..], echo.binary), (body, binary));
     }
     client.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_client_typed_json_bodies_through_typed_handlers() {
+    let rs = rust_server().await;
+    let lines = run_go_client(&rs.ts.url(), "typed", &[]).await;
+    assert_eq!(step_field(&lines, "typed reply", "by"), "rust");
+    let rejected = step_field(&lines, "rejected", "error");
+    assert!(rejected.contains("missing field `b`"), "{rejected}");
+    assert_eq!(rs.ts.server.stats().rejected_messages, 1);
+    rs.assert_drained().await;
 }

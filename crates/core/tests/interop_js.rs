@@ -1052,3 +1052,107 @@ async fn reconnect_restores_namespace_and_rooms() {
     f.assert_drained().await;
     assert_eq!(f.server().stats().accepted, 2);
 }
+
+/// Typed bodies with the real neffos.js: `JSON.stringify` bodies decoded by `Json<T>`
+/// handlers that read the server's `State`, JSON replies parsed by JS, a body that does not
+/// decode answered with an error naming the event (the connection stays, the server counts
+/// it), a typed broadcast and a typed `Server::ask_json` answered by a JS handler.
+#[tokio::test]
+async fn typed_json_bodies_with_neffos_js() {
+    use neffos::{Json, State};
+
+    #[derive(serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Sum {
+        sum: i64,
+        by: String,
+        call: u64,
+    }
+    #[derive(Clone)]
+    struct App {
+        name: &'static str,
+        calls: Arc<AtomicU64>,
+    }
+
+    let events = Events::new().handle(
+        "add",
+        |_ns: NsConn, State(app): State<App>, Json(add): Json<Add>| async move {
+            let call = app.calls.fetch_add(1, Ordering::Relaxed) + 1;
+            Reply::json(&Sum {
+                sum: add.a + add.b,
+                by: app.name.to_owned(),
+                call,
+            })
+        },
+    );
+    let server = Server::builder(Namespaces::new().namespace("default", events))
+        .id_generator(|parts| user_of(&parts.headers).unwrap_or_default())
+        .with_state(App {
+            name: "rust",
+            calls: Arc::new(AtomicU64::new(0)),
+        })
+        .build();
+    let ts = serve(server).await.expect("serve");
+    let mut js = Node::spawn("typed", &[&ts.url(), "typed-js"]).await;
+
+    let good = js.take("good", |v| v["label"] == "good").await;
+    assert_eq!(good["ev"], "reply", "{good}");
+    assert_eq!(good["reply"], json!({ "sum": 42, "by": "rust", "call": 1 }));
+    let missing = js.take("missing", |v| v["label"] == "missing").await;
+    assert_eq!(missing["ev"], "error", "{missing}");
+    let text = missing["error"].as_str().unwrap();
+    assert!(
+        text.starts_with(r#"the JSON body of "add" on namespace "default": cannot be decoded"#),
+        "{text}"
+    );
+    assert!(text.contains("missing field `b`"), "{text}");
+    let garbage = js.take("garbage", |v| v["label"] == "garbage").await;
+    assert_eq!(garbage["ev"], "error", "{garbage}");
+    assert!(
+        garbage["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected ident")
+    );
+    let again = js.take("again", |v| v["label"] == "again").await;
+    assert_eq!(again["reply"], json!({ "sum": 0, "by": "rust", "call": 2 }));
+    js.ev("ready").await;
+    assert_eq!(ts.server.stats().rejected_messages, 2);
+
+    ts.server
+        .broadcast_json(
+            Target::namespace("default"),
+            "notice",
+            &json!({ "text": "héllo", "n": 1 }),
+        )
+        .unwrap();
+    let notice = js.ev("notice").await;
+    assert_eq!(notice["notice"], json!({ "text": "héllo", "n": 1 }));
+    let product: Sum = ts
+        .server
+        .ask_json(
+            "default",
+            "typed-js",
+            "quote",
+            &json!({ "a": 6, "b": 7 }),
+            T,
+        )
+        .await
+        .expect("typed Server::ask to neffos.js");
+    assert_eq!(
+        product,
+        Sum {
+            sum: 42,
+            by: "js".into(),
+            call: 0
+        }
+    );
+
+    js.send("done").await;
+    js.ev("closed").await;
+    js.finish().await;
+}

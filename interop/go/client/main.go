@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,7 @@ var scenarios = map[string]func(){
 	"heartbeat":       scenarioHeartbeat,
 	"close-handshake": scenarioCloseHandshake,
 	"early-frames":    scenarioEarlyFrames,
+	"typed":           scenarioTyped,
 }
 
 // binaryPayload holds the bytes that must survive a binary round trip: NUL, the field
@@ -161,7 +163,7 @@ func clientNamespaces(events, system *inbox) neffos.Namespaces {
 	}
 
 	def := systemEvents()
-	for _, event := range []string{"chat-back", "bin-back", "room-msg", "marker"} {
+	for _, event := range []string{"chat-back", "bin-back", "room-msg", "marker", "typed-back"} {
 		def[event] = events.record
 	}
 	def["question"] = func(_ *neffos.NSConn, msg neffos.Message) error {
@@ -484,6 +486,60 @@ func scenarioAsk() {
 		check(err, "concurrent ask")
 	}
 	step("concurrent asks", "count", 8)
+	p.client.Close()
+}
+
+// typedAdd and typedSum are the JSON bodies of the typed scenario (the Rust server decodes
+// them with Json<T> handlers).
+type typedAdd struct {
+	A int `json:"a"`
+	B int `json:"b"`
+}
+
+type typedSum struct {
+	Sum  int    `json:"sum"`
+	By   string `json:"by"`
+	Call int    `json:"call"`
+}
+
+// scenarioTyped sends neffos.Marshal bodies to typed Rust handlers and Unmarshals their
+// replies; a body that does not decode gets an error naming the event, and the connection
+// stays usable.
+func scenarioTyped() {
+	p := dial("a")
+	ns := p.connect("default")
+
+	body, err := neffos.Marshal(typedAdd{A: 2, B: 40})
+	check(err, "marshal")
+	reply, err := ask(ns, "add", body)
+	check(err, "ask add")
+	var sum typedSum
+	check(reply.Unmarshal(&sum), "unmarshal the reply")
+	if sum.Sum != 42 || sum.By != "rust" || sum.Call != 1 {
+		fail("ask add: got %+v, want sum 42 by rust, call 1", sum)
+	}
+	step("typed reply", "sum", sum.Sum, "by", sum.By)
+
+	_, err = ask(ns, "add", []byte(`{"a":1}`))
+	want := `the JSON body of "add" on namespace "default": cannot be decoded: missing field ` + "`b`"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		fail("ask add with a bad body: got %v, want an error starting with %q", err, want)
+	}
+	step("rejected", "error", err.Error())
+
+	// The connection stays: a typed emit is answered with a typed emit.
+	body, err = neffos.Marshal(typedAdd{A: 20, B: 3})
+	check(err, "marshal")
+	if !ns.Emit("typed-chat", body) {
+		fail("emit typed-chat: not written")
+	}
+	back := p.events.expect("default", "", "typed-back")
+	var echoed typedSum
+	check(back.Unmarshal(&echoed), "unmarshal typed-back")
+	if echoed.Sum != 23 || echoed.By != "rust" {
+		fail("typed-back: got %+v, want sum 23 by rust", echoed)
+	}
+	step("typed emit", "sum", echoed.Sum)
 	p.client.Close()
 }
 
