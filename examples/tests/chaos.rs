@@ -343,27 +343,92 @@ async fn instance_shutdown_under_load_releases_its_interest() {
     }
 }
 
-/// Issue 13: the broker freezes (SIGSTOP) for 3 s while instance A publishes every 5 ms to
-/// 200 clients on instance B; on SIGCONT the backlog (≈ 600 messages) reaches B at once.
+/// The broker freezes (SIGSTOP) for 3 s; on SIGCONT the backlog reaches B at once.
+async fn broker_pause_burst_closes_no_client(broker: Broker) {
+    pause_burst_closes_no_client(broker, Freeze::Broker).await;
+}
+
+/// What is frozen for 3 s in [`pause_burst_closes_no_client`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Freeze {
+    /// The broker process (SIGSTOP).
+    Broker,
+    /// The instance the 200 clients are on: its whole runtime (as SIGSTOP would its
+    /// process), while its sockets keep buffering.
+    ReceivingInstance,
+}
+
+/// An instance with the exchange as a user gets it (a 3 s pause is within its default
+/// timeouts).
+async fn default_instance(broker: BrokerUrl) -> TestServer {
+    let exchange: Arc<dyn Exchange> = match broker {
+        BrokerUrl::Redis(url) => Arc::new(RedisExchange::builder(url).connect().await.unwrap()),
+        BrokerUrl::Nats(url) => Arc::new(NatsExchange::connect(url).await.unwrap()),
+    };
+    let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+        .exchange(exchange)
+        .build();
+    serve(server).await.unwrap()
+}
+
+#[derive(Clone)]
+enum BrokerUrl {
+    Redis(String),
+    Nats(String),
+}
+
+impl Broker {
+    fn url(&self) -> BrokerUrl {
+        match self {
+            Broker::Redis(r) => BrokerUrl::Redis(r.url()),
+            Broker::Nats(n) => BrokerUrl::Nats(n.url()),
+        }
+    }
+}
+
+/// An instance on a runtime of its own, on its own thread, like another process; the handle
+/// freezes it. Stops when dropped.
+struct OwnRuntime {
+    ts: TestServer,
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn instance_on_own_runtime(broker: BrokerUrl) -> OwnRuntime {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let ts = default_instance(broker).await;
+            ready_tx
+                .send((ts, tokio::runtime::Handle::current()))
+                .unwrap();
+            let _ = stopped.await;
+        });
+    });
+    let (ts, runtime) = ready_rx.recv_timeout(T).unwrap();
+    OwnRuntime {
+        ts,
+        runtime,
+        _stop: stop,
+    }
+}
+
+/// Issue 13: something freezes for 3 s while instance A publishes every 5 ms to 200 clients
+/// on instance B; afterwards the backlog (≈ 600 messages) reaches the clients at once.
 /// Before: 7–140 of the 200 healthy clients were closed "slow consumer" (a queue of 256
 /// frames). Now the queues are budgeted in bytes and a burst may exceed the budget while
 /// the clients read: no client is closed, and every client gets the same sequence, in order.
-async fn broker_pause_burst_closes_no_client(broker: Broker) {
+async fn pause_burst_closes_no_client(broker: Broker, freeze: Freeze) {
     const CLIENTS: usize = 200;
     const MESSAGES: u64 = 1400;
-    // The exchanges as a user gets them (a 3 s pause is within their default timeouts).
-    let default_instance = || async {
-        let exchange: Arc<dyn Exchange> = match &broker {
-            Broker::Redis(r) => Arc::new(RedisExchange::builder(r.url()).connect().await.unwrap()),
-            Broker::Nats(n) => Arc::new(NatsExchange::connect(&n.url()).await.unwrap()),
-        };
-        let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
-            .exchange(exchange)
-            .build();
-        serve(server).await.unwrap()
-    };
-    let a = default_instance().await;
-    let b = default_instance().await;
+    let a = default_instance(broker.url()).await;
+    let own = instance_on_own_runtime(broker.url());
+    let b = &own.ts;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(recorder(&b).await);
@@ -396,9 +461,20 @@ async fn broker_pause_burst_closes_no_client(broker: Broker) {
             break;
         }
     }
-    broker.pause();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    broker.resume();
+    match freeze {
+        Freeze::Broker => {
+            broker.pause();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            broker.resume();
+        }
+        Freeze::ReceivingInstance => {
+            // Its only thread sleeps: nothing of the instance runs meanwhile.
+            let frozen = own
+                .runtime
+                .spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+            frozen.await.unwrap();
+        }
+    }
     let resumed = Instant::now();
     let backlog = published.load(Ordering::Relaxed);
     stream.await.unwrap();
@@ -452,4 +528,10 @@ async fn redis_pause_burst_closes_no_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_pause_burst_closes_no_client() {
     broker_pause_burst_closes_no_client(Broker::Nats(NatsServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiving_instance_pause_burst_closes_no_client() {
+    let broker = Broker::Redis(RedisServer::start());
+    pause_burst_closes_no_client(broker, Freeze::ReceivingInstance).await;
 }

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use neffos::testkit::{TestServer, eventually, serve};
@@ -398,4 +399,54 @@ async fn naive_go_port_broadcasts_within_the_room() {
         Some(";chat;;chat;0;0;to everyone")
     );
     fresh_pair_served(ts.addr).await;
+}
+
+/// Footgun: served with plain `axum::serve` (no connect info), `max_connections_per_ip`
+/// cannot apply. Before: it silently did nothing. Now the server says so once (and
+/// `neffos::serve`, the documented way, supplies the address: see `hostile_limits.rs`).
+#[tokio::test]
+async fn per_ip_limit_without_a_peer_address_is_warned_once() {
+    let _turn = SERIAL.lock().await;
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writer = {
+        let log = log.clone();
+        move || Capture(log.clone())
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    // A current-thread runtime: the server runs on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = Server::builder(app())
+        .config(Config::default().max_connections_per_ip(Some(1)))
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/echo", server.route());
+    let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+    let _a = acked(addr, "chat").await;
+    let _b = acked(addr, "chat").await;
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        log.matches("max_connections_per_ip is set but the peer address is unknown")
+            .count(),
+        1,
+        "{log}"
+    );
+    serving.abort();
+}
+
+/// A `tracing` writer into a shared buffer.
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
