@@ -507,7 +507,7 @@ async fn pause_burst_closes_no_client(broker: Broker, freeze: Freeze) {
     }
     let lost = MESSAGES - 200 - reference.map_or(0, |r| r.len() as u64);
     println!(
-        "catch-up burst after the pause: {burst} messages to each of {CLIENTS} clients; {lost} lost in the broker outage"
+        "catch-up burst after the pause: {burst} messages to each of {CLIENTS} clients; {lost} lost"
     );
     assert_eq!(
         lost, 0,
