@@ -6,25 +6,21 @@
 #![cfg(all(feature = "redis", feature = "nats"))]
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use neffos::testkit::broker::{NatsServer, RedisServer};
 use neffos::{Client, Events, Message, Namespaces, NsConn, Reply};
 use serde_json::Value;
+use support::JsUser;
 use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(10);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// One `scale-out` process with one instance on a free port; killed on drop.
 struct Instance {
@@ -115,85 +111,6 @@ async fn rust_user(url: &str, name: &str) -> (Client, mpsc::UnboundedReceiver<(S
         .unwrap();
     client.connect("default").await.unwrap();
     (client, rx)
-}
-
-/// A neffos.js user in Node (interop/js/cluster.js), reporting events as JSON lines.
-struct JsUser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<Value>,
-}
-
-impl JsUser {
-    fn start(url: &str, name: &str) -> JsUser {
-        let dir = workspace().join("interop/js");
-        if !dir.join("node_modules/neffos.js").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
-            assert!(status.success(), "npm ci failed in interop/js");
-        }
-        let mut child = Command::new("node")
-            .arg("cluster.js")
-            .args([url, name])
-            .current_dir(&dir)
-            .env("INTEROP_WATCHDOG_MS", "60000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node is required for the neffos.js clients");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        let mut user = JsUser {
-            child,
-            stdin,
-            lines,
-        };
-        let ready = user.next_where(|v| v["ev"] == "ready");
-        assert_eq!(ready["id"], name);
-        user
-    }
-
-    fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self
-                .lines
-                .recv_timeout(T)
-                .expect("neffos.js user went silent");
-            assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-
-    /// The next `chat`/`private` event as (event, parsed body).
-    fn next_event(&mut self) -> (String, Value) {
-        let v = self.next_where(|v| {
-            v["ev"] == "event" && (v["event"] == "chat" || v["event"] == "private")
-        });
-        let body =
-            serde_json::from_str(v["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
-        (v["event"].as_str().unwrap().to_owned(), body)
-    }
-}
-
-impl Drop for JsUser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) -> (String, Value) {

@@ -13,10 +13,11 @@
 #![cfg(all(feature = "redis", feature = "nats"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use futures_util::StreamExt;
 use neffos::testkit::broker::{NatsServer, RedisServer};
 use neffos::{Client, Events, Namespaces};
 use serde_json::Value;
+use support::JsUser;
 
 const NODES: usize = 5;
 const ROOMS: usize = 100;
@@ -35,13 +37,6 @@ fn connections() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000)
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 /// One `cluster-node` process (default heartbeat 2 s, lease 6 s, deadline 200 ms).
@@ -245,80 +240,6 @@ async fn check_queries(from: &Node, truth: &Truth, alive: &[bool], nodes: &[Node
         } else {
             assert!(holders.is_empty(), "{id} is on a dead instance: {found}");
         }
-    }
-}
-
-/// A neffos.js user (interop/js/cluster.js), reporting events as JSON lines.
-struct JsUser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<Value>,
-}
-
-impl JsUser {
-    fn start(url: &str, name: &str) -> JsUser {
-        let dir = workspace().join("interop/js");
-        if !dir.join("node_modules/neffos.js").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
-            assert!(status.success(), "npm ci failed in interop/js");
-        }
-        let mut child = Command::new("node")
-            .arg("cluster.js")
-            .args([url, name])
-            .current_dir(&dir)
-            .env("INTEROP_WATCHDOG_MS", "300000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node is required for the neffos.js clients");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        let mut user = JsUser {
-            child,
-            stdin,
-            lines,
-        };
-        user.next_where(|v| v["ev"] == "ready");
-        user
-    }
-
-    fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self
-                .lines
-                .recv_timeout(T)
-                .expect("neffos.js user went silent");
-            assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-
-    /// Waits for the system event `event` (e.g. `_OnRoomJoined`) and returns its room.
-    fn event(&mut self, event: &str) -> String {
-        let v = self.next_where(|v| v["ev"] == "event" && v["event"] == event);
-        v["room"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-impl Drop for JsUser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,112 @@
+//! Helpers shared by the multi-process tests (each test binary uses some of them).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long a neffos.js user may stay silent while a test waits for it.
+const SILENCE: Duration = Duration::from_secs(30);
+
+/// The repository root.
+pub(crate) fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A neffos.js user in Node (interop/js/cluster.js): connects namespace `default` with the
+/// header `X-Username`, answers the server's `question` Ask, reports every event as a JSON
+/// line. Killed on drop.
+pub(crate) struct JsUser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: std_mpsc::Receiver<Value>,
+}
+
+impl JsUser {
+    /// Starts the user `name` against the WebSocket `url` and waits until it is connected
+    /// (installs interop/js's npm packages the first time).
+    pub(crate) fn start(url: &str, name: &str) -> JsUser {
+        let dir = workspace().join("interop/js");
+        if !dir.join("node_modules/neffos.js").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
+            assert!(status.success(), "npm ci failed in interop/js");
+        }
+        let mut child = Command::new("node")
+            .arg("cluster.js")
+            .args([url, name])
+            .current_dir(&dir)
+            .env("INTEROP_WATCHDOG_MS", "300000")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node is required for the neffos.js clients");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let mut user = JsUser {
+            child,
+            stdin,
+            lines,
+        };
+        let ready = user.next_where(|v| v["ev"] == "ready");
+        assert_eq!(ready["id"], name);
+        user
+    }
+
+    /// The next report matching `pred` (earlier ones are skipped).
+    pub(crate) fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self
+                .lines
+                .recv_timeout(SILENCE)
+                .expect("neffos.js user went silent");
+            assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The next `chat`/`private` event as (event, parsed body).
+    pub(crate) fn next_event(&mut self) -> (String, Value) {
+        let v = self.next_where(|v| {
+            v["ev"] == "event" && (v["event"] == "chat" || v["event"] == "private")
+        });
+        let body =
+            serde_json::from_str(v["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        (v["event"].as_str().unwrap().to_owned(), body)
+    }
+
+    /// Waits for the event `event` (e.g. the system event `_OnRoomJoined`) and returns its
+    /// room.
+    pub(crate) fn event(&mut self, event: &str) -> String {
+        let v = self.next_where(|v| v["ev"] == "event" && v["event"] == event);
+        v["room"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for JsUser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
