@@ -121,6 +121,7 @@ impl RedisCluster {
     pub fn start_with(masters: usize, extra: &[&str]) -> RedisCluster {
         assert!((1..=16).contains(&masters), "1 to 16 masters");
         let timeout = REDIS_NODE_TIMEOUT.as_millis().to_string();
+        let mut buses = Vec::new();
         let nodes: Vec<RedisServer> = (0..masters * 2)
             .map(|_| {
                 // The bus port is explicit: the default (port + 10000) may be taken or
@@ -145,17 +146,26 @@ impl RedisCluster {
                     "0",
                 ];
                 args.extend_from_slice(extra);
-                RedisServer(Process::start(Kind::Redis, &args))
+                let node = RedisServer(Process::start(Kind::Redis, &args));
+                buses.push(bus);
+                node
             })
             .collect();
         let cluster = RedisCluster { nodes };
+        if masters >= 3 {
+            cluster.create();
+        } else {
+            // `redis-cli --cluster create` wants 3 masters: smaller clusters by hand.
+            cluster.assemble(masters, &buses);
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// `redis-cli --cluster create … --cluster-replicas 1 --cluster-yes`.
+    fn create(&self) {
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(
-            cluster
-                .nodes
-                .iter()
-                .map(|n| format!("127.0.0.1:{}", n.port())),
-        );
+        args.extend(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
         args.extend(
             ["--cluster-replicas", "1", "--cluster-yes"]
                 .iter()
@@ -176,8 +186,40 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        cluster.wait_healthy();
-        cluster
+    }
+
+    /// Joins the nodes by hand: the first `masters` share the slots, each of the others
+    /// replicates one of them.
+    fn assemble(&self, masters: usize, buses: &[String]) {
+        let per = SLOTS as usize / masters;
+        for m in 0..masters {
+            let first = (m * per).to_string();
+            let last = if m + 1 == masters {
+                (SLOTS - 1).to_string()
+            } else {
+                ((m + 1) * per - 1).to_string()
+            };
+            let out = self.cli(m, &["CLUSTER", "ADDSLOTSRANGE", &first, &last]);
+            assert!(out.trim() == "OK", "ADDSLOTSRANGE on node {m}: {out}");
+        }
+        for (i, bus) in buses.iter().enumerate().skip(1) {
+            let port = self.nodes[i].port().to_string();
+            let out = self.cli(0, &["CLUSTER", "MEET", "127.0.0.1", &port, bus]);
+            assert!(out.trim() == "OK", "CLUSTER MEET of node {i}: {out}");
+        }
+        let n = self.nodes.len();
+        self.wait_until("every node knows the others", || {
+            (0..n).all(|i| {
+                self.cli(i, &["CLUSTER", "INFO"])
+                    .contains(&format!("cluster_known_nodes:{n}"))
+            })
+        });
+        for r in masters..n {
+            let id = self.node_id(r - masters);
+            self.wait_until("replica configured", || {
+                self.cli(r, &["CLUSTER", "REPLICATE", &id]).trim() == "OK"
+            });
+        }
     }
 
     /// Node `i` (kill, restart, pause, resume, port, URL).
@@ -660,6 +702,13 @@ c3 127.0.0.1:30004@40004 slave a1 0 0 1 connected
         let port = cluster.node(0).port();
         drop(cluster);
         assert!(!Kind::Redis.ready(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+
+    #[test]
+    fn redis_cluster_of_one_shard() {
+        let cluster = RedisCluster::start_with(1, &[]);
+        assert_eq!(cluster.masters(), vec![0]);
+        assert_eq!(cluster.replica_of(0), Some(1));
     }
 
     #[test]

@@ -32,7 +32,8 @@
 //! - **Subscriptions** lost without our asking (connection closed, slot migrated, master
 //!   demoted) are restored at the slot's new owner without any user action. The time a
 //!   channel had no subscription is the gap: messages published meanwhile are not received.
-//!   Every gap is logged (`gap_ms`) and recorded in [`ClusterStats`] (count, total, worst).
+//!   Every gap is logged (`gap_ms`), recorded in [`ClusterStats`] (count, total, worst)
+//!   and in the `neffos_redis_cluster_subscription_gap_seconds` histogram (`metrics`).
 //!
 //! Delivery stays at most once and ordered per (origin instance, namespace); during a
 //! failover the same message can reach a subscriber through two nodes, so every payload
@@ -75,12 +76,29 @@ pub(crate) struct ClusterCounters {
     gap_max_us: AtomicU64,
 }
 
+/// Also reported through the [`metrics`] facade, for operators:
+/// `neffos_redis_cluster_redirects_total`, `neffos_redis_cluster_unowned_publishes_total`,
+/// `neffos_redis_cluster_subscription_gaps_total` and the histogram
+/// `neffos_redis_cluster_subscription_gap_seconds`.
 impl ClusterCounters {
+    fn redirect(&self) {
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("neffos_redis_cluster_redirects_total").increment(1);
+    }
+
+    fn unowned(&self, n: u64) {
+        self.unowned_publishes.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("neffos_redis_cluster_unowned_publishes_total").increment(n);
+    }
+
     fn record_gap(&self, gap: Duration) {
         let us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.gap_total_us.fetch_add(us, Ordering::Relaxed);
         self.gap_max_us.fetch_max(us, Ordering::Relaxed);
+        metrics::counter!("neffos_redis_cluster_subscription_gaps_total").increment(1);
+        metrics::histogram!("neffos_redis_cluster_subscription_gap_seconds")
+            .record(gap.as_secs_f64());
     }
 }
 

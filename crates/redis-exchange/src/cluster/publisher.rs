@@ -138,10 +138,7 @@ impl State {
                 }
             }
             if unowned > 0 {
-                self.p
-                    .counters
-                    .unowned_publishes
-                    .fetch_add(unowned, Ordering::Relaxed);
+                self.p.counters.unowned(unowned);
                 self.fail(None, unowned, "no master serves the slot");
             }
             let mut sends = Vec::with_capacity(groups.len());
@@ -174,7 +171,7 @@ impl State {
                                         Some(ServerErrorKind::Moved | ServerErrorKind::Ask)
                                     ) =>
                                 {
-                                    self.p.counters.redirects.fetch_add(1, Ordering::Relaxed);
+                                    self.p.counters.redirect();
                                     redirected = true;
                                     pending.push(msg);
                                 }

@@ -404,7 +404,7 @@ impl State {
                                 e.kind(),
                                 Some(ServerErrorKind::Moved | ServerErrorKind::Ask)
                             ) {
-                                self.s.counters.redirects.fetch_add(1, Ordering::Relaxed);
+                                self.s.counters.redirect();
                             }
                             complete = false;
                             self.stale_map = true;
