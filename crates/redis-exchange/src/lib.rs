@@ -131,6 +131,7 @@ mod driver;
 mod error;
 mod exchange;
 mod gocompat;
+mod history;
 mod publisher;
 mod subscriber;
 
@@ -140,6 +141,7 @@ mod tests;
 pub use channel::DEFAULT_PREFIX;
 pub use error::{Error, Result};
 pub use exchange::{RedisExchange, RedisExchangeBuilder};
+pub use history::{DEFAULT_HISTORY_PREFIX, RedisHistory};
 
 #[cfg(feature = "cluster")]
 pub use cluster::{ClusterStats, RedisClusterExchange, RedisClusterExchangeBuilder};
