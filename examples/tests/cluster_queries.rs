@@ -248,6 +248,41 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Where to read the bytes a broker moved (in + out).
+enum Traffic {
+    /// `redis-cli INFO stats` on this port.
+    Redis(u16),
+    /// The NATS monitoring endpoint `/varz` on this port.
+    Nats(u16),
+}
+
+impl Traffic {
+    async fn bytes(&self) -> u64 {
+        match self {
+            Traffic::Redis(port) => {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "info", "stats"])
+                    .output()
+                    .expect("redis-cli (installed with redis-server)");
+                let text = String::from_utf8_lossy(&out.stdout);
+                ["total_net_input_bytes:", "total_net_output_bytes:"]
+                    .iter()
+                    .map(|key| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(key))
+                            .and_then(|v| v.trim().parse::<u64>().ok())
+                            .unwrap_or_else(|| panic!("{key} in INFO stats"))
+                    })
+                    .sum()
+            }
+            Traffic::Nats(port) => {
+                let varz = http(*port, "GET", "/varz").await;
+                varz["in_bytes"].as_u64().unwrap() + varz["out_bytes"].as_u64().unwrap()
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_processes_on_redis_then_nats() {
     {
@@ -258,21 +293,47 @@ async fn five_processes_on_redis_then_nats() {
             "--redis-url".into(),
             redis.url(),
         ];
-        scenario("redis", &args).await;
+        scenario("redis", &args, Traffic::Redis(redis.port())).await;
     }
     {
-        let nats = tokio::task::block_in_place(NatsServer::start);
+        let monitor = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let nats =
+            tokio::task::block_in_place(|| NatsServer::start_with(&["-m", &monitor.to_string()]));
         let args = vec![
             "--exchange".into(),
             "nats".into(),
             "--nats-url".into(),
             nats.url(),
         ];
-        scenario("nats", &args).await;
+        scenario("nats", &args, Traffic::Nats(monitor)).await;
     }
 }
 
-async fn scenario(broker: &str, args: &[String]) {
+/// p50/p99 (server-side µs) and broker bytes per query of `rounds` queries from `from`
+/// (heartbeats during the window included: a few hundred bytes per second).
+async fn measure(
+    from: &Node,
+    traffic: &Traffic,
+    rounds: usize,
+    path: impl Fn(usize) -> String,
+) -> (u64, u64, u64) {
+    let before = traffic.bytes().await;
+    let mut micros = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let r = from.get(&path(i)).await;
+        assert!(missing(&r).is_empty(), "{r}");
+        micros.push(r["micros"].as_u64().unwrap());
+    }
+    let bytes = (traffic.bytes().await - before) / rounds as u64;
+    micros.sort_unstable();
+    (percentile(&micros, 0.5), percentile(&micros, 0.99), bytes)
+}
+
+async fn scenario(broker: &str, args: &[String], traffic: Traffic) {
     let n = connections();
     let nodes: Vec<Node> =
         tokio::task::block_in_place(|| (0..NODES).map(|_| Node::start(args)).collect());
@@ -353,16 +414,17 @@ async fn scenario(broker: &str, args: &[String]) {
     for node in &nodes {
         check_queries(node, &truth, &alive, &nodes).await;
     }
-    let rc = nodes[0]
-        .get("/cluster/room_count?ns=default&room=room3")
+    // Query latency (server side) and broker bytes per query, 200 of each.
+    let per_room = n / ROOMS;
+    for what in ["room_count", "room_members"] {
+        let (p50, p99, bytes) = measure(&nodes[0], &traffic, 200, |i| {
+            format!("/cluster/{what}?ns=default&room=room{}", i % ROOMS)
+        })
         .await;
-    let rm = nodes[0]
-        .get("/cluster/room_members?ns=default&room=room3")
-        .await;
-    eprintln!(
-        "[{broker}] room_count {} µs, room_members {} µs ({} members) from instance 0",
-        rc["micros"], rm["micros"], rc["value"]
-    );
+        eprintln!(
+            "[{broker}] {what} ({per_room} members of {n}, {NODES} instances): p50 {p50} µs, p99 {p99} µs, {bytes} broker bytes per query"
+        );
+    }
 
     // Server::ask to unknown IDs: an error within one cluster round trip.
     let mut micros = Vec::new();
