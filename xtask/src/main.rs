@@ -2,7 +2,8 @@
 //!
 //! - `test`: every test of the workspace, interop peers and brokers included.
 //! - `lint`: formatting, clippy with `-D warnings`, cargo-deny, the library crates'
-//!   dependency graphs (no test-only crate in a normal graph).
+//!   dependency graphs (no test-only crate in a normal graph), their docs (`cargo doc` with
+//!   `-D warnings`) and their packaging (`cargo package --no-verify`).
 //! - `demo`: the chat demo in the browser (no broker needed).
 //! - `fuzz`: the protocol fuzz targets for a bounded time.
 //! - `bench`: the side-by-side benchmark (writes BENCHMARKS.md and docs/bench/).
@@ -40,7 +41,8 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Check formatting, clippy (-D warnings), cargo-deny and the library crates' dependency graphs.
+    /// Check formatting, clippy (-D warnings), cargo-deny, and the library crates' dependency
+    /// graphs, docs (-D warnings) and packaging.
     Lint,
     /// Run the chat example for the browser (installs neffos.js into target/npm-demo).
     Demo {

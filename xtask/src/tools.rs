@@ -74,7 +74,38 @@ pub(crate) fn lint(root: &Path) -> Result<()> {
         "cargo",
         &["deny", "check", "bans", "licenses", "sources"],
     )?;
-    crate::deps::check(root)
+    crate::deps::check(root)?;
+    doc(root)?;
+    package(root)
+}
+
+/// The library crates' docs, with every rustdoc warning an error (broken links included).
+fn doc(root: &Path) -> Result<()> {
+    let mut args = vec!["doc", "--no-deps", "--all-features"];
+    for krate in crate::deps::LIBRARY_CRATES {
+        args.extend(["-p", krate]);
+    }
+    eprintln!("$ RUSTDOCFLAGS=\"-D warnings\" cargo {}", args.join(" "));
+    let status = Command::new("cargo")
+        .args(&args)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root)
+        .status()
+        .context("cannot start `cargo doc`")?;
+    if !status.success() {
+        bail!("`cargo doc` failed with {status}");
+    }
+    Ok(())
+}
+
+/// The library crates package for crates.io (`--no-verify`: verification would build them
+/// against the registry, where the crates that depend on each other are not published).
+fn package(root: &Path) -> Result<()> {
+    let mut args = vec!["package", "--no-verify", "--allow-dirty"];
+    for krate in crate::deps::LIBRARY_CRATES {
+        args.extend(["-p", krate]);
+    }
+    run(root, "cargo", &args)
 }
 
 /// `cargo xtask fuzz`: each fuzz target for `seconds`.

@@ -135,6 +135,8 @@
 //! instances, and check the broker's side through its monitoring endpoint (`/connz`),
 //! `kill -9` and restart, and every kind of namespace and ID name.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod actor;
 mod error;
 mod exchange;

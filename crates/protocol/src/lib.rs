@@ -35,6 +35,8 @@
 //! # Ok::<(), neffos_protocol::DecodeError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cluster;
 mod envelope;
 mod error;

@@ -107,7 +107,7 @@
 //! | Name | Description | Default |
 //! |---|---|---|
 //! | `tls` | `rediss://` URLs, with rustls (ring) and the system's root certificates | no |
-//! | `cluster` | [`RedisClusterExchange`](cluster::RedisClusterExchange): Redis Cluster with sharded pub/sub | no |
+//! | `cluster` | [`RedisClusterExchange`]: Redis Cluster with sharded pub/sub | no |
 //!
 //! # Requirements
 //!
@@ -123,9 +123,12 @@
 //! and check the broker's side (`PUBSUB NUMSUB`, `CLIENT LIST`), `kill -9` and restart.
 //! `cargo xtask integration` runs them with the NATS ones.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backoff;
 mod channel;
 #[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
 mod driver;
 mod error;
@@ -144,4 +147,5 @@ pub use exchange::{RedisExchange, RedisExchangeBuilder};
 pub use history::{DEFAULT_HISTORY_PREFIX, RedisHistory};
 
 #[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use cluster::{ClusterStats, RedisClusterExchange, RedisClusterExchangeBuilder};

@@ -7,7 +7,7 @@
 //! recording namespace, every namespace or room broadcast is appended to the namespace's
 //! history ([`HistoryStore`]) before it is delivered, and carries its [`Position`] to the
 //! other instances. A connection that presented a session key (header
-//! [`SESSION_HEADER`](neffos_protocol::recovery::SESSION_HEADER)) has its session
+//! [`neffos_protocol::recovery::SESSION_HEADER`]) has its session
 //! checkpointed while it lives and kept for [`Recovery::window`] after an unexpected end.
 //!
 //! | | Rust client ([`ClientBuilder::recovery`](crate::ClientBuilder::recovery)) | neffos.js / Go client sending the session header |
