@@ -22,6 +22,9 @@ pub enum ExchangeKind {
     /// Redis pub/sub (`--redis-url`), across processes and machines.
     #[cfg(feature = "redis")]
     Redis,
+    /// Redis Cluster with sharded pub/sub (`--redis-url`: comma-separated seed nodes).
+    #[cfg(feature = "redis")]
+    RedisCluster,
     /// NATS (`--nats-url`), across processes and machines.
     #[cfg(feature = "nats")]
     Nats,
@@ -40,6 +43,8 @@ impl fmt::Display for ExchangeKind {
             ExchangeKind::Memory => f.write_str("memory"),
             #[cfg(feature = "redis")]
             ExchangeKind::Redis => f.write_str("redis"),
+            #[cfg(feature = "redis")]
+            ExchangeKind::RedisCluster => f.write_str("redis-cluster"),
             #[cfg(feature = "nats")]
             ExchangeKind::Nats => f.write_str("nats"),
         }
@@ -91,6 +96,15 @@ impl Exchanges {
                     .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
                 Ok(Arc::new(exchange))
             }
+            #[cfg(feature = "redis")]
+            ExchangeKind::RedisCluster => {
+                let seeds = self.urls.redis.split(',').map(str::trim);
+                let exchange = neffos_redis::RedisClusterExchange::builder(seeds)
+                    .connect()
+                    .await
+                    .context("cannot use the Redis Cluster")?;
+                Ok(Arc::new(exchange))
+            }
             #[cfg(feature = "nats")]
             ExchangeKind::Nats => {
                 let exchange = neffos_nats::NatsExchange::connect(&self.urls.nats)
@@ -108,7 +122,8 @@ pub struct ExchangeArgs {
     /// The exchange joining the instances.
     #[arg(long, env = "EXCHANGE", value_enum, default_value_t = ExchangeKind::Memory)]
     pub exchange: ExchangeKind,
-    /// Redis URL for `--exchange redis` (password, user, DB as in `redis://user:pass@host:6379/0`).
+    /// Redis URL for `--exchange redis` (password, user, DB as in `redis://user:pass@host:6379/0`);
+    /// comma-separated seed nodes for `--exchange redis-cluster`.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// NATS server URL(s) for `--exchange nats`, comma-separated.
