@@ -9,6 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -44,8 +47,18 @@ pub(crate) struct ClusterPublisher {
     pub(crate) rx: mpsc::Receiver<PubCmd>,
 }
 
+/// After a failed connection attempt to a master, publishes for it fail at once for this
+/// long instead of each batch waiting for another attempt (up to the connect timeout on a
+/// host that does not answer).
+const RETRY_CONNECT_AFTER: Duration = Duration::from_millis(100);
+
 struct State {
     p: ClusterPublisher,
+    /// Masters that could not be reached, and when to try again.
+    unreachable: HashMap<NodeAddr, Instant>,
+    /// A failure was seen since the slot map was last read: read it again before the
+    /// next batch (the master may have been replaced).
+    suspect_map: bool,
     /// The last sequence number stamped.
     seq: u64,
     conns: HashMap<NodeAddr, NodeConn>,
@@ -66,6 +79,8 @@ impl ClusterPublisher {
     pub(crate) async fn run(self) {
         let mut state = State {
             p: self,
+            unreachable: HashMap::new(),
+            suspect_map: false,
             seq: 0,
             conns: HashMap::new(),
             failing: HashMap::new(),
@@ -122,7 +137,8 @@ impl State {
                 return;
             }
             let seen = self.p.topology.generation();
-            if self.p.topology.map().covered() == 0 || attempt > 0 {
+            if self.p.topology.map().covered() == 0 || attempt > 0 || self.suspect_map {
+                self.suspect_map = false;
                 let _ = self.p.topology.refresh(seen).await;
             }
             let map = self.p.topology.map();
@@ -159,6 +175,7 @@ impl State {
                 match sent {
                     Sent::Failed(e) => {
                         self.conns.remove(&node);
+                        self.suspect_map = true;
                         self.fail(Some(&node), msgs.len() as u64, &e);
                     }
                     Sent::Replies(replies) => {
@@ -214,6 +231,13 @@ impl State {
     /// The connection to `node`, opened (and named) if needed; `None` when it cannot be
     /// opened now.
     async fn conn(&mut self, node: &NodeAddr) -> Option<MultiplexedConnection> {
+        if self
+            .unreachable
+            .get(node)
+            .is_some_and(|until| Instant::now() < *until)
+        {
+            return None;
+        }
         if let Some(c) = self.conns.get(node) {
             if !c.lost.load(Ordering::Acquire) {
                 return Some(c.conn.clone());
@@ -242,6 +266,7 @@ impl State {
                 {
                     tracing::warn!(error = %e, "cannot name the Redis connection (CLIENT SETNAME)");
                 }
+                self.unreachable.remove(node);
                 self.conns.insert(
                     node.clone(),
                     NodeConn {
@@ -252,6 +277,9 @@ impl State {
                 Some(conn)
             }
             Err(e) => {
+                self.unreachable
+                    .insert(node.clone(), Instant::now() + RETRY_CONNECT_AFTER);
+                self.suspect_map = true;
                 tracing::debug!(node = %node, error = %e, "Redis Cluster publisher cannot connect");
                 None
             }
