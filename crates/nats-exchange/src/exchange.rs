@@ -434,7 +434,7 @@ impl NatsExchange {
     }
 
     /// The counters of the [Go compatibility mode](NatsExchangeBuilder::go_compat), when on.
-    pub fn go_stats(&self) -> Option<&GoStats> {
+    pub fn go_stats(&self) -> Option<GoStats> {
         self.go.as_deref().map(GoCompat::stats)
     }
 
@@ -521,6 +521,11 @@ impl Exchange for NatsExchange {
 
     fn stats(&self) -> ExchangeStats {
         self.stats.snapshot()
+    }
+
+    /// True in Go compatibility mode: Go instances do not answer the cluster's queries.
+    fn has_foreign_instances(&self) -> bool {
+        self.go.is_some()
     }
 }
 

@@ -85,26 +85,46 @@ pub enum Outbound {
     Reply(GoFrame),
 }
 
-/// Counters of a [`GoBridge`].
-#[derive(Debug, Default)]
+/// Counters of a [`GoBridge`], as a snapshot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GoStats {
     /// Frames we published in Go's scheme.
-    pub mirrored: AtomicU64,
+    pub mirrored: u64,
     /// Go frames turned into envelopes.
-    pub translated: AtomicU64,
+    pub translated: u64,
     /// Frames mirrored by a neffos-rs instance (this one included) that came back: dropped.
-    pub own_dropped: AtomicU64,
+    pub own_dropped: u64,
     /// Envelopes Go's format cannot carry (a binary body that is not UTF-8): not mirrored.
-    pub not_mirrored: AtomicU64,
+    pub not_mirrored: u64,
     /// Go frames that were malformed or that we cannot serve (a `Server.Ask` without a
     /// connection ID, a reply nobody waits for): dropped.
-    pub dropped: AtomicU64,
+    pub dropped: u64,
 }
 
-impl GoStats {
+/// The live counters behind [`GoStats`].
+#[derive(Debug, Default)]
+struct GoCounters {
+    mirrored: AtomicU64,
+    translated: AtomicU64,
+    own_dropped: AtomicU64,
+    not_mirrored: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl GoCounters {
     fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> GoStats {
+        GoStats {
+            mirrored: self.mirrored.load(Ordering::Relaxed),
+            translated: self.translated.load(Ordering::Relaxed),
+            own_dropped: self.own_dropped.load(Ordering::Relaxed),
+            not_mirrored: self.not_mirrored.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -127,7 +147,7 @@ pub struct GoBridge {
     asks_in: Mutex<HashMap<u64, Pending<String>>>,
     /// What each subscribed Go channel carries, with a count per meaning.
     routes: Mutex<HashMap<String, Vec<(GoRoute, usize)>>>,
-    stats: GoStats,
+    stats: GoCounters,
 }
 
 impl Default for GoBridge {
@@ -171,7 +191,7 @@ impl GoBridge {
             answered: Mutex::new(Vec::new()),
             asks_in: Mutex::new(HashMap::new()),
             routes: Mutex::new(HashMap::new()),
-            stats: GoStats::default(),
+            stats: GoCounters::default(),
         }
     }
 
@@ -182,8 +202,8 @@ impl GoBridge {
     }
 
     /// The counters.
-    pub fn stats(&self) -> &GoStats {
-        &self.stats
+    pub fn stats(&self) -> GoStats {
+        self.stats.snapshot()
     }
 
     fn next_seq(&self) -> u64 {
@@ -241,7 +261,7 @@ impl GoBridge {
         // Go writes every exchanged frame as text: a body that is not UTF-8 would make
         // browsers close the connection (1007).
         if env.binary && std::str::from_utf8(&env.body).is_err() {
-            GoStats::inc(&self.stats.not_mirrored);
+            GoCounters::inc(&self.stats.not_mirrored);
             return Outbound::Nothing;
         }
         if env.kind == EnvelopeKind::Ask {
@@ -264,7 +284,7 @@ impl GoBridge {
                 );
                 expired
             };
-            GoStats::inc(&self.stats.mirrored);
+            GoCounters::inc(&self.stats.mirrored);
             return Outbound::Ask {
                 frame: GoFrame {
                     route,
@@ -274,7 +294,7 @@ impl GoBridge {
                 expired,
             };
         }
-        GoStats::inc(&self.stats.mirrored);
+        GoCounters::inc(&self.stats.mirrored);
         Outbound::Mirror(GoFrame {
             route,
             payload: go_frame(&env, MIRROR_MARKER),
@@ -287,10 +307,10 @@ impl GoBridge {
             return Outbound::Nothing;
         };
         let Some(pending) = lock(&self.asks_in).remove(&token) else {
-            GoStats::inc(&self.stats.dropped);
+            GoCounters::inc(&self.stats.dropped);
             return Outbound::Nothing;
         };
-        GoStats::inc(&self.stats.mirrored);
+        GoCounters::inc(&self.stats.mirrored);
         Outbound::Reply(GoFrame {
             route: GoRoute::Ask(pending.value),
             payload: go_frame(env, ""),
@@ -306,7 +326,7 @@ impl GoBridge {
             .unwrap_or_default();
         let opts = DecodeOptions::default().max_frame_size(payload.len().max(1));
         let Ok(msg) = decode(payload, false, &opts) else {
-            GoStats::inc(&self.stats.dropped);
+            GoCounters::inc(&self.stats.dropped);
             return Vec::new();
         };
         if let Some(token) = routes.iter().find_map(|r| match r {
@@ -317,7 +337,7 @@ impl GoBridge {
         }
         let wait = msg.wait.as_str();
         if wait.starts_with(MIRROR_MARKER) || wait.starts_with(ASK_MARK) {
-            GoStats::inc(&self.stats.own_dropped);
+            GoCounters::inc(&self.stats.own_dropped);
             return Vec::new();
         }
         let ns_route = routes
@@ -336,7 +356,7 @@ impl GoBridge {
             // A Go `Server.Ask`: only one to a connection ID can be answered (ours ask one
             // connection); Go's clean token is the marked one without its `!`.
             let Some(id) = conns.first() else {
-                GoStats::inc(&self.stats.dropped);
+                GoCounters::inc(&self.stats.dropped);
                 return envelopes;
             };
             let go_token = format!("{}{}", &wait[..1], &wait[2..]);
@@ -376,7 +396,7 @@ impl GoBridge {
             }
         }
         if envelopes.is_empty() {
-            GoStats::inc(&self.stats.dropped);
+            GoCounters::inc(&self.stats.dropped);
         } else {
             self.stats
                 .translated
@@ -388,14 +408,14 @@ impl GoBridge {
     /// A Go node's reply (published by its `NotifyAsk`) to an Ask we mirrored.
     fn reply_from_go(&self, token: String, msg: &Message) -> Vec<Bytes> {
         let Some(pending) = lock(&self.asks_out).remove(&token) else {
-            GoStats::inc(&self.stats.dropped);
+            GoCounters::inc(&self.stats.dropped);
             return Vec::new();
         };
         lock(&self.answered).push(token);
         let env = self
             .envelope(EnvelopeKind::Reply, target_of(msg), msg)
             .with_token(pending.value);
-        GoStats::inc(&self.stats.translated);
+        GoCounters::inc(&self.stats.translated);
         encode(&env).into_iter().collect()
     }
 
@@ -497,7 +517,7 @@ mod tests {
         ask.token = Some(5);
         let f = mirrored(a.outbound(false, &bytes(&ask)));
         assert!(b.inbound("P.x.", f.payload).is_empty());
-        assert_eq!(b.stats().own_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(b.stats().own_dropped, 2);
     }
 
     #[test]

@@ -283,7 +283,7 @@ impl RedisExchange {
     }
 
     /// The counters of the [Go compatibility mode](RedisExchangeBuilder::go_compat), when on.
-    pub fn go_stats(&self) -> Option<&GoStats> {
+    pub fn go_stats(&self) -> Option<GoStats> {
         self.go.as_deref().map(GoCompat::stats)
     }
 
@@ -449,5 +449,10 @@ impl Exchange for RedisExchange {
 
     fn stats(&self) -> ExchangeStats {
         self.stats.snapshot()
+    }
+
+    /// True in Go compatibility mode: Go instances do not answer the cluster's queries.
+    fn has_foreign_instances(&self) -> bool {
+        self.go.is_some()
     }
 }

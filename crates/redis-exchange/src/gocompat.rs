@@ -30,7 +30,7 @@ impl GoCompat {
         })
     }
 
-    pub(crate) fn stats(&self) -> &GoStats {
+    pub(crate) fn stats(&self) -> GoStats {
         self.bridge.stats()
     }
 

@@ -309,8 +309,10 @@ pub(crate) fn bye(shared: &ServerShared) {
 /// the live set is complete); otherwise never. Lets [`Server::ask`] fail fast.
 pub(crate) async fn absent(shared: &Arc<ServerShared>, id: &str, within: Duration) {
     let settled = shared.cluster.membership.lock().is_settled(Instant::now());
+    // Instances the cluster cannot hear (Go neffos behind a compatibility mode) may hold it.
+    let foreign = shared.exchanges.iter().any(|x| x.has_foreign_instances());
 
-    if settled {
+    if settled && !foreign {
         let deadline = shared.cluster.config.query_deadline.min(within);
         let query = Query::Find { id: id.to_owned() };
         if let Ok(found) = query::ask_all(shared, query, deadline, false).await {

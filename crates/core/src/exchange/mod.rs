@@ -174,6 +174,12 @@ pub trait Exchange: Send + Sync + fmt::Debug + 'static {
     fn close(&self) -> ExchangeFuture<'_>;
     /// A snapshot of the exchange's counters.
     fn stats(&self) -> ExchangeStats;
+    /// True when instances outside neffos-rs's cluster protocol may hold connections behind
+    /// this exchange (e.g. Go neffos instances in a compatibility mode): then "no live
+    /// instance holds this ID" cannot be concluded from the cluster's answers.
+    fn has_foreign_instances(&self) -> bool {
+        false
+    }
 }
 
 /// A shared exchange is an exchange: keep an `Arc` to read its stats or flush it from a
@@ -205,5 +211,9 @@ impl<E: Exchange + ?Sized> Exchange for Arc<E> {
 
     fn stats(&self) -> ExchangeStats {
         (**self).stats()
+    }
+
+    fn has_foreign_instances(&self) -> bool {
+        (**self).has_foreign_instances()
     }
 }
