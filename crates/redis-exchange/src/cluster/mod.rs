@@ -35,6 +35,15 @@
 //!   Every gap is logged (`gap_ms`), recorded in [`ClusterStats`] (count, total, worst)
 //!   and in the `neffos_redis_cluster_subscription_gap_seconds` histogram (`metrics`).
 //!
+//! # Requirements
+//!
+//! Redis 7 or newer in cluster mode (or a compatible server with sharded pub/sub). With
+//! ACLs, the user needs `SPUBLISH`, `SSUBSCRIBE`, `SUNSUBSCRIBE`, `CLUSTER SLOTS`, `PING`,
+//! `HELLO` and `CLIENT SETNAME` (optional: a refusal is logged), and access to the prefix's
+//! channels (`&<prefix>:*`). Every node must be reachable at the address it announces in
+//! `CLUSTER SLOTS` (`cluster-announce-ip` behind NAT); TLS and credentials are those of the
+//! first seed URL.
+//!
 //! Delivery stays at most once and ordered per (origin instance, namespace); during a
 //! failover the same message can reach a subscriber through two nodes, so every payload
 //! carries the publishing instance's sequence number and receivers drop duplicates and
