@@ -32,6 +32,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use neffos::recovery::{HistoryStore, Recovery};
 use neffos::{
     ClusterConfig, Events, Exchange, Message, Namespaces, NsConn, Server, Target, events,
 };
@@ -170,6 +171,16 @@ pub fn server(exchange: Option<Arc<dyn Exchange>>) -> Server {
 /// instance takes part in its cluster: `/online` lists users across instances, and `/ask`
 /// to a user connected nowhere answers 404 at once.
 pub fn server_with_label(exchange: Option<Arc<dyn Exchange>>, label: &str) -> Server {
+    server_with_recovery(exchange, label, None)
+}
+
+/// [`server_with_label`], with connection-state recovery of the chat's rooms when a
+/// `history` shared by the instances is given.
+pub fn server_with_recovery(
+    exchange: Option<Arc<dyn Exchange>>,
+    label: &str,
+    history: Option<Arc<dyn HistoryStore>>,
+) -> Server {
     let builder = Server::builder(namespaces())
         .cluster(ClusterConfig::default().label(label))
         .id_generator(|parts| {
@@ -190,6 +201,12 @@ pub fn server_with_label(exchange: Option<Arc<dyn Exchange>>, label: &str) -> Se
         .on_disconnect(|conn| async move {
             tracing::info!(user = conn.id(), "disconnected");
         });
+    let builder = match history {
+        // A page whose connection drops gets its rooms and the messages it missed back, on
+        // any instance sharing `history` (the page presents a per-tab session key).
+        Some(history) => builder.recovery(Recovery::new().namespace(NAMESPACE).store(history)),
+        None => builder,
+    };
     match exchange {
         Some(exchange) => builder.exchange(exchange).build(),
         None => builder.build(),

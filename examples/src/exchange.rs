@@ -65,6 +65,8 @@ pub struct BrokerUrls {
 pub struct Exchanges {
     kind: ExchangeKind,
     memory: MemoryExchange,
+    /// The history every in-process instance shares (connection-state recovery).
+    history: neffos::recovery::MemoryHistory,
     #[allow(dead_code)] // read only by the broker backends' features
     urls: BrokerUrls,
 }
@@ -75,7 +77,30 @@ impl Exchanges {
         Exchanges {
             kind,
             memory: MemoryExchange::new(),
+            history: neffos::recovery::MemoryHistory::default(),
             urls,
+        }
+    }
+
+    /// Where connection-state recovery keeps history and sessions for one more instance:
+    /// shared by every instance of the backend (`None`: no store for it yet, NATS).
+    pub async fn history_for_instance(
+        &self,
+    ) -> anyhow::Result<Option<Arc<dyn neffos::recovery::HistoryStore>>> {
+        match self.kind {
+            ExchangeKind::Memory => Ok(Some(Arc::new(self.history.clone()))),
+            #[cfg(feature = "redis")]
+            ExchangeKind::Redis => {
+                let history = neffos_redis::RedisHistory::connect(
+                    &self.urls.redis,
+                    neffos::recovery::HistoryLimits::default(),
+                )
+                .await
+                .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
+                Ok(Some(Arc::new(history)))
+            }
+            #[cfg(feature = "nats")]
+            ExchangeKind::Nats => Ok(None),
         }
     }
 

@@ -12,6 +12,18 @@ import neffos from "/neffos.js";
 const NAMESPACE = "default";
 const $ = (id) => document.getElementById(id);
 
+/** A random key kept for this tab's life, presented on every (re)connection. */
+function sessionKey() {
+  let key = sessionStorage.getItem("neffos-session");
+  if (!key) {
+    key = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) =>
+      b.toString(16).padStart(2, "0"),
+    ).join("");
+    sessionStorage.setItem("neffos-session", key);
+  }
+  return key;
+}
+
 let nsConn = null; // the connected namespace (replaced after an automatic reconnection)
 let room = null; // the joined room's name, if any
 let me = null; // our username (= connection ID)
@@ -222,7 +234,9 @@ $("login-form").addEventListener("submit", async (e) => {
   setStatus("connecting…");
   try {
     const conn = await neffos.dial("/echo", handlers, {
-      headers: { "X-Username": name },
+      // The per-tab session key: after a dropped connection the server gives the rooms and
+      // the missed messages back (connection-state recovery).
+      headers: { "X-Username": name, "X-Neffos-Session": sessionKey() },
       reconnect: 3000,
     });
     await conn.connect(NAMESPACE);

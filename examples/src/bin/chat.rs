@@ -55,7 +55,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (choose another with --port)"))?;
     let addr = listener.local_addr()?;
     let label = format!("single instance (:{})", addr.port());
-    let server = chat::server_with_label(Some(exchanges.for_instance().await?), &label);
+    let server = chat::server_with_recovery(
+        Some(exchanges.for_instance().await?),
+        &label,
+        exchanges.history_for_instance().await?,
+    );
     let options = ChatOptions::new(&neffos_js).instance(label);
     let app = chat::router(&server, options);
 

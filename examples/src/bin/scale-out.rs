@@ -90,7 +90,11 @@ async fn main() -> anyhow::Result<()> {
             None if total > 1 => format!("instance {} of {total} (:{port})", i + 1),
             None => format!("instance :{port}"),
         };
-        let server = chat::server_with_label(Some(exchanges.for_instance().await?), &label);
+        let server = chat::server_with_recovery(
+            Some(exchanges.for_instance().await?),
+            &label,
+            exchanges.history_for_instance().await?,
+        );
         let app = chat::router(&server, ChatOptions::new(&neffos_js).instance(label));
         tracing::info!(instance = i + 1, %addr, id = %server.instance_id(), "instance listening");
         println!("Instance {}: open http://{addr}", i + 1);
