@@ -34,7 +34,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use neffos::recovery::{HistoryStore, Recovery};
 use neffos::{
-    ClusterConfig, Events, Exchange, Message, Namespaces, NsConn, Server, Target, events,
+    ClusterConfig, Events, Exchange, Json, Message, Namespaces, NsConn, Server, Target, events,
 };
 use serde::Serialize;
 
@@ -152,14 +152,33 @@ pub fn namespaces() -> Namespaces {
                 notice(&ns, Target::room(NAMESPACE, room), Some(room), text);
             },
         )
-        .on(
+        // Typed handlers: the chat's limits come from the state, a private message's
+        // JSON body is decoded before the handler runs (a body that does not decode is
+        // answered with an error naming the event).
+        .handle(
             "chat",
-            |ns: NsConn, msg: Message| async move { chat(&ns, &msg) },
+            |ns: NsConn, neffos::State(state): neffos::State<ChatState>, msg: Message| async move {
+                chat(&ns, &state, &msg)
+            },
         )
-        .on("private", |ns: NsConn, msg: Message| async move {
-            private(&ns, &msg)
-        });
+        .handle(
+            "private",
+            |ns: NsConn,
+             neffos::State(state): neffos::State<ChatState>,
+             Json(body): Json<PrivateBody>| async move { private(&ns, &state, body) },
+        );
     Namespaces::new().namespace(NAMESPACE, events)
+}
+
+/// What every chat handler shares: the chat's limits and this instance's label. Given
+/// once to the server ([`neffos::ServerBuilder::with_state`]), reached in handlers as
+/// their [`neffos::State`] argument.
+#[derive(Debug, Clone)]
+pub struct ChatState {
+    /// Longest accepted chat message, in characters.
+    pub max_text: usize,
+    /// This instance's label (may be empty).
+    pub label: Arc<str>,
 }
 
 /// Builds the chat server: usernames as IDs, optional exchange for scale-out.
@@ -182,6 +201,10 @@ pub fn server_with_recovery(
     history: Option<Arc<dyn HistoryStore>>,
 ) -> Server {
     let builder = Server::builder(namespaces())
+        .with_state(ChatState {
+            max_text: MAX_TEXT,
+            label: label.into(),
+        })
         .cluster(ClusterConfig::default().label(label))
         .id_generator(|parts| {
             parts
@@ -279,64 +302,61 @@ struct NoticeBody<'a> {
 }
 
 /// A `chat` message: to the other members of its room, or of the namespace outside rooms.
-fn chat(ns: &NsConn, msg: &Message) -> Result<(), String> {
+fn chat(ns: &NsConn, state: &ChatState, msg: &Message) -> Result<(), String> {
     let text = std::str::from_utf8(&msg.body)
         .map_err(|_| "messages must be UTF-8 text")?
         .trim();
     if text.is_empty() {
         return Ok(());
     }
-    if text.chars().count() > MAX_TEXT {
-        return Err(format!("messages are at most {MAX_TEXT} characters"));
+    if text.chars().count() > state.max_text {
+        return Err(format!(
+            "messages are at most {} characters",
+            state.max_text
+        ));
     }
     let room = (!msg.room.is_empty()).then_some(&*msg.room);
-    let body = serde_json::to_string(&ChatBody {
+    let body = ChatBody {
         from: ns.conn().id(),
         room,
         text,
-    })
-    .map_err(|e| e.to_string())?;
+    };
     let target = match room {
         Some(room) => Target::room(NAMESPACE, room),
         None => Target::namespace(NAMESPACE),
     };
     let server = ns.conn().server().ok_or("not a server connection")?;
     server
-        .broadcast(
-            target.except(ns.conn()),
-            Message::new(NAMESPACE, "chat", body),
-        )
+        .broadcast_json(target.except(ns.conn()), "chat", &body)
         .map_err(|e| e.to_string())
 }
 
-#[derive(serde::Deserialize)]
-struct PrivateBody {
+/// The body of a `private` message the page sends.
+#[derive(Debug, serde::Deserialize)]
+pub struct PrivateBody {
     to: String,
     text: String,
 }
 
 /// A `private` message: to the connection(s) with ID `to`, on whichever instance.
-fn private(ns: &NsConn, msg: &Message) -> Result<(), String> {
-    let body: PrivateBody =
-        serde_json::from_slice(&msg.body).map_err(|_| "private: expected {\"to\", \"text\"}")?;
+fn private(ns: &NsConn, state: &ChatState, body: PrivateBody) -> Result<(), String> {
     if body.to.is_empty() || body.text.trim().is_empty() {
         return Err("a private message needs a name and a text (@bob hi)".to_owned());
     }
-    if body.text.chars().count() > MAX_TEXT {
-        return Err(format!("messages are at most {MAX_TEXT} characters"));
+    if body.text.chars().count() > state.max_text {
+        return Err(format!(
+            "messages are at most {} characters",
+            state.max_text
+        ));
     }
-    let out = serde_json::to_string(&ChatBody {
+    let out = ChatBody {
         from: ns.conn().id(),
         room: None,
         text: &body.text,
-    })
-    .map_err(|e| e.to_string())?;
+    };
     let server = ns.conn().server().ok_or("not a server connection")?;
     server
-        .broadcast(
-            Target::conn(NAMESPACE, &body.to),
-            Message::new(NAMESPACE, "private", out),
-        )
+        .broadcast_json(Target::conn(NAMESPACE, &body.to), "private", &out)
         .map_err(|e| e.to_string())
 }
 
@@ -346,15 +366,8 @@ fn notice(ns: &NsConn, target: Target, room: Option<&str>, text: String) {
     let Some(server) = ns.conn().server() else {
         return;
     };
-    let body = match serde_json::to_string(&NoticeBody { room, text: &text }) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::warn!(error = %e, "notice not encoded");
-            return;
-        }
-    };
-    let msg = Message::new(NAMESPACE, "notice", body);
-    if let Err(e) = server.broadcast(target.except(ns.conn()), msg) {
+    let body = NoticeBody { room, text: &text };
+    if let Err(e) = server.broadcast_json(target.except(ns.conn()), "notice", &body) {
         tracing::warn!(error = %e, "notice not sent");
     }
 }

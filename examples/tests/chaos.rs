@@ -431,7 +431,7 @@ async fn pause_burst_closes_no_client(broker: Broker, freeze: Freeze) {
     let b = &own.ts;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        clients.push(recorder(&b).await);
+        clients.push(recorder(b).await);
     }
     a.server.flush_exchanges().await;
     b.server.flush_exchanges().await;

@@ -73,6 +73,7 @@ impl<K: Copy> Error<K> {
     }
 
     /// The context and the source, for re-wrapping under another kind.
+    #[cfg(any(feature = "json", feature = "msgpack"))]
     pub(crate) fn into_parts(self) -> (String, Option<BoxError>) {
         (self.context, self.source)
     }

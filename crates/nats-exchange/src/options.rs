@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use neffos::redact::REDACTED;
 
-use crate::error::{Error, Result};
+#[cfg(feature = "nkeys")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// How the exchange authenticates.
 #[derive(Clone, Default)]
@@ -323,15 +325,14 @@ mod tests {
     #[test]
     fn debug_hides_every_secret() {
         let secret = "hunter2-secret";
-        let mut all = vec![
+        let all = [
             ConnectOptions::with_user_and_password("chat", secret),
             ConnectOptions::with_token(secret),
+            #[cfg(feature = "nkeys")]
+            ConnectOptions::with_nkey(secret),
+            #[cfg(feature = "nkeys")]
+            ConnectOptions::with_credentials(secret),
         ];
-        #[cfg(feature = "nkeys")]
-        {
-            all.push(ConnectOptions::with_nkey(secret));
-            all.push(ConnectOptions::with_credentials(secret));
-        }
         for options in all {
             let shown = format!("{options:?} {options:#?}");
             assert!(!shown.contains(secret), "{shown}");
