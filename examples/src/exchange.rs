@@ -99,6 +99,9 @@ impl Exchanges {
                 .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
                 Ok(Some(Arc::new(history)))
             }
+            // No shared store on a Redis Cluster yet: recovery stays off there.
+            #[cfg(feature = "redis")]
+            ExchangeKind::RedisCluster => Ok(None),
             #[cfg(feature = "nats")]
             ExchangeKind::Nats => Ok(None),
         }
