@@ -1156,3 +1156,62 @@ async fn typed_json_bodies_with_neffos_js() {
     js.ev("closed").await;
     js.finish().await;
 }
+
+/// Connection-state recovery with the unmodified neffos.js: its own reconnection with the
+/// session header (no positions: the server's record of what it handed to the socket is
+/// where the replay starts). Cut after the client confirmed what it had, 1,000 broadcasts
+/// missed, more published while it comes back: it gets every one once, in order, with its
+/// ID and room, and the `_OnRecovery` event says "recovered".
+#[tokio::test]
+async fn neffos_js_recovers_its_room_and_missed_messages() {
+    use neffos::recovery::{MemoryHistory, Recovery};
+    use neffos::testkit::proxy::LoadBalancer;
+
+    let store = MemoryHistory::default();
+    let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+        .recovery(Recovery::new().namespace("chat").store(store.clone()))
+        .build();
+    let ts = serve(server).await.unwrap();
+    let lb = LoadBalancer::start(ts.addr).await.unwrap();
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            ts.server
+                .broadcast(
+                    Target::room("chat", "R"),
+                    Message::new("chat", "msg", i.to_string()),
+                )
+                .unwrap();
+        }
+    };
+    let mut js = Node::spawn("recovery", &[&lb.url(), "a-secret-of-this-client"]).await;
+    let id = js.ev("ready").await["id"].clone();
+    publish(0..100);
+    js.take("100 received", |v| v["ev"] == "count" && v["n"] == 100)
+        .await;
+
+    lb.route_to(None);
+    lb.cut();
+    assert!(eventually(T, || ts.server.connection_count() == 0).await);
+    publish(100..1100);
+    assert!(eventually(T, || store.session_count() == 1).await);
+    lb.route_to(Some(ts.addr));
+    // Published while neffos.js comes back and the session is restored.
+    assert!(eventually(T, || ts.server.connection_count() == 1).await);
+    publish(1100..1200);
+
+    let recovery = js.ev("recovery").await;
+    assert_eq!(recovery["body"], "recovered", "{recovery}");
+    assert_eq!(recovery["id"], id, "same connection ID");
+    assert_eq!(recovery["reconnected"], true);
+    js.take("1,200 received", |v| v["ev"] == "count" && v["n"] == 1200)
+        .await;
+    js.send("report").await;
+    let received = js.ev("received").await;
+    let expected: Vec<String> = (0..1200).map(|i| i.to_string()).collect();
+    assert!(
+        received["bodies"] == json!(expected),
+        "not every message once in order: {} received",
+        received["bodies"].as_array().map_or(0, Vec::len)
+    );
+    js.finish().await;
+}

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 pub(crate) use ask::{PendingAsks, ask_context};
 pub(crate) use latch::Latch;
 pub(crate) use queue::{Fill, Limits, OutQueue, PushError};
+pub(crate) use system::{force_connect, force_join};
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::error::{

@@ -442,6 +442,60 @@ pub(crate) async fn ask_leave(
     Ok(())
 }
 
+/// Server side, restoring a kept session: the namespace is connected here first (the
+/// handlers may refuse), so that the client's own requests that follow find it, then the
+/// client is told with a server-initiated connect.
+pub(crate) async fn force_connect(inner: &Arc<ConnInner>, ns: &ByteString) -> Result<(), String> {
+    if !inner.namespaces.lock().contains_key(ns) {
+        if inner.handlers.get(ns).is_none() {
+            return Err(known_errors::BAD_NAMESPACE.to_owned());
+        }
+        let req = local_event(ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
+        if let Outcome::Error(text) = fire(inner, ns, req).await {
+            return Err(text);
+        }
+        if add_namespace(inner, ns) {
+            let connected = local_event(ns, &ByteString::new(), events::ON_NAMESPACE_CONNECTED);
+            let _ = fire(inner, ns, connected).await;
+        }
+    }
+    let req = local_event(ns, &ByteString::new(), events::ON_NAMESPACE_CONNECT);
+    inner
+        .ask(req, inner.config.ask_timeout)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Like [`force_connect`], for a room of a connected namespace.
+pub(crate) async fn force_join(
+    inner: &Arc<ConnInner>,
+    ns: &ByteString,
+    room: &ByteString,
+) -> Result<(), String> {
+    let member = inner.namespaces.lock().get(ns).map(|r| r.contains(room));
+    match member {
+        None => return Err(known_errors::BAD_NAMESPACE.to_owned()),
+        Some(true) => {}
+        Some(false) => {
+            if let Outcome::Error(text) =
+                fire(inner, ns, local_event(ns, room, events::ON_ROOM_JOIN)).await
+            {
+                return Err(text);
+            }
+            add_room(inner, ns, room);
+            let _ = fire(inner, ns, local_event(ns, room, events::ON_ROOM_JOINED)).await;
+        }
+    }
+    let req = local_event(ns, room, events::ON_ROOM_JOIN);
+    if let Err(e) = inner.ask(req, inner.config.ask_timeout).await {
+        // The client refused (or is gone): not a member on either side.
+        remove_room(inner, ns, room);
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
 /// Pre-connects namespace `""` for native-only connections (no wire exchange).
 pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
     add_namespace(inner, &ByteString::new());

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use bytestring::ByteString;
 use neffos_protocol::recovery::{NamespaceState, Position, RECOVERY_EVENT, SessionState};
-use neffos_protocol::{Envelope, Message, events};
+use neffos_protocol::{Envelope, Message};
 use parking_lot::Mutex;
 
 use super::outcome::{Outcome, Reason};
 use super::store::Replay;
-use crate::conn::{Conn, ConnInner, Fill, close_code};
+use crate::conn::{ConnInner, Fill, close_code, force_connect, force_join};
 use crate::error::WriteErrorKind;
 use crate::server::ServerShared;
 use crate::transport::WsOut;
@@ -213,7 +213,6 @@ pub(crate) async fn restore(server: Arc<ServerShared>, conn: Arc<ConnInner>) {
     let Some(recovery) = server.recovery.as_ref() else {
         return;
     };
-    let handle = Conn(conn.clone());
     let mut outcomes: Vec<(ByteString, Outcome)> = Vec::new();
     let mut restored = Vec::new();
     for ns in &saved.namespaces {
@@ -221,30 +220,16 @@ pub(crate) async fn restore(server: Arc<ServerShared>, conn: Arc<ConnInner>) {
         if !recovery.config.covers(&ns.name) {
             continue;
         }
-        // Asked of the client first, even when it already asked itself: it applies a
-        // request as it reads it, so it is in the namespace and rooms before the replay
-        // (its own request completes in another task, maybe after the replay was read).
-        let timeout = conn.config.ask_timeout;
-        let ask = Message::new(name.clone(), events::ON_NAMESPACE_CONNECT, Bytes::new());
-        if let Err(e) = conn.ask(ask, timeout).await {
-            tracing::debug!(id = %conn.id, ns = %ns.name, error = %e, "client did not connect the namespace");
+        // Connected here first, then the client is asked: it applies a request as it reads
+        // it, so it is in the namespace and rooms before the replay, and its own requests
+        // (neffos.js restores by itself too) find them here.
+        if let Err(e) = force_connect(&conn, &name).await {
+            tracing::debug!(id = %conn.id, ns = %ns.name, error = %e, "namespace not restored");
+            outcomes.push((name, Outcome::NotRecovered(Reason::Refused)));
+            continue;
         }
-        let ns_conn = match handle.connect(&ns.name).await {
-            Ok(ns_conn) => ns_conn,
-            Err(e) => {
-                tracing::debug!(id = %conn.id, ns = %ns.name, error = %e, "namespace not restored");
-                outcomes.push((name, Outcome::NotRecovered(Reason::Refused)));
-                continue;
-            }
-        };
         for room in &ns.rooms {
-            let ask = Message::new(name.clone(), events::ON_ROOM_JOIN, Bytes::new())
-                .with_room(ByteString::from(room.as_str()));
-            if let Err(e) = conn.ask(ask, timeout).await {
-                tracing::debug!(id = %conn.id, ns = %ns.name, room, error = %e, "client did not join the room");
-                continue;
-            }
-            if let Err(e) = ns_conn.join_room(room).await {
+            if let Err(e) = force_join(&conn, &name, &ByteString::from(room.as_str())).await {
                 tracing::debug!(id = %conn.id, ns = %ns.name, room, error = %e, "room not restored");
             }
         }
