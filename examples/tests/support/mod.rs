@@ -110,3 +110,65 @@ impl Drop for JsUser {
         let _ = self.child.wait();
     }
 }
+
+/// One `scale-out` process (one instance on a free port) started with `args`; killed
+/// (SIGKILL) on drop or with [`ScaleOut::kill`].
+pub(crate) struct ScaleOut {
+    child: Child,
+    /// Where it listens.
+    pub(crate) port: u16,
+}
+
+impl ScaleOut {
+    /// Starts it and waits until it printed its address.
+    pub(crate) fn start(args: &[String]) -> ScaleOut {
+        let bundle =
+            std::env::temp_dir().join(format!("neffos-scale-out-test-{}.js", std::process::id()));
+        std::fs::write(&bundle, "// not used by this test\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scale-out"))
+            .args(["--ports", "0"])
+            .args(args)
+            .arg("--neffos-js")
+            .arg(&bundle)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .split("open http://")
+                    .nth(1)
+                    .and_then(|url| url.rsplit(':').next())
+                    .and_then(|port| port.trim().parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("scale-out printed its address");
+        ScaleOut { child, port }
+    }
+
+    /// The WebSocket endpoint.
+    pub(crate) fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/echo", self.port)
+    }
+
+    /// kill -9.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ScaleOut {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
