@@ -58,6 +58,9 @@ pub struct BrokerUrls {
     pub redis: String,
     /// NATS URL list.
     pub nats: String,
+    /// Go neffos compatibility prefix (`--go-compat`): Redis and NATS exchanges also speak
+    /// Go neffos v0.0.25's scheme under it, for a rolling migration from Go instances.
+    pub go_compat: Option<String>,
 }
 
 /// Creates one exchange per instance, all connected to the same bus or broker.
@@ -119,7 +122,12 @@ impl Exchanges {
             ExchangeKind::Memory => Ok(Arc::new(self.memory.clone())),
             #[cfg(feature = "redis")]
             ExchangeKind::Redis => {
-                let exchange = neffos_redis::RedisExchange::connect(self.urls.redis.clone())
+                let mut builder = neffos_redis::RedisExchange::builder(self.urls.redis.clone());
+                if let Some(prefix) = &self.urls.go_compat {
+                    builder = builder.go_compat(prefix.clone());
+                }
+                let exchange = builder
+                    .connect()
                     .await
                     .with_context(|| format!("cannot use Redis at {}", self.urls.redis))?;
                 Ok(Arc::new(exchange))
@@ -135,7 +143,12 @@ impl Exchanges {
             }
             #[cfg(feature = "nats")]
             ExchangeKind::Nats => {
-                let exchange = neffos_nats::NatsExchange::connect(&self.urls.nats)
+                let mut builder = neffos_nats::NatsExchange::builder(self.urls.nats.clone());
+                if let Some(prefix) = &self.urls.go_compat {
+                    builder = builder.go_compat(prefix.clone());
+                }
+                let exchange = builder
+                    .connect()
                     .await
                     .with_context(|| format!("cannot use NATS at {}", self.urls.nats))?;
                 Ok(Arc::new(exchange))
@@ -157,6 +170,11 @@ pub struct ExchangeArgs {
     /// NATS server URL(s) for `--exchange nats`, comma-separated.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Also speak Go neffos v0.0.25's Redis/NATS scheme under this channel/subject prefix
+    /// (`--exchange redis` or `nats`), so Go neffos instances of the same app on the same
+    /// broker and these instances see each other: a rolling migration from Go neffos.
+    #[arg(long, env = "GO_COMPAT", value_name = "PREFIX")]
+    pub go_compat: Option<String>,
 }
 
 impl ExchangeArgs {
@@ -167,6 +185,7 @@ impl ExchangeArgs {
             BrokerUrls {
                 redis: self.redis_url.clone(),
                 nats: self.nats_url.clone(),
+                go_compat: self.go_compat.clone(),
             },
         )
     }

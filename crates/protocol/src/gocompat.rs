@@ -626,6 +626,32 @@ mod tests {
     }
 
     #[test]
+    fn wait_tokens_from_go_never_reach_our_clients() {
+        // Whatever a Go node (or a client it relays) puts in the wait slot, what our
+        // clients get carries no wait token: exchange-only tokens cannot be injected.
+        let bridge = GoBridge::new();
+        bridge.add_route("P.default.", GoRoute::Namespace("default".into()));
+        bridge.add_route("P.bob.", GoRoute::Conn("bob".into()));
+        for wait in [
+            "$123",
+            "#1",
+            "1!234",
+            "a!!x",
+            "neffos(0x~neffos-rs)x",
+            "neffos(0xabc(bob0xc01))",
+            "dn4k-1-5ea82d08",
+        ] {
+            for channel in ["P.default.", "P.bob."] {
+                let frame = Bytes::from(format!("{wait};default;;chat;0;0;hi"));
+                for env in bridge.inbound(channel, frame) {
+                    let env = Envelope::decode(&env).unwrap();
+                    assert!(env.to_message().wait.is_empty(), "{wait} on {channel}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn routes_are_counted() {
         let bridge = GoBridge::new();
         bridge.add_route("c", GoRoute::Conn("a".into()));
