@@ -1,7 +1,8 @@
 // Connection-state recovery with the unmodified neffos.js: dial with {reconnect} and the
 // session header, connect "chat" and join room "R", count every "msg"; after the test cut
 // the connection, neffos.js reconnects by itself and the server gives the room and the
-// missed messages back. Reports each 100th message, the recovery event, then every body.
+// missed messages back. Reports each 100th message, the recovery event, and every body
+// (when told to, or when the message "end" arrives).
 // Usage: node recovery.js <ws-url> <session-key>
 import neffos from "neffos.js";
 import { out, done, expectCommand } from "./lib.js";
@@ -13,6 +14,7 @@ const conn = await neffos.dial(
   {
     chat: {
       msg: (ns, msg) => {
+        if (msg.Body === "end") return out("end", { bodies });
         bodies.push(msg.Body);
         if (bodies.length % 100 === 0) out("count", { n: bodies.length });
       },

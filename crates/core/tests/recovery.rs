@@ -332,3 +332,37 @@ async fn client_with_rooms(
     }
     (client, rx)
 }
+
+/// Cut in the middle of a steady stream (2,000 broadcasts/s): what was in flight in the
+/// socket and the network is replayed too, since the Rust client reports what it received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_loses_nothing_in_flight_at_a_cut() {
+    let store = MemoryHistory::default();
+    let ts = serve(server(store.clone(), Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let lb = LoadBalancer::start(ts.addr).await.unwrap();
+    let (client, mut rx) = client(&lb, true, None).await;
+    const N: usize = 3000;
+    let publisher = {
+        let server = ts.server.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(500));
+            for i in 0..N {
+                tick.tick().await;
+                publish(&server, i..i + 1);
+            }
+        })
+    };
+    let mut got = receive(&mut rx, 500).await;
+    cut(&lb, &ts).await;
+    lb.route_to(Some(ts.addr));
+    client.wait_reconnects(0, T).await.unwrap();
+    publisher.await.unwrap();
+    got.extend(receive(&mut rx, N - 500).await);
+    assert_in_order(&got, 0..N);
+    assert_eq!(
+        client.wait_recovery("chat", T).await.unwrap(),
+        Outcome::Recovered
+    );
+}
