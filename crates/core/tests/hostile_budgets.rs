@@ -450,3 +450,42 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// `neffos::serve`'s cap on connections not upgraded yet: past it, a new TCP connection is
+/// closed at once (it cannot pile up), and places come back as the others time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_unupgraded_cap_are_closed_at_once() {
+    let _turn = SERIAL.lock().await;
+    let server = Server::builder(app()).build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/echo", server.route());
+    let serving = tokio::spawn(
+        neffos::serve(listener, router)
+            .max_unupgraded(10)
+            .header_read_timeout(Duration::from_millis(500))
+            .into_future(),
+    );
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the accept loop take all ten before the eleventh.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(T, extra.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "closed before the header-read timeout, at once"
+    );
+    // The silent ones time out; then a client gets in.
+    for tcp in &mut silent {
+        let read = tokio::time::timeout(T, tcp.read(&mut buf)).await.unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    fresh_pair_served(addr).await;
+    serving.abort();
+}
