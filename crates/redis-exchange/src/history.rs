@@ -80,7 +80,15 @@ impl Script {
     }
 }
 
-/// Recorded broadcasts and kept sessions in Redis (see the [module](self) docs).
+/// Recorded broadcasts and kept sessions in Redis, shared by every instance.
+///
+/// Per namespace: a Stream of recorded broadcasts trimmed with `MAXLEN ~`, whose entry IDs
+/// are the dense offsets `<n>-0` (a gap left by trimming is seen exactly), and a hash with
+/// the epoch and the last offset. A namespace whose hash is gone (FLUSHALL, eviction, a
+/// failover without persistence) starts a new epoch: positions of the old history are
+/// answered "epoch changed", never with a silent gap. The age bound applies when a client
+/// comes back (an older missed broadcast means "not recovered"); storage is bounded by the
+/// count. Sessions are keys with a TTL, taken with `GETDEL`.
 pub struct RedisHistory {
     client: redis::Client,
     conn: Mutex<Option<Conn>>,
