@@ -14,6 +14,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker_cluster::RedisCluster;
+use neffos::testkit::numbered::Numbered;
 use neffos::{Client, Events, Message, Namespaces, NsConn};
 use tokio::sync::mpsc;
 
@@ -70,15 +71,15 @@ impl Drop for Process {
     }
 }
 
-/// A chat user whose received chat texts that are numbers arrive on the channel.
-async fn user(url: &str, name: &str) -> (Client, mpsc::UnboundedReceiver<u64>) {
+/// A chat user whose received chat texts that are numbers are checked by a [`Numbered`].
+async fn user(url: &str, name: &str) -> (Client, Numbered) {
     let (tx, rx) = mpsc::unbounded_channel();
     let events = Events::new().on("chat", move |_ns: NsConn, msg: Message| {
         let tx = tx.clone();
         async move {
             let body: serde_json::Value = serde_json::from_slice(&msg.body).unwrap_or_default();
             if let Some(n) = body["text"].as_str().and_then(|t| t.parse().ok()) {
-                let _ = tx.send(n);
+                let _ = tx.send((n, Instant::now()));
             }
         }
     });
@@ -89,33 +90,7 @@ async fn user(url: &str, name: &str) -> (Client, mpsc::UnboundedReceiver<u64>) {
         .await
         .unwrap();
     client.connect("default").await.unwrap();
-    (client, rx)
-}
-
-/// Order and duplicates checked on every arrival.
-struct Seen {
-    rx: mpsc::UnboundedReceiver<u64>,
-    last: Option<u64>,
-    missing: u64,
-}
-
-impl Seen {
-    async fn until(&mut self, at_least: u64) {
-        loop {
-            let n = tokio::time::timeout(T, self.rx.recv())
-                .await
-                .expect("delivery resumes")
-                .unwrap();
-            if let Some(last) = self.last {
-                assert!(n > last, "{n} after {last}: duplicate or reordered");
-                self.missing += n - last - 1;
-            }
-            self.last = Some(n);
-            if n >= at_least {
-                return;
-            }
-        }
-    }
+    (client, Numbered::new(rx))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,21 +121,10 @@ async fn processes_keep_order_through_failover_and_master_kill() {
             }
         })
     };
-    let mut seen = [
-        Seen {
-            rx: rx2,
-            last: None,
-            missing: 0,
-        },
-        Seen {
-            rx: rx3,
-            last: None,
-            missing: 0,
-        },
-    ];
+    let mut seen = [rx2, rx3];
     // The other processes subscribe asynchronously: wait for the stream to flow.
     for s in &mut seen {
-        s.until(30).await;
+        s.until(30, Instant::now()).await;
     }
     let slot = cluster.key_slot("neffos:ns:7:default");
     for step in ["CLUSTER FAILOVER", "kill -9 of the master"] {
@@ -180,13 +144,11 @@ async fn processes_keep_order_through_failover_and_master_kill() {
         assert_ne!(cluster.master_of_slot(slot), owner);
         let mut report = Vec::new();
         for s in &mut seen {
-            let before = s.missing;
-            let target = s.last.unwrap_or(0) + 100;
-            s.until(target).await;
-            report.push(s.missing - before);
+            let target = s.last().unwrap_or(0) + 100;
+            report.push(s.until(target, changed).await);
         }
         println!(
-            "scale-out processes on Redis Cluster, {step}: healed and 100 more delivered after {:?}; missed per receiver {report:?}",
+            "scale-out processes on Redis Cluster, {step}: healed and 100 more delivered after {:?}; per receiver {report:?}",
             changed.elapsed()
         );
     }

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker::{NatsServer, RedisServer};
+use neffos::testkit::numbered::{Numbered, stream};
 use neffos::testkit::{TestServer, serve};
-use neffos::{Client, Events, Exchange, Message, Namespaces, NsConn, Server, Target};
+use neffos::{Client, Events, Exchange, Message, Namespaces, Server, Target};
 use neffos_nats::NatsExchange;
 use neffos_redis::RedisExchange;
-use tokio::sync::mpsc;
 
-const T: Duration = Duration::from_secs(10);
 const RUNS: usize = 10;
 const DOWN: Duration = Duration::from_secs(2);
 /// Looser than the 300 ms target: see the module documentation.
@@ -32,26 +31,9 @@ async fn instance(exchange: Arc<dyn Exchange>) -> TestServer {
     serve(server).await.unwrap()
 }
 
-/// A client of `ts` in namespace `chat` whose `seq` events arrive on the channel with
-/// their arrival time.
-async fn recorder(ts: &TestServer) -> (Client, mpsc::UnboundedReceiver<(u64, Instant)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = Client::builder(ts.url())
-        .namespaces(Namespaces::new().namespace(
-            "chat",
-            Events::new().on("seq", move |_ns: NsConn, msg: Message| {
-                let tx = tx.clone();
-                async move {
-                    let n = std::str::from_utf8(&msg.body).unwrap().parse().unwrap();
-                    let _ = tx.send((n, Instant::now()));
-                }
-            }),
-        ))
-        .connect()
-        .await
-        .unwrap();
-    client.connect("chat").await.unwrap();
-    (client, rx)
+/// A client of `ts` in namespace `chat` recording the numbered `seq` broadcasts.
+async fn recorder(ts: &TestServer) -> (Client, Numbered) {
+    Numbered::connect(&ts.url(), "chat", "seq").await
 }
 
 /// One resumption: from the broker answering again (`restart` returned) and from the
@@ -75,60 +57,30 @@ async fn measure(
     let (_cb, mut remote) = recorder(b).await;
     a.server.flush_exchanges().await;
     b.server.flush_exchanges().await;
-    let stream = {
-        let server = a.server.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for n in 0u64.. {
-                tick.tick().await;
-                let _ = server.broadcast(
-                    Target::namespace("chat"),
-                    Message::new("", "seq", n.to_string()),
-                );
-            }
-        })
-    };
+    let sender = stream(
+        a.server.clone(),
+        Target::namespace("chat"),
+        "seq",
+        Duration::from_millis(5),
+    );
     let (kill, restart) = (Arc::new(kill), Arc::new(restart));
-    let mut last = None::<u64>;
-    let mut next = |remote: &mut mpsc::UnboundedReceiver<(u64, Instant)>| {
-        let got = remote.try_recv();
-        if let Ok((n, _)) = got {
-            assert!(
-                last.is_none_or(|l| n > l),
-                "{n} after {last:?}: duplicate or reordered"
-            );
-            last = Some(n);
-        }
-        got.ok()
-    };
     let mut samples = Vec::new();
     for _ in 0..RUNS {
-        // Flowing: 20 deliveries in a row.
-        let mut seen = 0;
-        let deadline = Instant::now() + T;
-        while seen < 20 {
-            assert!(Instant::now() < deadline, "delivery did not flow");
-            if next(&mut remote).is_some() {
-                seen += 1;
-            } else {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
+        // Flowing: 20 more deliveries.
+        let target = remote.last().map_or(20, |l| l + 20);
+        remote.until(target, Instant::now()).await;
         let k = kill.clone();
         tokio::task::spawn_blocking(move || k()).await.unwrap();
         tokio::time::sleep(DOWN).await;
-        while next(&mut remote).is_some() {}
+        while remote.try_next().is_some() {}
         let restart_at = Instant::now();
         let r = restart.clone();
         tokio::task::spawn_blocking(move || r()).await.unwrap();
         let ready_at = Instant::now();
-        let deadline = Instant::now() + T;
         let resumed = loop {
-            assert!(Instant::now() < deadline, "delivery did not resume");
-            match next(&mut remote) {
-                Some((_, at)) if at > ready_at => break at,
-                Some(_) => {}
-                None => tokio::time::sleep(Duration::from_millis(1)).await,
+            let (_, at) = remote.next().await;
+            if at > ready_at {
+                break at;
             }
         };
         samples.push(Sample {
@@ -136,7 +88,7 @@ async fn measure(
             from_restart: resumed.duration_since(restart_at),
         });
     }
-    stream.abort();
+    sender.abort();
     samples
 }
 
@@ -238,11 +190,7 @@ async fn pause_delays_without_loss(
     }
     resume();
     for n in 0..100u64 {
-        let (got, _) = tokio::time::timeout(T, remote.recv())
-            .await
-            .expect("delivered after the pause")
-            .unwrap();
-        assert_eq!(got, n, "lost or reordered across the pause");
+        assert_eq!(remote.next().await.0, n, "lost across the pause");
     }
     assert_eq!(a.server.exchanges()[0].stats().publish_errors, 0);
 }

@@ -76,10 +76,12 @@ impl Backoff {
     }
 
     /// The delay after an attempt that failed after `took`: the next exponential delay,
-    /// capped at [`REFUSED_RETRY_MAX`] when the attempt was refused quickly.
-    pub(crate) fn after_failure(&mut self, took: Duration) -> Duration {
+    /// capped at [`REFUSED_RETRY_MAX`] when the attempt was refused (`refused`: the host
+    /// said nothing listens; on a loaded machine that answer can take longer than
+    /// [`QUICK_REFUSAL`]) or failed quickly.
+    pub(crate) fn after_failure(&mut self, took: Duration, refused: bool) -> Duration {
         let delay = self.next_delay();
-        if took < QUICK_REFUSAL {
+        if refused || took < QUICK_REFUSAL {
             delay.min(REFUSED_RETRY_MAX)
         } else {
             delay
@@ -122,10 +124,11 @@ mod tests {
     fn quick_refusals_retry_soon() {
         let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         for _ in 0..20 {
-            assert!(b.after_failure(Duration::from_millis(1)) <= REFUSED_RETRY_MAX);
+            assert!(b.after_failure(Duration::from_millis(1), false) <= REFUSED_RETRY_MAX);
+            assert!(b.after_failure(Duration::from_secs(1), true) <= REFUSED_RETRY_MAX);
         }
         // A slow failure (timeout) keeps the exponential delay.
-        assert!(b.after_failure(Duration::from_secs(2)) > REFUSED_RETRY_MAX);
+        assert!(b.after_failure(Duration::from_secs(2), false) > REFUSED_RETRY_MAX);
     }
 
     #[tokio::test]

@@ -54,6 +54,20 @@ impl Error {
         }
     }
 
+    /// A connection attempt the broker's host refused (nothing listens on the port): the
+    /// broker is restarting or gone, not slow.
+    pub(crate) fn is_refusal(&self) -> bool {
+        let Error::Connect { source } = self else {
+            return false;
+        };
+        if let Some(e) = source.downcast_ref::<redis::RedisError>() {
+            return e.is_connection_refusal();
+        }
+        source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+
     pub(crate) fn command(e: impl StdError + Send + Sync + 'static) -> Self {
         Error::Command {
             source: Box::new(e),

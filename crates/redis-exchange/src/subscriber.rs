@@ -265,7 +265,9 @@ impl<D: Driver> State<D> {
                     return Flow::Continue;
                 }
                 Err(e) => {
-                    let delay = self.backoff.after_failure(attempt.elapsed());
+                    let delay = self
+                        .backoff
+                        .after_failure(attempt.elapsed(), e.is_refusal());
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis subscriber cannot connect");
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker_cluster::RedisCluster;
+use neffos::testkit::numbered::{Numbered, stream};
 use neffos::testkit::{TestServer, serve};
-use neffos::{Client, Events, Exchange, Message, Namespaces, NsConn, Server, Target, Topic};
+use neffos::{Client, Events, Exchange, Message, Namespaces, Server, Target, Topic};
 use neffos_redis::RedisClusterExchange;
-use tokio::sync::mpsc;
 
 const T: Duration = Duration::from_secs(15);
 
@@ -51,69 +51,9 @@ async fn instance(exchange: Arc<dyn Exchange>) -> TestServer {
     serve(server).await.unwrap()
 }
 
-/// A client of `ts` in `chat` whose `seq` bodies arrive on the channel.
-async fn recorder(ts: &TestServer) -> (Client, mpsc::UnboundedReceiver<(u64, Instant)>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = Client::builder(ts.url())
-        .namespaces(Namespaces::new().namespace(
-            "chat",
-            Events::new().on("seq", move |_ns: NsConn, msg: Message| {
-                let tx = tx.clone();
-                async move {
-                    let n = std::str::from_utf8(&msg.body).unwrap().parse().unwrap();
-                    let _ = tx.send((n, Instant::now()));
-                }
-            }),
-        ))
-        .connect()
-        .await
-        .unwrap();
-    client.connect("chat").await.unwrap();
-    (client, rx)
-}
-
-/// One receiver's view of the stream: order and duplicates checked on every arrival.
-struct Receiver {
-    rx: mpsc::UnboundedReceiver<(u64, Instant)>,
-    last: Option<u64>,
-    missing: u64,
-}
-
-impl Receiver {
-    /// Waits for `at_least`; returns (missing meanwhile, first arrival after a gap or after
-    /// `since`, counted from `since`).
-    async fn until(&mut self, at_least: u64, since: Instant) -> (u64, Duration) {
-        let before = self.missing;
-        let mut resumed = None;
-        let mut first_gap = true;
-        loop {
-            let (n, at) = tokio::time::timeout(T, self.rx.recv())
-                .await
-                .expect("delivery resumes")
-                .unwrap();
-            if let Some(last) = self.last {
-                assert!(n > last, "{n} after {last}: duplicate or reordered");
-                if n > last + 1 {
-                    self.missing += n - last - 1;
-                    if first_gap {
-                        resumed = Some(at);
-                        first_gap = false;
-                    }
-                }
-            }
-            self.last = Some(n);
-            if resumed.is_none() && at >= since {
-                resumed = Some(at);
-            }
-            if n >= at_least {
-                break;
-            }
-        }
-        (
-            self.missing - before,
-            resumed.unwrap_or(since).saturating_duration_since(since),
-        )
-    }
+/// A client of `ts` in `chat` recording the numbered `seq` broadcasts.
+async fn recorder(ts: &TestServer) -> (Client, Numbered) {
+    Numbered::connect(&ts.url(), "chat", "seq").await
 }
 
 /// A topology change applied by the harness while instance 0 streams to instances 1 and 2.
@@ -141,8 +81,8 @@ async fn stream_through(change: Change) {
         instances.push(instance(x.clone()).await);
     }
     let (_c0, _local) = recorder(&instances[0]).await;
-    let (_c1, rx1) = recorder(&instances[1]).await;
-    let (_c2, rx2) = recorder(&instances[2]).await;
+    let (_c1, r1) = recorder(&instances[1]).await;
+    let (_c2, r2) = recorder(&instances[2]).await;
     for i in &instances {
         tokio::time::timeout(T, i.server.flush_exchanges())
             .await
@@ -152,31 +92,13 @@ async fn stream_through(change: Change) {
         .channel(&Topic::Namespace("chat".into()))
         .unwrap();
     let slot = cluster.key_slot(&channel);
-    let sender = {
-        let server = instances[0].server.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for n in 0u64.. {
-                tick.tick().await;
-                let _ = server.broadcast(
-                    Target::namespace("chat"),
-                    Message::new("", "seq", n.to_string()),
-                );
-            }
-        })
-    };
-    let mut receivers = [
-        Receiver {
-            rx: rx1,
-            last: None,
-            missing: 0,
-        },
-        Receiver {
-            rx: rx2,
-            last: None,
-            missing: 0,
-        },
-    ];
+    let sender = stream(
+        instances[0].server.clone(),
+        Target::namespace("chat"),
+        "seq",
+        Duration::from_millis(5),
+    );
+    let mut receivers = [r1, r2];
     for r in &mut receivers {
         r.until(50, Instant::now()).await;
     }
@@ -207,8 +129,9 @@ async fn stream_through(change: Change) {
     );
     let mut results = Vec::new();
     for r in &mut receivers {
-        let target = r.last.unwrap_or(0) + 200;
-        results.push(r.until(target, changed).await);
+        let target = r.last().unwrap_or(0) + 200;
+        let outage = r.until(target, changed).await;
+        results.push((outage.missing, outage.resumed_after));
     }
     let sent = exchanges[0].stats();
     let stats: Vec<_> = exchanges.iter().map(|x| x.cluster_stats()).collect();
@@ -238,9 +161,8 @@ async fn stream_through(change: Change) {
     // The sender still publishes to the slot's new owner, without errors from now on.
     let errors = exchanges[0].stats().publish_errors;
     for r in &mut receivers {
-        let target = r.last.unwrap_or(0) + 20;
-        let (missing, _) = r.until(target, Instant::now()).await;
-        assert_eq!(missing, 0);
+        let target = r.last().unwrap_or(0) + 20;
+        assert_eq!(r.until(target, Instant::now()).await.missing, 0);
     }
     assert_eq!(exchanges[0].stats().publish_errors, errors);
     sender.abort();
@@ -345,27 +267,15 @@ async fn delivery_resumes_soon_after_a_cluster_restart() {
     let a = instance(exchanges[0].clone()).await;
     let b = instance(exchanges[1].clone()).await;
     let (_ca, _local) = recorder(&a).await;
-    let (_cb, rx) = recorder(&b).await;
+    let (_cb, mut receiver) = recorder(&b).await;
     a.server.flush_exchanges().await;
     b.server.flush_exchanges().await;
-    let sender = {
-        let server = a.server.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for n in 0u64.. {
-                tick.tick().await;
-                let _ = server.broadcast(
-                    Target::namespace("chat"),
-                    Message::new("", "seq", n.to_string()),
-                );
-            }
-        })
-    };
-    let mut receiver = Receiver {
-        rx,
-        last: None,
-        missing: 0,
-    };
+    let sender = stream(
+        a.server.clone(),
+        Target::namespace("chat"),
+        "seq",
+        Duration::from_millis(5),
+    );
     receiver.until(20, Instant::now()).await;
     let mut samples = Vec::new();
     for _ in 0..10 {
@@ -374,7 +284,7 @@ async fn delivery_resumes_soon_after_a_cluster_restart() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        while receiver.rx.try_recv().is_ok() {}
+        while receiver.try_next().is_some() {}
         let c = cluster.clone();
         tokio::task::spawn_blocking(move || {
             (0..c.len()).for_each(|i| c.node(i).restart());
@@ -384,18 +294,14 @@ async fn delivery_resumes_soon_after_a_cluster_restart() {
         .unwrap();
         let healthy = Instant::now();
         let resumed = loop {
-            let (n, at) = tokio::time::timeout(T, receiver.rx.recv())
-                .await
-                .expect("delivery resumes")
-                .unwrap();
-            receiver.last = Some(n);
+            let (_, at) = receiver.next().await;
             if at > healthy {
                 break at;
             }
         };
         samples.push(resumed.duration_since(healthy));
         // Flowing again before the next outage.
-        let target = receiver.last.unwrap_or(0) + 20;
+        let target = receiver.last().unwrap_or(0) + 20;
         receiver.until(target, Instant::now()).await;
     }
     sender.abort();

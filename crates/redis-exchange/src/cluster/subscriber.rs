@@ -152,7 +152,7 @@ impl State {
                         }
                     }
                     Err(why) => {
-                        let delay = self.backoff.after_failure(started.elapsed());
+                        let delay = self.backoff.after_failure(started.elapsed(), false);
                         tracing::debug!(reason = %why, retry_in = ?delay, "Redis Cluster subscriptions not all applied yet");
                         self.retry_at = Some(Instant::now() + delay);
                     }
