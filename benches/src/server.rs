@@ -36,7 +36,9 @@ use anyhow::{Context, bail};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
-use neffos::{Events, Exchange, MemoryExchange, Message, Namespaces, Reply, Server, Target};
+use neffos::{
+    ClusterConfig, Events, Exchange, MemoryExchange, Message, Namespaces, Reply, Server, Target,
+};
 use tokio::sync::broadcast;
 
 /// What the server speaks.
@@ -91,6 +93,10 @@ pub struct ServerArgs {
     /// (0: never; they are always at `GET /stats`).
     #[arg(long, default_value_t = 0)]
     pub stats_every_ms: u64,
+    /// Turn the cluster on (`ClusterConfig::default()`: heartbeat 2 s) and serve its room
+    /// queries at `GET /cluster/{room_count,room_members}?room=<room>` (namespace `bench`).
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Instance `instance`'s counters as one JSON object: what its exchanges published, failed
@@ -101,6 +107,7 @@ pub fn stats_json(instance: usize, server: &Server) -> String {
         server.exchanges().iter().map(|x| f(x.stats())).sum()
     };
     let snapshot = server.stats();
+    let cluster = server.cluster().stats();
     serde_json::json!({
         "event": "stats",
         "instance": instance,
@@ -115,12 +122,17 @@ pub fn stats_json(instance: usize, server: &Server) -> String {
             "envelopes_received": snapshot.envelopes_received,
             "malformed_envelopes": snapshot.malformed_envelopes,
         },
+        "cluster": {
+            "instances": cluster.instances,
+            "settled": cluster.settled,
+        },
     })
     .to_string()
 }
 
-/// The neffos server of the benchmark, optionally joined to others by `exchange`.
-pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>) -> Server {
+/// The neffos server of the benchmark, optionally joined to others by `exchange`, with the
+/// cluster on when `cluster` is set.
+pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>, cluster: bool) -> Server {
     let events = Events::new()
         .on("fanout", |ns, msg: Message| async move {
             let Some(server) = ns.conn().server() else {
@@ -144,7 +156,57 @@ pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>) -> Server {
     if let Some(exchange) = exchange {
         builder = builder.exchange(exchange);
     }
+    if cluster {
+        builder = builder.cluster(ClusterConfig::default());
+    }
     builder.build()
+}
+
+/// The room queries of the cluster, timed on the server: `{"value": n, "missing": m,
+/// "micros": t}` (`value`: members counted, or listed, across every instance; `missing`:
+/// live instances that did not answer by the deadline).
+fn cluster_router(server: &Server) -> axum::Router {
+    // The room from `?room=<room>` (names without escapes, as the load generator's).
+    fn room(uri: &axum::http::Uri) -> String {
+        uri.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("room="))
+            .unwrap_or_default()
+            .to_owned()
+    }
+    let (count_server, members_server) = (server.clone(), server.clone());
+    let answer = |value: usize, missing: usize, started: std::time::Instant| {
+        let body = serde_json::json!({
+            "value": value,
+            "missing": missing,
+            "micros": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+        ([("content-type", "application/json")], body.to_string())
+    };
+    axum::Router::new()
+        .route(
+            "/cluster/room_count",
+            axum::routing::get(move |uri: axum::http::Uri| async move {
+                let room = room(&uri);
+                let started = std::time::Instant::now();
+                match count_server.cluster().room_count("bench", &room).await {
+                    Ok(p) => answer(p.value, p.missing.len(), started),
+                    Err(_) => answer(0, usize::MAX, started),
+                }
+            }),
+        )
+        .route(
+            "/cluster/room_members",
+            axum::routing::get(move |uri: axum::http::Uri| async move {
+                let room = room(&uri);
+                let started = std::time::Instant::now();
+                match members_server.cluster().room_members("bench", &room).await {
+                    Ok(p) => answer(p.value.len(), p.missing.len(), started),
+                    Err(_) => answer(0, usize::MAX, started),
+                }
+            }),
+        )
 }
 
 /// How long `ask-peer` waits for the responder's reply.
@@ -307,15 +369,18 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         let app = match args.mode {
             Mode::Neffos => {
-                let server = neffos_server(exchange_for(&args, &memory).await?);
+                let server = neffos_server(exchange_for(&args, &memory).await?, args.cluster);
                 let stats_server = server.clone();
-                let app = axum::Router::new().route("/echo", server.route()).route(
+                let mut app = axum::Router::new().route("/echo", server.route()).route(
                     "/stats",
                     axum::routing::get(move || {
                         let body = stats_json(i, &stats_server);
                         async move { ([("content-type", "application/json")], body) }
                     }),
                 );
+                if args.cluster {
+                    app = app.merge(cluster_router(&server));
+                }
                 servers.push(server);
                 app
             }

@@ -225,6 +225,13 @@ pub(super) struct Counters {
     delivered: Option<u64>,
 }
 
+impl Counters {
+    /// Messages published to the broker so far (Redis `PUBLISH` calls, NATS `in_msgs`).
+    pub(super) fn published(&self) -> u64 {
+        self.published
+    }
+}
+
 /// The most seen while sampling during a run.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -284,6 +291,34 @@ impl Endpoint {
                     published: field("in_msgs")?,
                     delivered: Some(field("out_msgs")?),
                 })
+            }
+        }
+    }
+
+    /// Bytes the broker received and sent so far (Redis: `INFO stats`
+    /// `total_net_{input,output}_bytes`, this reading's own traffic included; NATS: `/varz`
+    /// `in_bytes + out_bytes`, payloads only).
+    pub(super) fn net_bytes(&self) -> anyhow::Result<u64> {
+        match self.kind {
+            Kind::Redis => {
+                let mut redis = Resp::connect(self.sock())?;
+                let info = redis.command(&["INFO", "stats"])?.text()?;
+                let field = |name: &str| -> anyhow::Result<u64> {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .with_context(|| format!("INFO stats has no {name}"))?
+                        .trim()
+                        .parse::<u64>()
+                        .with_context(|| name.to_owned())
+                };
+                Ok(field("total_net_input_bytes:")? + field("total_net_output_bytes:")?)
+            }
+            Kind::Nats => {
+                let varz = http_json(self.monitor, "/varz")?;
+                Ok(
+                    varz["in_bytes"].as_u64().unwrap_or(0)
+                        + varz["out_bytes"].as_u64().unwrap_or(0),
+                )
             }
         }
     }
@@ -498,7 +533,7 @@ impl Resp {
 }
 
 /// `GET path` on nats-server's monitoring port, as JSON.
-fn http_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
+pub(super) fn http_json(port: u16, path: &str) -> anyhow::Result<serde_json::Value> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .with_context(|| format!("connecting to {addr}"))?;

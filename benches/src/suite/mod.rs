@@ -15,6 +15,7 @@ mod crossask;
 mod machine;
 mod peers;
 mod plot;
+mod queries;
 mod report;
 mod scaleout;
 
@@ -30,6 +31,7 @@ pub use brokers::{BrokerCeiling, BrokerStats};
 pub use crossask::{AskRun, CrossAskResults};
 pub use machine::{Machine, Versions};
 pub use peers::{Peer, Role};
+pub use queries::{QueryResults, QueryRow, RestRow};
 pub use scaleout::{ScaleOutArgs, ScaleOutResults};
 
 /// Environment variable set on the suite once it re-executed itself pinned.
@@ -62,6 +64,15 @@ pub struct SuiteArgs {
     /// Exchanges of the cluster runs (comma-separated: memory, redis, nats; default all).
     #[arg(long, value_delimiter = ',')]
     pub exchanges: Vec<String>,
+    /// Run only the cluster-query phase (neffos-rs `room_count`/`room_members` next to
+    /// socketioxide-redis `fetch_sockets`, 5 instances over Redis; heartbeat cost at rest):
+    /// results in `target/bench/queries.json`, its section on standard error (and appended
+    /// to `target/bench/queries.md`); BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only"])]
+    pub only_queries: bool,
+    /// Connections of the cluster-query phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub query_connections: usize,
     /// Do not pin the servers and the load generator to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
@@ -254,6 +265,10 @@ pub struct SuiteResults {
     /// neffos-rs Asks across instances, per exchange (cross-instance phase).
     #[serde(default)]
     pub cross_ask: Vec<CrossAskResults>,
+    /// Cluster queries next to socketioxide-redis `fetch_sockets` (cross-instance phase,
+    /// Redis).
+    #[serde(default)]
+    pub queries: Option<QueryResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -899,11 +914,29 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         broker_ceilings: Vec::new(),
         scale_out: Vec::new(),
         cross_ask: Vec::new(),
+        queries: None,
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
         .filter(|peer| args.only.is_empty() || args.only.iter().any(|k| k == peer.key))
         .collect();
+    if args.only_queries {
+        let res = queries::run(&programs, server_cpus.as_deref(), args.query_connections);
+        let out_dir = root.join("target/bench");
+        std::fs::create_dir_all(&out_dir)?;
+        let json = out_dir.join("queries.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&res)?)?;
+        let mut md = String::new();
+        queries::render(&res, &mut md)?;
+        std::fs::write(out_dir.join("queries.md"), &md)?;
+        eprintln!("\n{md}");
+        eprintln!(
+            "results: {} ({:.0} s; BENCHMARKS.md not written)",
+            json.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     if !args.scale_out.only_scale_out {
         if !args.cluster_only {
             for peer in &list {
@@ -919,6 +952,13 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
             (results.cluster, results.broker_ceilings) =
                 run_cluster(&programs, &plan, server_cpus.as_deref(), &only);
             results.cross_ask = crossask::run(&programs, &plan, server_cpus.as_deref(), &only);
+            if only.wants(report::OURS, "redis") {
+                results.queries = Some(queries::run(
+                    &programs,
+                    server_cpus.as_deref(),
+                    args.query_connections,
+                ));
+            }
         }
     }
     if args.scale_out.enabled() {

@@ -609,6 +609,9 @@ pub(super) fn cluster_only(res: &SuiteResults) -> Result<String, std::fmt::Error
         )?;
     }
     cluster_section(res, &mut md)?;
+    if let Some(q) = &res.queries {
+        super::queries::render(q, &mut md)?;
+    }
     super::crossask::render(&res.cross_ask, None, &mut md)?;
     Ok(md)
 }
@@ -1021,6 +1024,9 @@ fn render(
 
     // Across instances.
     cluster_section(res, md)?;
+    if let Some(q) = &res.queries {
+        super::queries::render(q, md)?;
+    }
 
     super::scaleout::render(&res.scale_out, md)?;
 

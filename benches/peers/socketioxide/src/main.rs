@@ -7,6 +7,11 @@
 //!   namespace (room `""`) or of the room.
 //! - `ask` (ack): acknowledges with the same body.
 //!
+//! `GET /fetch_sockets?room=<room>` (the cluster-query phase of the suite): how many
+//! sockets of namespace `/bench` are in the room across every instance
+//! (`io.of("/bench").to(room).fetch_sockets()`, through the adapter), timed on the server:
+//! `{"value":n,"micros":t,"error":false}`.
+//!
 //! ```sh
 //! peer-socketioxide --addr 127.0.0.1:0 --lifetime-secs 600 [--redis-url redis://127.0.0.1:6379]
 //! ```
@@ -61,7 +66,7 @@ fn main() -> std::io::Result<()> {
             None => {
                 let (layer, io) = SocketIo::new_layer();
                 io.ns("/bench", on_connect);
-                axum::Router::new().layer(layer)
+                fetch_router(io).layer(layer)
             }
             Some(url) => {
                 // RESP3: the adapter's subscriber needs push messages.
@@ -76,7 +81,7 @@ fn main() -> std::io::Result<()> {
                 io.ns("/bench", on_connect)
                     .await
                     .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-                axum::Router::new().layer(layer)
+                fetch_router(io).layer(layer)
             }
         };
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -89,6 +94,33 @@ fn main() -> std::io::Result<()> {
         });
         axum::serve(listener, app).await
     })
+}
+
+/// `GET /fetch_sockets?room=<room>`: the sockets of `/bench` in the room, on every instance.
+fn fetch_router<A: Adapter>(io: SocketIo<A>) -> axum::Router {
+    axum::Router::new().route(
+        "/fetch_sockets",
+        axum::routing::get(move |uri: axum::http::Uri| async move {
+            let room = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("room="))
+                .unwrap_or_default()
+                .to_owned();
+            let started = std::time::Instant::now();
+            let found = match io.of("/bench") {
+                Some(ns) => ns.to(room).fetch_sockets().await.map_err(|_| ()),
+                None => Err(()),
+            };
+            let micros = started.elapsed().as_micros();
+            let (value, error) = match found {
+                Ok(sockets) => (sockets.len(), false),
+                Err(()) => (0, true),
+            };
+            format!("{{\"value\":{value},\"micros\":{micros},\"error\":{error}}}")
+        }),
+    )
 }
 
 async fn on_connect<A: Adapter>(s: SocketRef<A>) {
