@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker_cluster::NatsCluster;
+use neffos::testkit::numbered::{self, Numbered};
 use neffos::testkit::{TestServer, eventually};
 use neffos::{Exchange, Message, Target};
 use neffos_nats::{ConnectOptions, NatsExchange};
@@ -48,58 +49,6 @@ fn nats_cluster() -> impl Fn() -> MakeFuture {
 
 neffos::conformance_tests!(nats_cluster());
 
-/// What one outage did to a stream: messages published while the path was broken, and
-/// how long from the kill to the first delivery after it.
-#[derive(Debug)]
-struct Outage {
-    missing: u64,
-    resumed_after: Duration,
-}
-
-/// Receives `seq` broadcasts on `rx`, asserting they only grow (per-sender order, no
-/// duplicate), until `at_least` is seen; returns the messages missing and when delivery
-/// resumed: the arrival of the first message after a gap (or, without a gap, the first
-/// arrival), counted from `since`.
-struct Stream {
-    last: Option<u64>,
-    missing: u64,
-}
-
-impl Stream {
-    async fn until(&mut self, rx: &mut Recorder, at_least: u64, since: Instant) -> Outage {
-        let missing_before = self.missing;
-        let mut resumed = None;
-        let mut first_gap = true;
-        loop {
-            let msg = rx.next().await;
-            let n: u64 = std::str::from_utf8(&msg.body).unwrap().parse().unwrap();
-            let now = Instant::now();
-            if let Some(last) = self.last {
-                assert!(n > last, "{n} after {last}: duplicate or reordered");
-                if n > last + 1 {
-                    self.missing += n - last - 1;
-                    // Delivery resumes after the (first) gap.
-                    if first_gap {
-                        resumed = Some(now);
-                        first_gap = false;
-                    }
-                }
-            }
-            self.last = Some(n);
-            if resumed.is_none() && now >= since {
-                resumed = Some(now);
-            }
-            if n >= at_least {
-                break;
-            }
-        }
-        Outage {
-            missing: self.missing - missing_before,
-            resumed_after: resumed.unwrap_or(since).duration_since(since),
-        }
-    }
-}
-
 /// Streams from instance A (seeded on node 0) to instance B (seeded on node 1); kills the
 /// node each is connected to in turn, then restarts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,34 +62,21 @@ async fn killing_an_instances_node_moves_it_to_another() {
     assert_eq!(cluster.connections(0), 1, "A is on node 0");
     assert_eq!(cluster.connections(1), 1, "B is on node 1");
     let mut ra = Recorder::connect(&a.url(), "chat", "alice").await;
-    let mut rb = Recorder::connect(&b.url(), "chat", "bob").await;
+    let _rb = Recorder::connect(&b.url(), "chat", "bob").await;
+    let (_seq_client, mut stream) = Numbered::connect(&b.url(), "chat", "seq").await;
     settle(&[&a, &b]).await;
-    let sender = {
-        let server = a.server.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            for n in 0u64.. {
-                tick.tick().await;
-                let _ = server.broadcast(
-                    Target::namespace("chat").except_id("alice"),
-                    Message::new("", "seq", n.to_string()),
-                );
-            }
-        })
-    };
-    let mut stream = Stream {
-        last: None,
-        missing: 0,
-    };
-    let now = Instant::now();
-    stream.until(&mut rb, 50, now).await;
+    let sender = numbered::stream(
+        a.server.clone(),
+        Target::namespace("chat").except_id("alice"),
+        "seq",
+        Duration::from_millis(5),
+    );
+    stream.until(50, Instant::now()).await;
 
     // Publisher side: the node A is connected to dies.
     let killed = Instant::now();
     cluster.node(0).kill();
-    let publisher = stream
-        .until(&mut rb, stream.last.unwrap() + 100, killed)
-        .await;
+    let publisher = stream.until(stream.last().unwrap_or(0) + 100, killed).await;
     assert_eq!(cluster.connections(1) + cluster.connections(2), 2);
     // Server::ask across instances works again, both ways.
     let reply = b
@@ -159,9 +95,7 @@ async fn killing_an_instances_node_moves_it_to_another() {
     // Subscriber side: the node B is connected to dies.
     let killed = Instant::now();
     cluster.node(1).kill();
-    let subscriber = stream
-        .until(&mut rb, stream.last.unwrap() + 100, killed)
-        .await;
+    let subscriber = stream.until(stream.last().unwrap_or(0) + 100, killed).await;
     assert_eq!(cluster.connections(2), 2, "both instances on the last node");
 
     // Restarts: the nodes rejoin, nothing is lost or duplicated meanwhile.
@@ -170,7 +104,7 @@ async fn killing_an_instances_node_moves_it_to_another() {
     cluster.node(1).restart();
     cluster.wait_routes();
     let restart = stream
-        .until(&mut rb, stream.last.unwrap() + 100, restarted)
+        .until(stream.last().unwrap_or(0) + 100, restarted)
         .await;
     let reply = b
         .server
@@ -183,7 +117,7 @@ async fn killing_an_instances_node_moves_it_to_another() {
     let restarted = Instant::now();
     cluster.node(2).restart();
     let both = stream
-        .until(&mut rb, stream.last.unwrap() + 100, restarted)
+        .until(stream.last().unwrap_or(0) + 100, restarted)
         .await;
     cluster.wait_routes();
     let reply = a
