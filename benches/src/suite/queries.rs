@@ -17,7 +17,8 @@
 //! 2. **Queries**: the load generator opens the connections (`idle`, spread round-robin
 //!    over the 5 instances, client i in room `r{i % 100}`) and, with every connection open,
 //!    the suite asks instance 1 [`QUERIES`] times per query, one at a time, for room
-//!    `r{k % 100}`. Latency is the server-side time of the call (each server measures it and
+//!    `r{k % 100}`, in [`ROUNDS`] rounds (the query kinds taking turns); the round of
+//!    median p50 is reported, every round's p50 and the worst p99 next to it. Latency is the server-side time of the call (each server measures it and
 //!    returns it with the answer: the HTTP hop is not in it); bytes per query are the
 //!    broker's `total_net_input_bytes + total_net_output_bytes` over the queries (less the
 //!    `INFO` reply that reads them) divided by their number (heartbeats during the window included, a few hundred bytes per second).
@@ -35,8 +36,10 @@ use crate::loadgen::{self, Proto, Scenario, Spec};
 pub(super) const INSTANCES: usize = 5;
 /// Rooms the connections are spread over.
 pub(super) const ROOMS: usize = 100;
-/// Queries of each kind.
+/// Queries of each kind in a round.
 pub(super) const QUERIES: usize = 200;
+/// Rounds (the query kinds take turns; the round of median p50 is reported).
+pub(super) const ROUNDS: usize = 3;
 /// The at-rest window.
 pub(super) const REST: Duration = Duration::from_secs(10);
 
@@ -57,6 +60,13 @@ pub struct QueryRow {
     pub p99_us: f64,
     /// Broker bytes (in + out) per query.
     pub broker_bytes: f64,
+    /// Every round's p50, µs (`p50_us`, `p99_us` and `broker_bytes` are those of the
+    /// round of median p50).
+    #[serde(default)]
+    pub round_p50_us: Vec<f64>,
+    /// The worst round's p99, µs.
+    #[serde(default)]
+    pub worst_p99_us: f64,
 }
 
 /// One system at rest.
@@ -229,7 +239,9 @@ fn one_system(
         bytes_per_s: b1.saturating_sub(b0).saturating_sub(cost) as f64 / secs,
     });
 
-    eprintln!("-- {name}: {connections} connections, {QUERIES} queries of each kind");
+    eprintln!(
+        "-- {name}: {connections} connections, {ROUNDS} rounds of {QUERIES} queries of each kind"
+    );
     let spec = Spec {
         scenario: Scenario::Idle,
         proto,
@@ -262,7 +274,8 @@ fn one_system(
     Ok(())
 }
 
-/// Every query of `system`, [`QUERIES`] times, asked to the instance at `port`.
+/// Every query of `system`, [`QUERIES`] times a round for [`ROUNDS`] rounds, asked to the
+/// instance at `port`.
 fn ask_all(
     system: System,
     broker: &brokers::Broker,
@@ -283,33 +296,54 @@ fn ask_all(
         std::thread::sleep(Duration::from_millis(100));
     }
     let cost = reading_cost(broker)?;
-    let mut rows = Vec::new();
-    for (label, path) in system.queries() {
-        let before = broker.endpoint.net_bytes()?;
-        let mut micros = Vec::with_capacity(QUERIES);
-        let mut wrong = 0;
-        for k in 0..QUERIES {
-            let answer = brokers::http_json(port, &format!("{path}r{}", k % ROOMS))?;
-            let complete = answer["missing"].as_u64().unwrap_or(0) == 0 && answer["error"] != true;
-            if !complete || answer["value"] != per_room {
-                wrong += 1;
+    // Per query kind: every round's (p50, p99, bytes per query).
+    let kinds = system.queries();
+    let mut rounds: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
+    let mut wrong = vec![0; kinds.len()];
+    for _ in 0..ROUNDS {
+        for (kind, (_, path)) in kinds.iter().enumerate() {
+            let before = broker.endpoint.net_bytes()?;
+            let mut micros = Vec::with_capacity(QUERIES);
+            for k in 0..QUERIES {
+                let answer = brokers::http_json(port, &format!("{path}r{}", k % ROOMS))?;
+                let complete =
+                    answer["missing"].as_u64().unwrap_or(0) == 0 && answer["error"] != true;
+                if !complete || answer["value"] != per_room {
+                    wrong[kind] += 1;
+                }
+                micros.push(answer["micros"].as_f64().unwrap_or(f64::NAN));
             }
-            micros.push(answer["micros"].as_f64().unwrap_or(f64::NAN));
+            let bytes = broker
+                .endpoint
+                .net_bytes()?
+                .saturating_sub(before)
+                .saturating_sub(cost);
+            micros.sort_by(f64::total_cmp);
+            rounds[kind].push((
+                percentile(&micros, 0.5),
+                percentile(&micros, 0.99),
+                bytes as f64 / QUERIES as f64,
+            ));
         }
-        let bytes = broker
-            .endpoint
-            .net_bytes()?
-            .saturating_sub(before)
-            .saturating_sub(cost);
-        micros.sort_by(f64::total_cmp);
+    }
+    let mut rows = Vec::new();
+    for (kind, (label, _)) in kinds.iter().enumerate() {
+        let runs = &rounds[kind];
+        let mut by_p50: Vec<&(f64, f64, f64)> = runs.iter().collect();
+        by_p50.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let Some(&&(p50, p99, bytes)) = by_p50.get(by_p50.len() / 2) else {
+            continue;
+        };
         rows.push(QueryRow {
             system: system.name().into(),
             query: (*label).into(),
-            queries: QUERIES,
-            wrong,
-            p50_us: percentile(&micros, 0.5),
-            p99_us: percentile(&micros, 0.99),
-            broker_bytes: bytes as f64 / QUERIES as f64,
+            queries: QUERIES * runs.len(),
+            wrong: wrong[kind],
+            p50_us: p50,
+            p99_us: p99,
+            broker_bytes: bytes,
+            round_p50_us: runs.iter().map(|r| r.0).collect(),
+            worst_p99_us: runs.iter().map(|r| r.1).fold(0.0, f64::max),
         });
     }
     Ok(rows)
@@ -356,8 +390,10 @@ pub(super) fn render(res: &QueryResults, md: &mut String) -> std::fmt::Result {
         md,
         "{INSTANCES} processes of each system joined through one `redis-server` ({}), {} \
          connections spread round-robin over them in {ROOMS} rooms ({} members each). \
-         {QUERIES} queries of each kind, one at a time, asked to instance 1 for room \
-         `r{{k % {ROOMS}}}`; latency is the server-side time of the call (measured by the \
+         {ROUNDS} rounds of {QUERIES} queries of each kind (the kinds taking turns), one at \
+         a time, asked to instance 1 for room `r{{k % {ROOMS}}}`; p50, p99 and bytes are those \
+         of the round of median p50 (*rounds: p50* lists every round, *worst p99* is the \
+         worst round's); *÷ `fetch_sockets`* divides by socketioxide's p50. Latency is the server-side time of the call (measured by the \
          server, returned with the answer; the HTTP hop is not in it). *Broker bytes/query*: \
          `redis-server`'s `total_net_input_bytes + total_net_output_bytes` over the queries \
          (less what reading them costs) divided by their number (heartbeats during the \
@@ -371,25 +407,41 @@ pub(super) fn render(res: &QueryResults, md: &mut String) -> std::fmt::Result {
     )?;
     writeln!(
         md,
-        "| system | query | queries | wrong | p50 | p99 | broker bytes/query |"
+        "| system | query | queries | wrong | rounds: p50 | p50 | p99 | worst p99 | p50 ÷ `fetch_sockets` | broker bytes/query | bytes ÷ `fetch_sockets` |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let peer = res
+        .rows
+        .iter()
+        .find(|r| r.system == System::Socketioxide.name());
+    let ratio = |a: f64, b: Option<f64>| match b {
+        Some(b) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    };
     for row in &res.rows {
+        let rounds: Vec<String> = row.round_p50_us.iter().map(|p| time_us(*p)).collect();
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.system,
             row.query,
             row.queries,
             row.wrong,
+            rounds.join(" / "),
             time_us(row.p50_us),
             time_us(row.p99_us),
+            time_us(row.worst_p99_us),
+            ratio(row.p50_us, peer.map(|p| p.p50_us)),
             thousands(row.broker_bytes),
+            ratio(row.broker_bytes, peer.map(|p| p.broker_bytes)),
         )?;
     }
     for (system, status) in &res.status {
         if status != "measured" {
-            writeln!(md, "| {system} | – | – | – | – | – | – ({status}) |")?;
+            writeln!(
+                md,
+                "| {system} | – | – | – | – | – | – | – | – | – | – ({status}) |"
+            )?;
         }
     }
     writeln!(
