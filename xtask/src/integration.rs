@@ -6,10 +6,11 @@
 //! binaries are there and runs the broker test suites. `NEFFOS_REDIS_SERVER` and
 //! `NEFFOS_NATS_SERVER` point the tests at binaries outside PATH.
 //!
-//! Docker is not used: the harness needs only the two binaries, which is what runs on
-//! machines without a Docker engine. (With an engine, the brokers could instead come from
-//! testcontainers with pinned images, `redis:7` and `nats:2.10`; not wired in, since the
-//! local binaries cover the same tests.)
+//! Brokers come from `neffos-test-brokers`: containers (`redis:7.0.15`, `nats:2.9.25`, via
+//! testcontainers) when a Docker-API engine is reachable (`DOCKER_HOST` set or
+//! `/var/run/docker.sock` present; `NEFFOS_BROKERS=local|containers` forces a choice), else
+//! the local binaries; the first test that starts a broker prints which on stderr. Tests that
+//! stop, pause or kill a broker always use the local binaries, so they are checked here too.
 
 use std::path::Path;
 use std::process::Command;
