@@ -46,7 +46,6 @@ static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 /// ns.emit("chat", "hello")?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 #[must_use]
 pub struct ClientBuilder {
     url: String,
@@ -55,6 +54,35 @@ pub struct ClientBuilder {
     config: Config,
     reconnect: Option<Reconnect>,
     recovery: Option<Arc<crate::recovery::Tracker>>,
+}
+
+/// Without secrets: the URL's password and token parameters are hidden, and so are the
+/// header values (an `Authorization` header is a credential).
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &crate::redact::url(&self.url))
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("namespaces", &self.namespaces)
+            .field("config", &self.config)
+            .field("reconnect", &self.reconnect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Header names with their values hidden.
+struct RedactedHeaders<'a>(&'a [(String, String)]);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(name, _)| (name, crate::redact::REDACTED)),
+            )
+            .finish()
+    }
 }
 
 /// Automatic reconnection: exponential backoff with jitter between `initial` and `max`.
@@ -173,13 +201,21 @@ impl ClientBuilder {
 }
 
 /// What it takes to dial again.
-#[derive(Debug)]
 struct Dialer {
     url: String,
     headers: Vec<(String, String)>,
     namespaces: Arc<Namespaces>,
     config: Arc<Config>,
     recovery: Option<Arc<crate::recovery::Tracker>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("url", &crate::redact::url(&self.url))
+            .field("headers", &RedactedHeaders(&self.headers))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dialer {
@@ -514,5 +550,21 @@ impl Client {
     /// Waits until the current connection is closed.
     pub async fn closed(&self) {
         self.conn().closed().await;
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn the_builder_shows_no_password_token_or_header_value() {
+        let builder = Client::builder("ws://user:hunter2@host/echo?token=hunter3")
+            .header("Authorization", "Bearer hunter4");
+        let shown = format!("{builder:?} {builder:#?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("Authorization"), "{shown}");
     }
 }
