@@ -141,11 +141,15 @@ mod actor;
 mod error;
 mod exchange;
 mod gocompat;
+#[cfg(feature = "history")]
+mod history;
 mod options;
 mod reconnect;
 mod subject;
 
 pub use error::{Error, Result};
 pub use exchange::{NatsExchange, NatsExchangeBuilder};
+#[cfg(feature = "history")]
+pub use history::NatsHistory;
 pub use options::{ConnectOptions, NatsEvent};
 pub use subject::DEFAULT_PREFIX;

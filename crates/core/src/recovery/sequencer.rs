@@ -1,6 +1,7 @@
 //! Records each broadcast of a recovering namespace before delivering it: append to the
 //! store, then deliver locally and publish with the position. One task per server keeps
-//! the order of submission; appends are pipelined (several in flight, completed in order).
+//! the order of submission; appends are pipelined when the store allows it (several in
+//! flight, completed in order).
 
 use std::sync::{Arc, Weak};
 
@@ -13,9 +14,6 @@ use tokio::sync::mpsc;
 use super::store::{HistoryStore, Position, StoreError};
 use crate::exchange::Topic;
 use crate::server::{ServerShared, Target};
-
-/// Appends in flight at once (the store sees them pipelined, in order).
-const MAX_IN_FLIGHT: usize = 256;
 
 /// A broadcast waiting to be recorded.
 pub(crate) struct Submitted {
@@ -38,11 +36,13 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Submitted>,
 ) {
     let store = &*store;
+    // Pipelined (in order) as far as the store allows.
+    let max_in_flight = store.max_in_flight().max(1);
     let mut in_flight = FuturesOrdered::new();
     let mut open = true;
     loop {
         tokio::select! {
-            item = rx.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => {
+            item = rx.recv(), if open && in_flight.len() < max_in_flight => {
                 let Some(item) = item else {
                     open = false;
                     continue;

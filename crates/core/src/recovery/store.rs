@@ -108,6 +108,13 @@ pub trait HistoryStore: Send + Sync + fmt::Debug + 'static {
 
     /// Forgets the session kept under `key` (the client left on purpose).
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// How many appends may be in flight at once (default 256). More than one only if the
+    /// store assigns positions in the order the appends were started (their first poll):
+    /// broadcasts are delivered in that order, and positions must grow with it.
+    fn max_in_flight(&self) -> usize {
+        256
+    }
 }
 
 impl<S: HistoryStore + ?Sized> HistoryStore for std::sync::Arc<S> {
@@ -138,5 +145,8 @@ impl<S: HistoryStore + ?Sized> HistoryStore for std::sync::Arc<S> {
     }
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         (**self).delete_session(key)
+    }
+    fn max_in_flight(&self) -> usize {
+        (**self).max_in_flight()
     }
 }
