@@ -339,11 +339,16 @@ fn wire() -> Wire {
 
 #[test]
 fn envelope_wire_shape_is_the_documented_tuple() {
-    // Guards the helper above: the tuple encodes exactly like `Envelope::encode`.
-    assert_eq!(
-        rmp_serde::to_vec(&wire()).unwrap(),
-        sample_envelope().encode().unwrap()
-    );
+    // Guards the helper above: the tuple encodes like `Envelope::encode`, which appends the
+    // optional recorded position (nil when absent) as an eleventh field; the ten-field shape
+    // of earlier versions still decodes to the same envelope.
+    let ten = rmp_serde::to_vec(&wire()).unwrap();
+    let mut eleven = ten.clone();
+    assert_eq!(eleven[0], 0x9a, "a fixarray of ten");
+    eleven[0] = 0x9b;
+    eleven.push(0xc0);
+    assert_eq!(eleven, sample_envelope().encode().unwrap());
+    assert_eq!(Envelope::decode(&ten).unwrap(), sample_envelope());
 }
 
 #[test]
