@@ -138,27 +138,9 @@ pub struct RedisClusterExchangeBuilder {
     options: Options,
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://***@{host}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 impl fmt::Debug for RedisClusterExchangeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let seeds: Vec<String> = self.seeds.iter().map(|s| redact(s)).collect();
+        let seeds: Vec<_> = self.seeds.iter().map(|s| neffos::redact::url(s)).collect();
         f.debug_struct("RedisClusterExchangeBuilder")
             .field("seeds", &seeds)
             .field("prefix", &self.prefix)
@@ -471,12 +453,15 @@ mod tests {
         let b = RedisClusterExchange::builder([
             "redis://user:s3cret@10.0.0.1:6379",
             "redis://:s3cret@10.0.0.2:6379",
-            "redis://10.0.0.3:6379",
+            "redis://10.0.0.3:6379?token=s3cret",
         ]);
         let text = format!("{b:?}");
         assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains("user:***@10.0.0.1:6379"), "{text}");
-        assert!(text.contains("redis://10.0.0.3:6379"), "{text}");
+        assert!(text.contains("user:<redacted>@10.0.0.1:6379"), "{text}");
+        assert!(
+            text.contains("redis://10.0.0.3:6379?token=<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]
