@@ -29,6 +29,8 @@ pub struct Recovery {
     pub(crate) checkpoint: Duration,
     pub(crate) max_replay: usize,
     pub(crate) store: Arc<dyn HistoryStore>,
+    /// The store is this instance's memory (no [`Recovery::store`] given).
+    pub(crate) instance_memory: bool,
     pub(crate) session_key: Option<SessionKeyFn>,
 }
 
@@ -60,6 +62,7 @@ impl Recovery {
             checkpoint: Duration::from_secs(1),
             max_replay: 10_000,
             store: Arc::new(MemoryHistory::default()),
+            instance_memory: true,
             session_key: None,
         }
     }
@@ -96,6 +99,7 @@ impl Recovery {
     /// Where history and sessions live (default: [`MemoryHistory`], this instance only).
     pub fn store(mut self, store: impl HistoryStore) -> Self {
         self.store = Arc::new(store);
+        self.instance_memory = false;
         self
     }
 

@@ -424,6 +424,18 @@ impl ServerBuilder {
     /// Builds the server. With an exchange or presence events, must run inside a tokio
     /// runtime (the exchange, the inbound and the cluster tasks start here).
     pub fn build(self) -> Server {
+        if let Some(recovery) = &self.recovery
+            && recovery.instance_memory
+            && !self.exchanges.is_empty()
+        {
+            // Sessions and history in one instance's memory cannot follow a client that
+            // reconnects to another instance: say so once rather than "not recovered" later.
+            tracing::warn!(
+                "connection-state recovery keeps its history in this instance's memory while \
+                 an exchange joins other instances: a client reconnecting elsewhere will not be \
+                 recovered; give Recovery::store a shared store (RedisHistory, NatsHistory)"
+            );
+        }
         let shared = Arc::new(ServerShared {
             instance: Uuid::new_v4(),
             config: Arc::new(self.config),
