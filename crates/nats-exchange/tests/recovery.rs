@@ -1,5 +1,5 @@
 //! Connection-state recovery across instances through a real `nats-server` with JetStream:
-//! history in a stream per namespace, sessions in a KV bucket. A client cut off from instance A comes back
+//! history in a stream per namespace, sessions in a sessions stream. A client cut off from instance A comes back
 //! through the load balancer on instance B with its ID and room and gets the 1,000
 //! broadcasts a client on instance C published meanwhile, exactly once, in order, before
 //! newer ones; a lost history is reported, never replayed with a gap.
