@@ -9,6 +9,8 @@
 #![cfg(all(feature = "redis", feature = "nats"))]
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod support;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
@@ -25,18 +27,12 @@ use neffos_examples::chat::{self, ChatOptions};
 use neffos_nats::NatsExchange;
 use neffos_redis::RedisExchange;
 use serde_json::Value;
+use support::workspace;
 
 const T: Duration = Duration::from_secs(15);
 /// The Go side's channel / subject prefix (Go's NATS default).
 const GO_PREFIX: &str = "neffos";
 const GO_TOOLCHAIN: &str = "go1.27.3";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 // ---------------------------------------------------------------------------------------
 // The Go chat
@@ -279,47 +275,12 @@ enum Mark {
     Restored,
 }
 
-fn ensure_npm() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = workspace().join("interop/js");
-        if !dir.join("node_modules/neffos.js").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
-            assert!(status.success(), "npm ci failed in interop/js");
-        }
-    });
-}
-
 impl JsUser {
     fn start(port: u16, name: &str, reconnect_ms: u32) -> JsUser {
-        ensure_npm();
-        let mut child = Command::new("node")
-            .arg("gochat.js")
-            .args([
-                format!("ws://127.0.0.1:{port}/echo"),
-                name.to_owned(),
-                reconnect_ms.to_string(),
-            ])
-            .current_dir(workspace().join("interop/js"))
-            .env("INTEROP_WATCHDOG_MS", "300000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node is required for the neffos.js clients");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let url = format!("ws://127.0.0.1:{port}/echo");
+        let reconnect_ms = reconnect_ms.to_string();
+        let (child, stdin, lines) =
+            support::spawn_node("gochat.js", &[url.as_str(), name, reconnect_ms.as_str()]);
         let mut user = JsUser {
             name: name.to_owned(),
             child,

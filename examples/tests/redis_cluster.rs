@@ -7,69 +7,16 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use neffos::testkit::broker_cluster::RedisCluster;
 use neffos::testkit::numbered::Numbered;
 use neffos::{Client, Events, Message, Namespaces, NsConn};
+use support::ScaleOut;
 use tokio::sync::mpsc;
-
-const T: Duration = Duration::from_secs(15);
-
-/// One `scale-out` process (one instance on a free port) on the cluster; killed on drop.
-struct Process {
-    child: Child,
-    port: u16,
-}
-
-impl Process {
-    fn start(seeds: &str, bundle: &std::path::Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scale-out"))
-            .args([
-                "--ports",
-                "0",
-                "--exchange",
-                "redis-cluster",
-                "--redis-url",
-                seeds,
-            ])
-            .arg("--neffos-js")
-            .arg(bundle)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("open http://").nth(1)
-                    && let Some(port) = url.rsplit(':').next().and_then(|p| p.trim().parse().ok())
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = rx.recv_timeout(T).expect("scale-out printed its address");
-        Process { child, port }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://127.0.0.1:{}/echo", self.port)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A chat user whose received chat texts that are numbers are checked by a [`Numbered`].
 async fn user(url: &str, name: &str) -> (Client, Numbered) {
@@ -97,13 +44,8 @@ async fn user(url: &str, name: &str) -> (Client, Numbered) {
 async fn processes_keep_order_through_failover_and_master_kill() {
     let cluster = Arc::new(RedisCluster::start());
     let seeds = cluster.urls().join(",");
-    // The page's script is not used here; the example only checks it exists.
-    let bundle = std::env::temp_dir().join(format!(
-        "neffos-redis-cluster-test-{}.js",
-        std::process::id()
-    ));
-    std::fs::write(&bundle, "// not used by this test\n").unwrap();
-    let processes: Vec<Process> = (0..3).map(|_| Process::start(&seeds, &bundle)).collect();
+    let args = ["--exchange", "redis-cluster", "--redis-url", seeds.as_str()].map(String::from);
+    let processes: Vec<ScaleOut> = (0..3).map(|_| ScaleOut::start(&args)).collect();
     let (sender, _rx1) = user(&processes[0].ws(), "sender").await;
     let (_c2, rx2) = user(&processes[1].ws(), "two").await;
     let (_c3, rx3) = user(&processes[2].ws(), "three").await;

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
@@ -20,6 +21,51 @@ pub(crate) fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Installs interop/js's npm packages (neffos.js) once per test process.
+pub(crate) fn ensure_npm() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = workspace().join("interop/js");
+        if !dir.join("node_modules/neffos.js").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
+            assert!(status.success(), "npm ci failed in interop/js");
+        }
+    });
+}
+
+/// Starts the Node script `script` of interop/js with `args` (npm packages installed
+/// first); its stdout is read as one JSON report per line.
+pub(crate) fn spawn_node(
+    script: &str,
+    args: &[&str],
+) -> (Child, ChildStdin, std_mpsc::Receiver<Value>) {
+    ensure_npm();
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(workspace().join("interop/js"))
+        .env("INTEROP_WATCHDOG_MS", "300000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node is required for the neffos.js clients");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, stdin, lines)
+}
+
 /// A neffos.js user in Node (interop/js/cluster.js): connects namespace `default` with the
 /// header `X-Username`, answers the server's `question` Ask, reports every event as a JSON
 /// line. Killed on drop.
@@ -33,34 +79,7 @@ impl JsUser {
     /// Starts the user `name` against the WebSocket `url` and waits until it is connected
     /// (installs interop/js's npm packages the first time).
     pub(crate) fn start(url: &str, name: &str) -> JsUser {
-        let dir = workspace().join("interop/js");
-        if !dir.join("node_modules/neffos.js").exists() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is required for the neffos.js clients (install Node.js and npm)");
-            assert!(status.success(), "npm ci failed in interop/js");
-        }
-        let mut child = Command::new("node")
-            .arg("cluster.js")
-            .args([url, name])
-            .current_dir(&dir)
-            .env("INTEROP_WATCHDOG_MS", "300000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node is required for the neffos.js clients");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
+        let (child, stdin, lines) = spawn_node("cluster.js", &[url, name]);
         let mut user = JsUser {
             child,
             stdin,
