@@ -3,9 +3,10 @@
 //! every 5 ms, a client of instance B recording arrivals; `kill -9` of the broker, restart
 //! 2 s later, 10 times in a row. Printed: the delay between the broker accepting
 //! connections again and the first cross-instance delivery, per run, with the median and
-//! the worst. The target is 300 ms at worst; the assertion is looser (1 s), since these
-//! tests share a small machine, and still fails with a backoff that lets delays grow to
-//! seconds (what they were: up to 2.4 s).
+//! the worst, which must be at most 300 ms (it was up to 2.4 s when each connection's
+//! backoff decided). The bound leaves room for a loaded machine: while the broker refuses
+//! connections, attempts are at most 100 ms apart, and the first connection of an
+//! instance that gets through makes the other retry at once.
 #![cfg(all(feature = "redis", feature = "nats"))]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -21,8 +22,8 @@ use neffos_redis::RedisExchange;
 
 const RUNS: usize = 10;
 const DOWN: Duration = Duration::from_secs(2);
-/// Looser than the 300 ms target: see the module documentation.
-const BOUND: Duration = Duration::from_secs(1);
+/// The target: delivery resumes at most this long after the broker answers again.
+const BOUND: Duration = Duration::from_millis(300);
 
 async fn instance(exchange: Arc<dyn Exchange>) -> TestServer {
     let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))

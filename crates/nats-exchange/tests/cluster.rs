@@ -49,12 +49,20 @@ fn nats_cluster() -> impl Fn() -> MakeFuture {
 
 neffos::conformance_tests!(nats_cluster());
 
+fn reconnects(exchanges: &[&Arc<NatsExchange>]) -> u64 {
+    exchanges.iter().map(|x| x.stats().reconnects).sum()
+}
+
 /// Streams from instance A (seeded on node 0) to instance B (seeded on node 1); kills the
 /// node each is connected to in turn, then restarts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_instances_node_moves_it_to_another() {
     neffos::testkit::watch_panics();
-    let cluster = NatsCluster::start();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let cluster = Arc::new(NatsCluster::start());
     let xa = exchange(&cluster, 0, "kill").await;
     let xb = exchange(&cluster, 1, "kill").await;
     let a: TestServer = instance(&["chat"], xa.clone()).await;
@@ -98,14 +106,27 @@ async fn killing_an_instances_node_moves_it_to_another() {
     let subscriber = stream.until(stream.last().unwrap_or(0) + 100, killed).await;
     assert_eq!(cluster.connections(2), 2, "both instances on the last node");
 
-    // Restarts: the nodes rejoin, nothing is lost or duplicated meanwhile.
+    // Restarts: the nodes rejoin, nothing is lost or duplicated meanwhile. The harness
+    // blocks (process start, route polling): off the runtime's two workers, which keep
+    // serving the instances and the clients meanwhile.
+    let (sent_before, reconnects_before) = (xa.stats().publish_errors, reconnects(&[&xa, &xb]));
     let restarted = Instant::now();
-    cluster.node(0).restart();
-    cluster.node(1).restart();
-    cluster.wait_routes();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.node(0).restart();
+        c.node(1).restart();
+        c.wait_routes();
+    })
+    .await
+    .unwrap();
     let restart = stream
         .until(stream.last().unwrap_or(0) + 100, restarted)
         .await;
+    // Losses here would be counted: dropped publishes (A) or a reconnection (A or B).
+    let idle_restart_counters = (
+        xa.stats().publish_errors - sent_before,
+        reconnects(&[&xa, &xb]) - reconnects_before,
+    );
     let reply = b
         .server
         .ask("alice", Message::new("chat", "question", "q3"), WAIT)
@@ -115,11 +136,17 @@ async fn killing_an_instances_node_moves_it_to_another() {
 
     // Restart of the node both instances are on now: both move to the other two.
     let restarted = Instant::now();
-    cluster.node(2).restart();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.node(2).restart())
+        .await
+        .unwrap();
     let both = stream
         .until(stream.last().unwrap_or(0) + 100, restarted)
         .await;
-    cluster.wait_routes();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.wait_routes())
+        .await
+        .unwrap();
     let reply = a
         .server
         .ask("bob", Message::new("chat", "question", "q4"), WAIT)
@@ -139,10 +166,15 @@ async fn killing_an_instances_node_moves_it_to_another() {
         both.missing,
         both.resumed_after,
     );
-    assert_eq!(restart.missing, 0, "restarting idle nodes loses nothing");
+    assert_eq!(
+        restart.missing, 0,
+        "restarting idle nodes loses nothing (meanwhile: A's dropped publishes, reconnections: {idle_restart_counters:?})"
+    );
+    // The other nodes accept connections all along: delivery resumes within the target
+    // (300 ms after the broker accepts connections again) counted from the kill.
     for outage in [&publisher, &subscriber, &both] {
         assert!(
-            outage.resumed_after < Duration::from_secs(2),
+            outage.resumed_after <= Duration::from_millis(300),
             "resumed after {:?}",
             outage.resumed_after
         );

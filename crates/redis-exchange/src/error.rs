@@ -68,6 +68,20 @@ impl Error {
             .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
     }
 
+    /// A connection attempt or a command that waited out its timeout: the host is
+    /// unreachable or frozen, not refusing.
+    pub(crate) fn is_timeout(&self) -> bool {
+        let (Error::Connect { source } | Error::Command { source }) = self else {
+            return false;
+        };
+        if let Some(e) = source.downcast_ref::<redis::RedisError>() {
+            return e.is_timeout();
+        }
+        source
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+    }
+
     pub(crate) fn command(e: impl StdError + Send + Sync + 'static) -> Self {
         Error::Command {
             source: Box::new(e),

@@ -20,6 +20,10 @@ use neffos_redis::RedisClusterExchange;
 
 const T: Duration = Duration::from_secs(15);
 
+/// Cross-instance delivery resumes at most this long after the cluster serves the slot
+/// again (issue 15's target).
+const RESUME_BOUND: Duration = Duration::from_millis(300);
+
 async fn exchange(cluster: &RedisCluster, prefix: &str) -> Arc<RedisClusterExchange> {
     Arc::new(
         RedisClusterExchange::builder(cluster.urls())
@@ -148,8 +152,8 @@ async fn stream_through(change: Change) {
     );
     for (missing, resumed) in &results {
         assert!(
-            *resumed < healed + Duration::from_secs(3),
-            "delivery resumed {resumed:?} after the change (the cluster healed in {healed:?})"
+            *resumed <= healed + RESUME_BOUND,
+            "delivery resumed {resumed:?} after the change began, the cluster healed in {healed:?}"
         );
         // What was lost is accounted for: dropped publishes on the sender, or a recorded
         // subscription gap on the receivers.
@@ -255,8 +259,7 @@ async fn broker_connections_grow_with_shards_not_clients() {
 
 /// The whole cluster killed (kill -9 of all 6 nodes) and restarted 2 s later, 10 times,
 /// while instance 0 streams to instance 1 every 5 ms: how soon after the cluster is
-/// healthy again does cross-instance delivery resume (target 300 ms at worst; asserted
-/// loosely, 1 s, on this shared machine).
+/// healthy again does cross-instance delivery resume (at most 300 ms, worst of 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_resumes_soon_after_a_cluster_restart() {
     let cluster = Arc::new(RedisCluster::start());
@@ -313,5 +316,9 @@ async fn delivery_resumes_soon_after_a_cluster_restart() {
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
     );
-    assert!(sorted[sorted.len() - 1] <= Duration::from_secs(1));
+    assert!(
+        sorted[sorted.len() - 1] <= RESUME_BOUND,
+        "delivery resumed {:?} after the cluster was healthy again",
+        sorted[sorted.len() - 1]
+    );
 }

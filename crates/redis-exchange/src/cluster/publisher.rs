@@ -267,6 +267,8 @@ impl State {
                     tracing::warn!(error = %e, "cannot name the Redis connection (CLIENT SETNAME)");
                 }
                 self.unreachable.remove(node);
+                // The node is back: the subscriber retries now rather than at its timer.
+                self.p.topology.wake.announce();
                 self.conns.insert(
                     node.clone(),
                     NodeConn {

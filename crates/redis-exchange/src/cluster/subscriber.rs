@@ -93,6 +93,9 @@ struct State {
     /// The slot map generation the brokers were last reconciled with.
     reconciled: u64,
     retry_at: Option<Instant>,
+    /// The last reconciliation waited out a timeout (a node unreachable or frozen), as
+    /// opposed to being refused or told to wait by a cluster that answers.
+    slow: bool,
     parked: Vec<oneshot::Sender<()>>,
 }
 
@@ -118,6 +121,7 @@ impl ClusterSubscriber {
             stale_map: false,
             reconciled: 0,
             retry_at: None,
+            slow: false,
             parked: Vec::new(),
         };
         state.run().await;
@@ -134,6 +138,8 @@ impl State {
         let mut topology =
             tokio::time::interval_at(Instant::now() + TOPOLOGY_CHECK, TOPOLOGY_CHECK);
         topology.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The publisher reaching a node, or a new slot map, ends a backoff wait.
+        let mut wake = self.s.topology.wake.listen();
         let mut buf = Vec::new();
         loop {
             if self.s.topology.generation() != self.reconciled {
@@ -152,7 +158,9 @@ impl State {
                         }
                     }
                     Err(why) => {
-                        let delay = self.backoff.after_failure(started.elapsed(), false);
+                        // While nodes refuse or the cluster answers "not yet", retrying
+                        // soon is cheap; only timeouts let the delay grow.
+                        let delay = self.backoff.after_failure(started.elapsed(), !self.slow);
                         tracing::debug!(reason = %why, retry_in = ?delay, "Redis Cluster subscriptions not all applied yet");
                         self.retry_at = Some(Instant::now() + delay);
                     }
@@ -186,6 +194,9 @@ impl State {
                     }
                 }
                 () = retry => {}
+                Ok(()) = wake.changed() => {
+                    self.retry_at = None;
+                }
                 _ = topology.tick() => {
                     let seen = self.s.topology.generation();
                     let _ = self.s.topology.refresh(seen).await;
@@ -301,14 +312,13 @@ impl State {
 
     /// Makes the brokers' subscriptions match the table under the current slot map.
     async fn reconcile(&mut self) -> Result<(), String> {
+        self.slow = false;
         if self.stale_map || self.s.topology.map().covered() == 0 {
             let seen = self.s.topology.generation();
-            let complete = self
-                .s
-                .topology
-                .refresh(seen)
-                .await
-                .map_err(|e| e.to_string())?;
+            let complete = self.s.topology.refresh(seen).await.map_err(|e| {
+                self.slow = e.is_timeout();
+                e.to_string()
+            })?;
             self.stale_map = !complete;
         }
         self.reconciled = self.s.topology.generation();
@@ -349,7 +359,10 @@ impl State {
                     .cloned()
                     .collect();
                 for chunk in extra.chunks(CHUNK) {
-                    if let Err(e) = command_each(&mut c.conn, "SUNSUBSCRIBE", chunk).await {
+                    if let Err((e, timed_out)) =
+                        command_each(&mut c.conn, "SUNSUBSCRIBE", chunk).await
+                    {
+                        self.slow = timed_out;
                         let id = c.id;
                         self.on_event(Event::Lost(node.clone(), id));
                         return Err(e);
@@ -379,6 +392,7 @@ impl State {
                     Err(e) => {
                         complete = false;
                         self.stale_map = true;
+                        self.slow |= e.is_timeout();
                         tracing::debug!(node = %node, error = %e, "Redis Cluster subscriber cannot connect");
                         continue;
                     }
@@ -390,7 +404,8 @@ impl State {
             for chunk in missing.chunks(CHUNK) {
                 let replies = match command_each(&mut c.conn, "SSUBSCRIBE", chunk).await {
                     Ok(r) => r,
-                    Err(e) => {
+                    Err((e, timed_out)) => {
+                        self.slow = timed_out;
                         let id = c.id;
                         self.on_event(Event::Lost(node.clone(), id));
                         return Err(e);
@@ -516,22 +531,22 @@ fn on_push(
 
 /// Sends `<command> <channel>` for each channel (one channel per command: a sharded
 /// subscription command takes channels of one slot only) in one pipeline; one reply each.
+/// An error says whether the command timed out.
 async fn command_each(
     conn: &mut MultiplexedConnection,
     command: &str,
     channels: &[String],
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, (String, bool)> {
     let mut pipe = redis::pipe();
     for channel in channels {
         pipe.cmd(command).arg(channel.as_str());
     }
     match conn.req_packed_commands(&pipe, 0, channels.len()).await {
         Ok(replies) if replies.len() == channels.len() => Ok(replies),
-        Ok(replies) => Err(format!(
-            "{} replies to {} {command}s",
-            replies.len(),
-            channels.len()
+        Ok(replies) => Err((
+            format!("{} replies to {} {command}s", replies.len(), channels.len()),
+            false,
         )),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err((e.to_string(), e.is_timeout())),
     }
 }

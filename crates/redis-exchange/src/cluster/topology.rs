@@ -16,6 +16,7 @@ use redis::{
 };
 
 use super::slot::{SLOTS, key_slot};
+use crate::backoff::Reconnected;
 use crate::error::{Error, Result};
 
 /// A node's address, `host:port`.
@@ -236,6 +237,9 @@ pub(crate) struct Topology {
     refreshing: tokio::sync::Mutex<()>,
     /// Refreshes done (for stats).
     pub(crate) refreshes: AtomicU64,
+    /// Announced when the map changed or the publisher got through to a node: the
+    /// subscriber stops waiting out its backoff and applies the table at once.
+    pub(crate) wake: Reconnected,
 }
 
 impl Topology {
@@ -246,6 +250,7 @@ impl Topology {
             generation: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
             refreshes: AtomicU64::new(0),
+            wake: Reconnected::default(),
         }
     }
 
@@ -287,6 +292,7 @@ impl Topology {
                         );
                         *self.map.write() = Arc::new(map);
                         self.generation.fetch_add(1, Ordering::AcqRel);
+                        self.wake.announce();
                     }
                     if complete {
                         return Ok(true);
