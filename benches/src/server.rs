@@ -25,6 +25,14 @@
 //! [`stats_json`] (its exchange's `published`, `publish_errors`, `received`,
 //! `reconnects`; the server's `envelopes_received`, `malformed_envelopes`), and
 //! `--stats-every-ms N` also prints it as a `{"event":"stats",…}` line every N ms.
+//!
+//! `--recovery` turns connection-state recovery on for namespace `bench` (issue 17): every
+//! broadcast is recorded before it is delivered, and connections presenting a session key
+//! are checkpointed and kept after a drop. The history lives where the instances meet:
+//! this process's memory without a broker (`MemoryHistory`, shared by the instances of
+//! `--exchange memory`), Redis Streams with `--exchange redis` (`RedisHistory`, keys under
+//! `bench:recovery:`), JetStream with `--exchange nats` (`NatsHistory`; the broker must run
+//! with `-js`).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -36,6 +44,7 @@ use anyhow::{Context, bail};
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
+use neffos::recovery::{HistoryLimits, MemoryHistory, Recovery};
 use neffos::{
     ClusterConfig, Events, Exchange, MemoryExchange, Message, Namespaces, Reply, Server, Target,
 };
@@ -97,17 +106,23 @@ pub struct ServerArgs {
     /// queries at `GET /cluster/{room_count,room_members}?room=<room>` (namespace `bench`).
     #[arg(long)]
     pub cluster: bool,
+    /// Turn connection-state recovery on for namespace `bench`, with the history of the
+    /// exchange (memory, Redis Streams or JetStream) and default limits.
+    #[arg(long)]
+    pub recovery: bool,
 }
 
 /// Instance `instance`'s counters as one JSON object: what its exchanges published, failed
 /// to publish (lost: at most once across instances), received and how often they
-/// reconnected, and what the server received from other instances.
+/// reconnected, what the server received from other instances, and its recovery counters
+/// (`unrecorded`: broadcasts delivered but not in the history, the store failed).
 pub fn stats_json(instance: usize, server: &Server) -> String {
     let sum = |f: fn(neffos::ExchangeStats) -> u64| -> u64 {
         server.exchanges().iter().map(|x| f(x.stats())).sum()
     };
     let snapshot = server.stats();
     let cluster = server.cluster().stats();
+    let recovery = server.recovery_stats();
     serde_json::json!({
         "event": "stats",
         "instance": instance,
@@ -126,13 +141,23 @@ pub fn stats_json(instance: usize, server: &Server) -> String {
             "instances": cluster.instances,
             "settled": cluster.settled,
         },
+        "recovery": {
+            "live_sessions": recovery.live_sessions,
+            "recovered": recovery.recovered,
+            "not_recovered": recovery.not_recovered,
+            "unrecorded": recovery.unrecorded,
+        },
     })
     .to_string()
 }
 
 /// The neffos server of the benchmark, optionally joined to others by `exchange`, with the
-/// cluster on when `cluster` is set.
-pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>, cluster: bool) -> Server {
+/// cluster on when `cluster` is set and recovery when `recovery` is given.
+pub fn neffos_server(
+    exchange: Option<Arc<dyn Exchange>>,
+    cluster: bool,
+    recovery: Option<Recovery>,
+) -> Server {
     let events = Events::new()
         .on("fanout", |ns, msg: Message| async move {
             let Some(server) = ns.conn().server() else {
@@ -158,6 +183,9 @@ pub fn neffos_server(exchange: Option<Arc<dyn Exchange>>, cluster: bool) -> Serv
     }
     if cluster {
         builder = builder.cluster(ClusterConfig::default());
+    }
+    if let Some(recovery) = recovery {
+        builder = builder.recovery(recovery);
     }
     builder.build()
 }
@@ -272,6 +300,38 @@ async fn exchange_for(
     })
 }
 
+/// Recovery of namespace `bench` with the history of `args.exchange` (`memory`: one store
+/// for every instance of this process).
+async fn recovery_for(args: &ServerArgs, memory: &MemoryHistory) -> anyhow::Result<Recovery> {
+    let recovery = Recovery::new().namespace("bench");
+    let limits = HistoryLimits::default();
+    Ok(match args.exchange {
+        ExchangeKind::None => recovery,
+        ExchangeKind::Memory => recovery.store(memory.clone()),
+        #[cfg(feature = "redis")]
+        ExchangeKind::Redis => recovery.store(
+            neffos_redis::RedisHistory::connect_with_prefix(
+                &args.redis_url,
+                limits,
+                "bench:recovery:",
+            )
+            .await
+            .context("connecting the Redis history")?,
+        ),
+        #[cfg(feature = "nats")]
+        ExchangeKind::Nats => recovery.store(
+            neffos_nats::NatsHistory::connect(&args.nats_url, limits)
+                .await
+                .context("connecting the NATS history")?,
+        ),
+        #[cfg(not(all(feature = "redis", feature = "nats")))]
+        _ => {
+            let _ = limits;
+            bail!("--recovery over a broker needs the exchange's cargo feature")
+        }
+    })
+}
+
 static NEXT_RAW_ID: AtomicU64 = AtomicU64::new(1);
 
 type Bus = broadcast::Sender<(u64, WsMessage)>;
@@ -355,6 +415,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     });
     let lifetime = Duration::from_secs(args.lifetime_secs);
     let memory = MemoryExchange::new();
+    let history = MemoryHistory::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut servers = Vec::new();
     for i in 0..args.instances {
@@ -369,7 +430,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         let app = match args.mode {
             Mode::Neffos => {
-                let server = neffos_server(exchange_for(&args, &memory).await?, args.cluster);
+                let recovery = if args.recovery {
+                    Some(recovery_for(&args, &history).await?)
+                } else {
+                    None
+                };
+                let server =
+                    neffos_server(exchange_for(&args, &memory).await?, args.cluster, recovery);
                 let stats_server = server.clone();
                 let mut app = axum::Router::new().route("/echo", server.route()).route(
                     "/stats",

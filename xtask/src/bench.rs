@@ -170,10 +170,17 @@ fn build_before(root: &Path, target: &Path, rev: &str) -> Result<(PathBuf, Strin
     Ok((target_dir.join("release/neffos-bench-server"), short))
 }
 
-/// `cargo xtask bench [--quick] [--scale-out]`: the scale-out demonstration (100,000
-/// clients over 6 instances, `neffos-loadgen suite --scale-out`) runs in the full suite,
-/// and in a quick one only when asked for.
-pub(crate) fn bench(root: &Path, quick: bool, scale_out: bool, before: Option<&str>) -> Result<()> {
+/// `cargo xtask bench [--quick] [--scale-out] [-- <suite args>]`: the scale-out
+/// demonstration (100,000 clients over 6 instances, `neffos-loadgen suite --scale-out`)
+/// runs in the full suite, and in a quick one only when asked for; `suite_args` go to
+/// `neffos-loadgen suite` as they are (e.g. `--only-recovery`).
+pub(crate) fn bench(
+    root: &Path,
+    quick: bool,
+    scale_out: bool,
+    before: Option<&str>,
+    suite_args: &[String],
+) -> Result<()> {
     require(
         "taskset",
         "Install util-linux (`apt-get install util-linux`): the suite pins servers and load generator to separate CPUs.",
@@ -205,5 +212,6 @@ pub(crate) fn bench(root: &Path, quick: bool, scale_out: bool, before: Option<&s
     if let (Some(program), Some((_, label))) = (&before_program, &before) {
         args.extend(["--before", program, "--before-label", label]);
     }
+    args.extend(suite_args.iter().map(String::as_str));
     run(root, &loadgen.to_string_lossy(), &args)
 }

@@ -74,6 +74,10 @@ enum Command {
         /// with the working tree, for before/after ratios from the same run.
         #[arg(long)]
         before: Option<String>,
+        /// Passed on to `neffos-loadgen suite` after `--`, e.g. `cargo xtask bench --
+        /// --only-recovery` for one phase (its results under target/bench/).
+        #[arg(last = true)]
+        suite_args: Vec<String>,
     },
     /// Run the protocol fuzz targets, each for a bounded time.
     Fuzz {
@@ -96,7 +100,8 @@ fn main() -> Result<()> {
             quick,
             scale_out,
             before,
-        } => bench::bench(&root, quick, scale_out, before.as_deref()),
+            suite_args,
+        } => bench::bench(&root, quick, scale_out, before.as_deref(), &suite_args),
         Command::Soak { minutes } => tools::run(
             &root,
             "cargo",

@@ -20,8 +20,9 @@ use super::stamp::now_ns;
 use super::stats::{self, Latency};
 use super::worker::{self, ReadyInfo, WorkerOut};
 use super::{MAX_TRACKED_SEQ, MessageStat, Report, Scenario, Spec};
-/// The start instant is this far after the last worker is ready.
-const START_DELAY: Duration = Duration::from_millis(200);
+/// The start instant is this far after the last worker is ready (after `on_ready` of
+/// [`run_observed`] returned).
+pub const START_DELAY: Duration = Duration::from_millis(200);
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

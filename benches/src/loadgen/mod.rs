@@ -73,7 +73,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use coord::{run, run_observed, run_worker};
+pub use coord::{START_DELAY, run, run_observed, run_worker};
 pub use proto::Proto;
 pub use stats::Latency;
 
@@ -190,6 +190,12 @@ pub struct Spec {
     #[arg(long, default_value_t = 180.0)]
     #[serde(default = "default_connect_deadline")]
     pub connect_deadline: f64,
+    /// Every connection presents its own connection-state recovery session key (query
+    /// parameter `X-Websocket-Header-X-Neffos-Session`, as a neffos.js app sends it), so
+    /// that a server with recovery on keeps and checkpoints a session for each (neffos).
+    #[arg(long)]
+    #[serde(default)]
+    pub sessions: bool,
 }
 
 /// Messages per sender tracked one by one with `--per-message` (sequence numbers below
@@ -234,6 +240,7 @@ impl Default for Spec {
             drain_quiet: default_drain_quiet(),
             drain_max: default_drain_max(),
             connect_deadline: default_connect_deadline(),
+            sessions: false,
         }
     }
 }

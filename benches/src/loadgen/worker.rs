@@ -236,6 +236,30 @@ fn room_names(spec: &Spec) -> Vec<String> {
     (0..spec.rooms).map(|r| format!("r{r}")).collect()
 }
 
+/// `endpoint` with a session key of connection `i` of this run (`Spec::sessions`): unique
+/// across workers and runs, so that no connection claims another's kept session.
+fn session_endpoint(endpoint: &Endpoint, i: usize) -> Endpoint {
+    static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    let sep = if endpoint.path.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Endpoint {
+        path: format!(
+            "{}{sep}X-Websocket-Header-X-Neffos-Session=lg-{}-{run:x}-{i}",
+            endpoint.path,
+            std::process::id()
+        ),
+        ..endpoint.clone()
+    }
+}
+
 /// Opens connection `i` to `endpoint` and joins the namespace and `rooms`; returns it and
 /// its ID (neffos).
 async fn open(
@@ -244,6 +268,13 @@ async fn open(
     i: usize,
     rooms: &[String],
 ) -> anyhow::Result<(WsClient, Option<String>)> {
+    let with_session;
+    let endpoint = if spec.sessions {
+        with_session = session_endpoint(endpoint, i);
+        &with_session
+    } else {
+        endpoint
+    };
     let mut ws = WsClient::connect(endpoint, source_ip(spec, i), CONNECT_TIMEOUT).await?;
     let id = spec.proto.join(&mut ws, rooms).await?;
     Ok((ws, id))

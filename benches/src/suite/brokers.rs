@@ -142,8 +142,19 @@ pub(super) struct Endpoint {
 #[derive(Debug)]
 pub(super) struct Broker {
     _redis: Option<RedisServer>,
-    _nats: Option<NatsServer>,
+    nats: Option<NatsServer>,
+    /// JetStream's store directory (removed once the broker is gone).
+    jetstream: Option<std::path::PathBuf>,
     pub(super) endpoint: Endpoint,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        drop(self.nats.take());
+        if let Some(dir) = &self.jetstream {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -160,6 +171,12 @@ fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
 impl Broker {
     /// Starts a broker on free loopback ports (NATS with its monitoring endpoint).
     pub(super) fn start(kind: Kind) -> anyhow::Result<Broker> {
+        Self::start_with(kind, false)
+    }
+
+    /// [`Self::start`], NATS with JetStream (`-js`, its store in a temporary directory)
+    /// when `jetstream` is set.
+    pub(super) fn start_with(kind: Kind, jetstream: bool) -> anyhow::Result<Broker> {
         match kind {
             Kind::Redis => {
                 let server = std::panic::catch_unwind(RedisServer::start)
@@ -167,7 +184,8 @@ impl Broker {
                 let port = server.port();
                 Ok(Broker {
                     _redis: Some(server),
-                    _nats: None,
+                    nats: None,
+                    jetstream: None,
                     endpoint: Endpoint {
                         kind,
                         port,
@@ -178,12 +196,22 @@ impl Broker {
             Kind::Nats => {
                 let monitor = free_port()?;
                 let arg = monitor.to_string();
-                let server = std::panic::catch_unwind(|| NatsServer::start_with(&["-m", &arg]))
+                let dir = jetstream.then(|| {
+                    std::env::temp_dir()
+                        .join(format!("neffos-bench-js-{}-{monitor}", std::process::id()))
+                });
+                let dir_arg = dir.as_ref().map(|d| d.to_string_lossy().into_owned());
+                let mut args = vec!["-m", &arg];
+                if let Some(dir) = &dir_arg {
+                    args.extend(["-js", "-sd", dir]);
+                }
+                let server = std::panic::catch_unwind(|| NatsServer::start_with(&args))
                     .map_err(|e| anyhow::anyhow!("nats-server: {}", panic_text(&*e)))?;
                 let port = server.port();
                 let broker = Broker {
                     _redis: None,
-                    _nats: Some(server),
+                    nats: Some(server),
+                    jetstream: dir,
                     endpoint: Endpoint {
                         kind,
                         port,

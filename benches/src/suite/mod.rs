@@ -16,6 +16,7 @@ mod machine;
 mod peers;
 mod plot;
 mod queries;
+mod recovery;
 mod report;
 mod scaleout;
 
@@ -32,6 +33,7 @@ pub use crossask::{AskRun, CrossAskResults};
 pub use machine::{Machine, Versions};
 pub use peers::{Peer, Role};
 pub use queries::{QueryResults, QueryRow, RestRow};
+pub use recovery::{CatchUpRow, FanoutRow, ModeRuns, RecoveryResults};
 pub use scaleout::{ScaleOutArgs, ScaleOutResults};
 
 /// Environment variable set on the suite once it re-executed itself pinned.
@@ -70,6 +72,12 @@ pub struct SuiteArgs {
     /// to `target/bench/queries.md`); BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only"])]
     pub only_queries: bool,
+    /// Run only the recovery phase (fan-out with connection-state recovery off and on,
+    /// locally and across instances over Redis and NATS; reconnect to caught up):
+    /// results in `target/bench/recovery.json`, its section on standard error (and in
+    /// `target/bench/recovery.md`); BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries"])]
+    pub only_recovery: bool,
     /// Connections of the cluster-query phase.
     #[arg(long, default_value_t = 10_000)]
     pub query_connections: usize,
@@ -269,6 +277,9 @@ pub struct SuiteResults {
     /// Redis).
     #[serde(default)]
     pub queries: Option<QueryResults>,
+    /// Connection-state recovery: its cost and reconnect to caught up.
+    #[serde(default)]
+    pub recovery: Option<RecoveryResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -915,6 +926,7 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         scale_out: Vec::new(),
         cross_ask: Vec::new(),
         queries: None,
+        recovery: None,
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
@@ -937,6 +949,10 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if args.only_recovery {
+        let res = recovery::run(&programs, &plan, server_cpus.as_deref(), args.quick);
+        return recovery::write_alone(&res, &root);
+    }
     if !args.scale_out.only_scale_out {
         if !args.cluster_only {
             for peer in &list {
@@ -957,6 +973,14 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
                     &programs,
                     server_cpus.as_deref(),
                     args.query_connections,
+                ));
+            }
+            if args.only.is_empty() || args.only.iter().any(|k| k == report::OURS) {
+                results.recovery = Some(recovery::run(
+                    &programs,
+                    &plan,
+                    server_cpus.as_deref(),
+                    args.quick,
                 ));
             }
         }

@@ -127,7 +127,7 @@ impl System {
 
 /// What one [`brokers::Endpoint::net_bytes`] reading adds to the broker's own counters
 /// (Redis counts its `INFO` reply): two readings back to back.
-fn reading_cost(broker: &brokers::Broker) -> anyhow::Result<u64> {
+pub(super) fn reading_cost(broker: &brokers::Broker) -> anyhow::Result<u64> {
     let a = broker.endpoint.net_bytes()?;
     Ok(broker.endpoint.net_bytes()?.saturating_sub(a))
 }

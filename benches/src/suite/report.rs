@@ -1027,6 +1027,9 @@ fn render(
     if let Some(q) = &res.queries {
         super::queries::render(q, md)?;
     }
+    if let Some(r) = &res.recovery {
+        super::recovery::render(r, md)?;
+    }
 
     super::scaleout::render(&res.scale_out, md)?;
 

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ pub struct LoadBalancer {
     addr: SocketAddr,
     upstream: Arc<Mutex<Option<SocketAddr>>>,
     cuts: watch::Sender<u64>,
+    forwarded: Arc<Mutex<Option<Instant>>>,
     task: JoinHandle<()>,
 }
 
@@ -34,11 +36,18 @@ impl LoadBalancer {
         let addr = listener.local_addr()?;
         let upstream = Arc::new(Mutex::new(Some(upstream)));
         let (cuts, _) = watch::channel(0u64);
-        let task = tokio::spawn(accept(listener, upstream.clone(), cuts.clone()));
+        let forwarded = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(accept(
+            listener,
+            upstream.clone(),
+            cuts.clone(),
+            forwarded.clone(),
+        ));
         Ok(LoadBalancer {
             addr,
             upstream,
             cuts,
+            forwarded,
             task,
         })
     }
@@ -62,18 +71,27 @@ impl LoadBalancer {
     pub fn cut(&self) {
         self.cuts.send_modify(|n| *n += 1);
     }
+
+    /// When the last connection sent to an upstream was accepted (a reconnect's start, for
+    /// timing what follows it).
+    pub fn last_forwarded(&self) -> Option<Instant> {
+        *self.forwarded.lock()
+    }
 }
 
 async fn accept(
     listener: TcpListener,
     upstream: Arc<Mutex<Option<SocketAddr>>>,
     cuts: watch::Sender<u64>,
+    forwarded: Arc<Mutex<Option<Instant>>>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
+        let accepted = Instant::now();
         let Some(to) = *upstream.lock() else {
             drop(client);
             continue;
         };
+        *forwarded.lock() = Some(accepted);
         let mut cut = cuts.subscribe();
         cut.borrow_and_update();
         tokio::spawn(async move {
