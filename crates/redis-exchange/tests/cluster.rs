@@ -322,3 +322,227 @@ async fn delivery_resumes_soon_after_a_cluster_restart() {
         sorted[sorted.len() - 1]
     );
 }
+
+/// The conformance suite with every namespace spread over 3 partitions (one per master).
+mod partitioned {
+    use super::*;
+
+    fn redis_cluster_partitioned() -> impl Fn() -> MakeFuture {
+        let cluster = Arc::new(RedisCluster::start());
+        move || {
+            let cluster = cluster.clone();
+            Box::pin(async move {
+                Arc::new(
+                    RedisClusterExchange::builder(cluster.urls())
+                        .prefix("conformance")
+                        .namespace_partitions(3)
+                        .connect()
+                        .await
+                        .expect("connect to the test cluster"),
+                ) as Arc<dyn Exchange>
+            })
+        }
+    }
+
+    neffos::conformance_tests!(redis_cluster_partitioned());
+}
+
+/// `SPUBLISH` calls served by node `i` so far (`INFO commandstats`).
+fn spublish_calls(cluster: &RedisCluster, i: usize) -> u64 {
+    cluster
+        .cli(i, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_spublish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One namespace, 3 publishing instances with `namespace_partitions(3)` and partition
+/// indexes 0, 1, 2: each master serves one partition and carries a third of the
+/// namespace's publishes, and a receiving instance gets every message of every sender, in
+/// order per sender. Without the option, the same traffic lands on one master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_namespace_spreads_over_every_master() {
+    let cluster = RedisCluster::start();
+    const PER_SENDER: u64 = 200;
+    for partitions in [1u16, 3] {
+        let prefix = format!("hot{partitions}");
+        let mut instances = Vec::new();
+        let mut exchanges = Vec::new();
+        for index in 0..4u16 {
+            let x = Arc::new(
+                RedisClusterExchange::builder(cluster.urls())
+                    .prefix(prefix.as_str())
+                    .namespace_partitions(partitions)
+                    .partition_index(index)
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+            exchanges.push(x.clone());
+            instances.push(instance(x).await);
+        }
+        // Instance 3 receives `<sender>:<n>`; 0, 1 and 2 send.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let events = Events::new().on("seq", move |_ns: neffos::NsConn, msg: Message| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
+            }
+        });
+        let client = Client::builder(instances[3].url())
+            .namespaces(Namespaces::new().namespace("chat", events))
+            .connect()
+            .await
+            .unwrap();
+        client.connect("chat").await.unwrap();
+        for i in &instances {
+            tokio::time::timeout(T, i.server.flush_exchanges())
+                .await
+                .unwrap();
+        }
+        let masters = cluster.masters();
+        let before: Vec<u64> = masters
+            .iter()
+            .map(|m| spublish_calls(&cluster, *m))
+            .collect();
+        for n in 1..=PER_SENDER {
+            for (s, sender) in instances[..3].iter().enumerate() {
+                sender
+                    .server
+                    .broadcast(
+                        Target::namespace("chat"),
+                        Message::new("", "seq", format!("{s}:{n}")),
+                    )
+                    .unwrap();
+            }
+        }
+        for i in &instances[..3] {
+            tokio::time::timeout(T, i.server.flush_exchanges())
+                .await
+                .unwrap();
+        }
+        // Every message of each sender, in its order, none twice.
+        let mut last = [0u64; 3];
+        while last.iter().sum::<u64>() < 3 * PER_SENDER {
+            let body = tokio::time::timeout(T, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("stalled after {last:?}"))
+                .unwrap();
+            let (s, n) = body.split_once(':').unwrap();
+            let (s, n): (usize, u64) = (s.parse().unwrap(), n.parse().unwrap());
+            assert_eq!(n, last[s] + 1, "sender {s}: {n} after {}", last[s]);
+            last[s] = n;
+        }
+        let per_master: Vec<u64> = masters
+            .iter()
+            .zip(&before)
+            .map(|(m, b)| spublish_calls(&cluster, *m) - b)
+            .collect();
+        println!("{partitions} partition(s): SPUBLISH per master {per_master:?}");
+        let busy = per_master.iter().filter(|n| **n >= PER_SENDER).count();
+        if partitions == 1 {
+            assert_eq!(
+                busy, 1,
+                "one namespace, one channel, one master: {per_master:?}"
+            );
+        } else {
+            assert_eq!(busy, 3, "one partition per master: {per_master:?}");
+        }
+        // The subscriber holds every partition of the namespace.
+        assert_eq!(
+            exchanges[3]
+                .channels(&Topic::Namespace("chat".into()))
+                .len(),
+            usize::from(partitions)
+        );
+    }
+}
+
+/// With `subscribe_to_replicas(true)` the receiving instance's sharded subscriptions are
+/// on replicas only (`CLIENT LIST`: `ssub=`), messages still flow; when the replica
+/// serving the namespace is killed, the subscription moves (to the master) and delivery
+/// resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_can_live_on_replicas() {
+    let cluster = Arc::new(RedisCluster::start());
+    let sender_x = exchange(&cluster, "rep").await;
+    let receiver_x = Arc::new(
+        RedisClusterExchange::builder(cluster.urls())
+            .prefix("rep")
+            .subscribe_to_replicas(true)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let sender = instance(sender_x.clone()).await;
+    let receiver = instance(receiver_x.clone()).await;
+    let (_c, mut r) = recorder(&receiver).await;
+    for i in [&sender, &receiver] {
+        tokio::time::timeout(T, i.server.flush_exchanges())
+            .await
+            .unwrap();
+    }
+    let name = receiver_x.client_name().unwrap();
+    let subscriptions = |node: usize| -> u64 {
+        cluster
+            .cli(node, &["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains(&format!("name={name} ")))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("ssub=")))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    };
+    let masters = cluster.masters();
+    let replicas: Vec<usize> = masters
+        .iter()
+        .filter_map(|m| cluster.replica_of(*m))
+        .collect();
+    // Replicas join the slot map once they are attached (the map is read again every
+    // second): wait until every sharded subscription sits on a replica.
+    let deadline = Instant::now() + T;
+    loop {
+        let on_masters: u64 = masters.iter().map(|m| subscriptions(*m)).sum();
+        let on_replicas: u64 = replicas.iter().map(|m| subscriptions(*m)).sum();
+        // The namespace and the inbox at least.
+        if on_masters == 0 && on_replicas >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{on_masters} sharded subscriptions on masters, {on_replicas} on replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let streaming = stream(
+        sender.server.clone(),
+        Target::namespace("chat"),
+        "seq",
+        Duration::from_millis(5),
+    );
+    assert_eq!(r.until(50, Instant::now()).await.missing, 0);
+    let channel = receiver_x
+        .channel(&Topic::Namespace("chat".into()))
+        .unwrap();
+    let slot = cluster.key_slot(&channel);
+    let replica = cluster
+        .replica_of(cluster.master_of_slot(slot))
+        .expect("the shard has a replica");
+    assert!(
+        subscriptions(replica) >= 1,
+        "the namespace is subscribed at its replica"
+    );
+    let killed = Instant::now();
+    cluster.node(replica).kill();
+    let target = r.last().unwrap_or(0) + 200;
+    let outage = r.until(target, killed).await;
+    let stats = receiver_x.cluster_stats();
+    println!(
+        "replica killed: {} missing, delivery resumed after {:?}; receiver gaps {} (worst {:?})",
+        outage.missing, outage.resumed_after, stats.gaps, stats.gap_max
+    );
+    assert!(stats.gaps >= 1, "the lost subscription is counted");
+    assert!(outage.resumed_after < Duration::from_secs(5));
+    streaming.abort();
+}

@@ -7,15 +7,23 @@
 //! namespace, connection ID and instance inbox hashes to its own slot and the channels of an
 //! application spread over every shard. A channel is served by the master of its slot only:
 //! a sharded publish travels inside one shard, so capacity grows with shards as long as the
-//! traffic is spread over several namespaces. One namespace is one channel, hence one shard:
-//! a single hot namespace is bounded by its shard (its rooms travel on the namespace's
-//! channel).
+//! traffic is spread over several namespaces.
+//!
+//! One namespace is one channel, hence one shard: a single hot namespace is bounded by its
+//! shard (its rooms travel on the namespace's channel). When one namespace carries most of
+//! the traffic, [`RedisClusterExchangeBuilder::namespace_partitions`] spreads it over
+//! several channels at evenly spaced slots: each instance publishes on one of them (order
+//! per instance and namespace kept) and subscribes to all, so the namespace's publishes
+//! from several instances are served by several shards.
 //!
 //! # Connections
 //!
-//! Per instance, at most one publisher connection and one subscriber connection per master
-//! (only to masters it publishes to, or that serve a channel it needs), all named
-//! `neffos:<instance ID>`: broker connections grow with shards, never with clients.
+//! Per instance, at most one publisher connection per master it publishes to and one
+//! subscriber connection per shard serving a channel it needs, all named
+//! `neffos:<instance ID>`: broker connections grow with shards, never with clients. The
+//! subscriber connection goes to the shard's master, or to one of its replicas with
+//! [`RedisClusterExchangeBuilder::subscribe_to_replicas`] (sharded messages reach every
+//! node of the shard), which leaves the masters only the publishes.
 //!
 //! # Topology changes
 //!
@@ -49,6 +57,7 @@
 //! carries the publishing instance's sequence number and receivers drop duplicates and
 //! late copies (see `sequence`): nothing is delivered twice or out of order.
 
+mod partition;
 mod publisher;
 mod sequence;
 mod slot;
@@ -71,6 +80,7 @@ use crate::error::Result;
 use crate::exchange::Options;
 use crate::publisher::PubCmd;
 use crate::subscriber::SubCmd;
+use partition::ClusterChannels;
 use publisher::ClusterPublisher;
 use subscriber::ClusterSubscriber;
 use topology::{Connector, Topology};
@@ -136,6 +146,9 @@ pub struct RedisClusterExchangeBuilder {
     seeds: Vec<String>,
     prefix: String,
     options: Options,
+    partitions: u16,
+    partition_index: Option<u16>,
+    replicas: bool,
 }
 
 impl fmt::Debug for RedisClusterExchangeBuilder {
@@ -145,6 +158,9 @@ impl fmt::Debug for RedisClusterExchangeBuilder {
             .field("seeds", &seeds)
             .field("prefix", &self.prefix)
             .field("options", &self.options)
+            .field("partitions", &self.partitions)
+            .field("partition_index", &self.partition_index)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -196,6 +212,44 @@ impl RedisClusterExchangeBuilder {
         self
     }
 
+    /// Spreads each namespace over `partitions` channels (default 1: one channel per
+    /// namespace), so that one busy namespace is served by several shards instead of one.
+    ///
+    /// Each instance publishes a namespace's messages on one partition (see
+    /// [`partition_index`](Self::partition_index)) and subscribes to all of them: the
+    /// messages of a namespace published by different instances travel through different
+    /// shards, while those of one instance keep their order (one channel). What it costs:
+    /// `partitions` subscriptions per namespace instead of one, and a namespace's capacity
+    /// grows with shards only when several instances publish into it. The partitions sit
+    /// at evenly spaced slots; with as many partitions as masters, each master serves one.
+    ///
+    /// Every instance of an application must use the same value: instances with different
+    /// values do not hear each other's namespace broadcasts.
+    pub fn namespace_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// The partition this instance publishes on (taken modulo
+    /// [`namespace_partitions`](Self::namespace_partitions)). Default: derived from the
+    /// random instance ID, so instances spread over the partitions on average; numbered
+    /// deployments (e.g. a StatefulSet ordinal) spread exactly by passing their number.
+    pub fn partition_index(mut self, index: u16) -> Self {
+        self.partition_index = Some(index);
+        self
+    }
+
+    /// Subscribes at a replica of each shard instead of its master (default `false`):
+    /// sharded pub/sub messages reach every node of the shard, so the subscriber
+    /// connections (and the work of pushing messages to them) leave the masters, which
+    /// keep the publishes. Shards without a known replica are subscribed at their master.
+    /// After a failover or a replica's loss, subscriptions move like those on masters do
+    /// (see [Topology changes](self#topology-changes)).
+    pub fn subscribe_to_replicas(mut self, replicas: bool) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
     /// Validates the configuration and reads the slot map from a seed, so a wrong address,
     /// password or a server that is not a cluster fails here. Must run inside a tokio
     /// runtime.
@@ -219,8 +273,9 @@ impl RedisClusterExchangeBuilder {
         )?;
         Ok(RedisClusterExchange::assemble(
             Arc::new(Topology::new(connector)),
-            channels,
+            ClusterChannels::new(channels, self.partitions, self.partition_index),
             self.options,
+            self.replicas,
         ))
     }
 }
@@ -244,7 +299,7 @@ type Spawn = Box<dyn FnOnce(Uuid) + Send>;
 /// # let _ = exchange; Ok(()) }
 /// ```
 pub struct RedisClusterExchange {
-    channels: Channels,
+    channels: ClusterChannels,
     topology: Arc<Topology>,
     stats: Arc<ExchangeCounters>,
     counters: Arc<ClusterCounters>,
@@ -279,12 +334,28 @@ impl RedisClusterExchange {
             seeds: seeds.into_iter().map(Into::into).collect(),
             prefix: DEFAULT_PREFIX.to_owned(),
             options: Options::default(),
+            partitions: 1,
+            partition_index: None,
+            replicas: false,
         }
     }
 
-    /// The Redis channel that carries `topic` (for operators and tests).
+    /// The Redis channel this instance publishes `topic` on (for operators and tests);
+    /// `None` before the server started the exchange when namespaces are partitioned (the
+    /// partition depends on the instance ID).
     pub fn channel(&self, topic: &Topic) -> Option<String> {
-        self.channels.name(topic)
+        match (topic, self.instance.get()) {
+            (Topic::Namespace(_), None) if self.channels.partitioned() => None,
+            (_, instance) => self
+                .channels
+                .publish_name(topic, instance.copied().unwrap_or_default()),
+        }
+    }
+
+    /// Every Redis channel that carries `topic`: all the partitions of a namespace (see
+    /// [`RedisClusterExchangeBuilder::namespace_partitions`]), else the one channel.
+    pub fn channels(&self, topic: &Topic) -> Vec<String> {
+        self.channels.subscribe_names(topic)
     }
 
     /// The name every connection of this exchange carries on the brokers once started:
@@ -306,7 +377,12 @@ impl RedisClusterExchange {
         }
     }
 
-    fn assemble(topology: Arc<Topology>, channels: Channels, options: Options) -> Self {
+    fn assemble(
+        topology: Arc<Topology>,
+        channels: ClusterChannels,
+        options: Options,
+        replicas: bool,
+    ) -> Self {
         let stats = Arc::new(ExchangeCounters::default());
         let counters = Arc::new(ClusterCounters::default());
         let inbound = Arc::new(OnceLock::new());
@@ -337,6 +413,7 @@ impl RedisClusterExchange {
                     stats,
                     counters,
                     options,
+                    replicas,
                     name,
                     inbound,
                     dedup,

@@ -21,8 +21,8 @@ use redis::{PushKind, ServerErrorKind, Value};
 use tokio::sync::mpsc;
 
 use super::ClusterCounters;
+use super::partition::ClusterChannels;
 use super::topology::{NodeAddr, Topology};
-use crate::channel::Channels;
 use crate::exchange::Options;
 use crate::publisher::PubCmd;
 
@@ -39,7 +39,7 @@ pub(crate) struct ClusterPublisher {
     /// Stamped on every payload with a sequence number (see [`super::sequence`]).
     pub(crate) instance: uuid::Uuid,
     pub(crate) topology: Arc<Topology>,
-    pub(crate) channels: Channels,
+    pub(crate) channels: ClusterChannels,
     pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) counters: Arc<ClusterCounters>,
     pub(crate) options: Options,
@@ -100,18 +100,20 @@ impl State {
             let mut batch: Vec<(String, Bytes)> = Vec::with_capacity(buf.len());
             for cmd in buf.drain(..) {
                 match cmd {
-                    PubCmd::Publish(topic, payload) => match self.p.channels.name(&topic) {
-                        Some(channel) => {
-                            self.seq += 1;
-                            let stamped =
-                                super::sequence::stamp(self.p.instance, self.seq, &payload);
-                            batch.push((channel, stamped));
+                    PubCmd::Publish(topic, payload) => {
+                        match self.p.channels.publish_name(&topic, self.p.instance) {
+                            Some(channel) => {
+                                self.seq += 1;
+                                let stamped =
+                                    super::sequence::stamp(self.p.instance, self.seq, &payload);
+                                batch.push((channel, stamped));
+                            }
+                            None => {
+                                self.p.stats.add_publish_errors(1);
+                                tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
+                            }
                         }
-                        None => {
-                            self.p.stats.add_publish_errors(1);
-                            tracing::warn!(%topic, "cannot publish to a kind of topic this exchange does not know");
-                        }
-                    },
+                    }
                     // Only the Go compatibility mode sends these; a cluster exchange has none.
                     PubCmd::Raw(..) => self.p.stats.add_publish_errors(1),
                     PubCmd::Flush(done) => {

@@ -1,5 +1,6 @@
 //! The cluster subscriber task: owns the subscription table and one subscriber connection
-//! per master that serves at least one wanted channel, and keeps the brokers' sharded
+//! per shard that serves at least one wanted channel (at its master, or at a replica when
+//! asked), and keeps the brokers' sharded
 //! subscriptions equal to the table as the cluster changes shape.
 //!
 //! A subscription is lost without our asking when the master's connection closes (kill,
@@ -22,10 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::ClusterCounters;
+use super::partition::ClusterChannels;
 use super::sequence::Dedup;
 use super::topology::{NodeAddr, Topology};
 use crate::backoff::Backoff;
-use crate::channel::Channels;
 use crate::exchange::Options;
 use crate::subscriber::SubCmd;
 
@@ -64,10 +65,12 @@ impl Drop for NodeConn {
 
 pub(crate) struct ClusterSubscriber {
     pub(crate) topology: Arc<Topology>,
-    pub(crate) channels: Channels,
+    pub(crate) channels: ClusterChannels,
     pub(crate) stats: Arc<ExchangeCounters>,
     pub(crate) counters: Arc<ClusterCounters>,
     pub(crate) options: Options,
+    /// Subscribe at a replica of each shard when one is known.
+    pub(crate) replicas: bool,
     pub(crate) name: String,
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
     /// Drops duplicates and late copies, shared by the connections.
@@ -230,20 +233,23 @@ impl State {
     }
 
     fn count(&mut self, topic: &neffos::Topic, delta: i64) {
-        let Some(channel) = self.s.channels.name(topic) else {
+        let channels = self.s.channels.subscribe_names(topic);
+        if channels.is_empty() {
             tracing::warn!(%topic, "cannot subscribe to a kind of topic this exchange does not know");
             return;
-        };
-        match self.interest.entry(channel) {
-            Entry::Occupied(mut e) => {
-                *e.get_mut() += delta;
-                if *e.get() == 0 {
-                    self.orphaned.remove(e.key());
-                    e.remove();
+        }
+        for channel in channels {
+            match self.interest.entry(channel) {
+                Entry::Occupied(mut e) => {
+                    *e.get_mut() += delta;
+                    if *e.get() == 0 {
+                        self.orphaned.remove(e.key());
+                        e.remove();
+                    }
                 }
-            }
-            Entry::Vacant(e) => {
-                e.insert(delta);
+                Entry::Vacant(e) => {
+                    e.insert(delta);
+                }
             }
         }
         self.dirty = true;
@@ -286,7 +292,7 @@ impl State {
                         .s
                         .topology
                         .map()
-                        .owner_of(&channel)
+                        .subscriber_of(&channel, self.s.replicas)
                         .is_some_and(|owner| *owner != node);
                 let Some(conn) = self.nodes.get_mut(&node).filter(|c| c.id == id) else {
                     return;
@@ -329,7 +335,7 @@ impl State {
             if *n <= 0 {
                 continue;
             }
-            match map.owner_of(channel) {
+            match map.subscriber_of(channel, self.s.replicas) {
                 Some(node) => desired
                     .entry(node.clone())
                     .or_default()
@@ -337,49 +343,16 @@ impl State {
                 None => unowned += 1,
             }
         }
-        // Connections to masters we no longer need close (which ends their subscriptions);
-        // the others drop what moved away.
-        let unneeded: Vec<NodeAddr> = self
-            .nodes
-            .keys()
-            .filter(|n| !desired.contains_key(*n))
-            .cloned()
-            .collect();
-        for node in unneeded {
-            self.nodes.remove(&node);
-        }
         let mut complete = unowned == 0;
         for (node, chans) in &desired {
-            let want: HashSet<&String> = chans.iter().collect();
-            if let Some(c) = self.nodes.get_mut(node) {
-                let extra: Vec<String> = c
-                    .applied
-                    .iter()
-                    .filter(|ch| !want.contains(ch))
-                    .cloned()
-                    .collect();
-                for chunk in extra.chunks(CHUNK) {
-                    if let Err((e, timed_out)) =
-                        command_each(&mut c.conn, "SUNSUBSCRIBE", chunk).await
-                    {
-                        self.slow = timed_out;
-                        let id = c.id;
-                        self.on_event(Event::Lost(node.clone(), id));
-                        return Err(e);
-                    }
-                    for ch in chunk {
-                        c.applied.remove(ch);
-                    }
-                }
-            }
-        }
-        for (node, chans) in desired {
+            let node = node.clone();
             let missing: Vec<String> = match self.nodes.get(&node) {
                 Some(c) => chans
-                    .into_iter()
-                    .filter(|ch| !c.applied.contains(ch))
+                    .iter()
+                    .filter(|ch| !c.applied.contains(*ch))
+                    .cloned()
                     .collect(),
-                None => chans,
+                None => chans.clone(),
             };
             if missing.is_empty() {
                 continue;
@@ -437,6 +410,43 @@ impl State {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+        // Make before break: only now, with the channels subscribed at their new node
+        // (a copy received twice meanwhile is dropped by `dedup`), do connections to nodes
+        // no longer needed close (which ends their subscriptions) and the others drop what
+        // moved away.
+        let unneeded: Vec<NodeAddr> = self
+            .nodes
+            .keys()
+            .filter(|n| !desired.contains_key(*n))
+            .cloned()
+            .collect();
+        for node in unneeded {
+            self.nodes.remove(&node);
+        }
+        for (node, chans) in &desired {
+            let want: HashSet<&String> = chans.iter().collect();
+            if let Some(c) = self.nodes.get_mut(node) {
+                let extra: Vec<String> = c
+                    .applied
+                    .iter()
+                    .filter(|ch| !want.contains(ch))
+                    .cloned()
+                    .collect();
+                for chunk in extra.chunks(CHUNK) {
+                    if let Err((e, timed_out)) =
+                        command_each(&mut c.conn, "SUNSUBSCRIBE", chunk).await
+                    {
+                        self.slow = timed_out;
+                        let id = c.id;
+                        self.on_event(Event::Lost(node.clone(), id));
+                        return Err(e);
+                    }
+                    for ch in chunk {
+                        c.applied.remove(ch);
                     }
                 }
             }

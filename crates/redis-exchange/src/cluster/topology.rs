@@ -143,20 +143,30 @@ impl Connector {
     }
 }
 
+/// A range of slots, its master and its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Range {
+    start: u16,
+    end: u16,
+    master: NodeAddr,
+    replicas: Vec<NodeAddr>,
+}
+
 /// Slot ranges and their masters, sorted by first slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SlotMap {
-    ranges: Vec<(u16, u16, NodeAddr)>,
+    ranges: Vec<Range>,
 }
 
 impl SlotMap {
+    fn range(&self, slot: u16) -> Option<&Range> {
+        let i = self.ranges.partition_point(|r| r.end < slot);
+        self.ranges.get(i).filter(|r| r.start <= slot)
+    }
+
     /// The master serving `slot`, if any.
     pub(crate) fn owner(&self, slot: u16) -> Option<&NodeAddr> {
-        let i = self.ranges.partition_point(|(_, end, _)| *end < slot);
-        self.ranges
-            .get(i)
-            .filter(|(start, _, _)| *start <= slot)
-            .map(|(_, _, node)| node)
+        self.range(slot).map(|r| &r.master)
     }
 
     /// The master serving `channel`'s slot.
@@ -164,9 +174,19 @@ impl SlotMap {
         self.owner(key_slot(channel.as_bytes()))
     }
 
+    /// Where to subscribe to `channel`: the first replica of its shard listed by the
+    /// cluster when `replica` is set and there is one, else its master.
+    pub(crate) fn subscriber_of(&self, channel: &str, replica: bool) -> Option<&NodeAddr> {
+        self.range(key_slot(channel.as_bytes()))
+            .map(|r| match r.replicas.first() {
+                Some(first) if replica => first,
+                _ => &r.master,
+            })
+    }
+
     /// The distinct masters.
     pub(crate) fn masters(&self) -> Vec<NodeAddr> {
-        let mut v: Vec<NodeAddr> = self.ranges.iter().map(|(_, _, n)| n.clone()).collect();
+        let mut v: Vec<NodeAddr> = self.ranges.iter().map(|r| r.master.clone()).collect();
         v.sort();
         v.dedup();
         v
@@ -176,7 +196,7 @@ impl SlotMap {
     pub(crate) fn covered(&self) -> u32 {
         self.ranges
             .iter()
-            .map(|(a, b, _)| u32::from(*b) - u32::from(*a) + 1)
+            .map(|r| u32::from(r.end) - u32::from(r.start) + 1)
             .sum()
     }
 
@@ -193,29 +213,47 @@ impl SlotMap {
             };
             let start = int(fields.first()?)?;
             let end = int(fields.get(1)?)?;
-            let Value::Array(master) = fields.get(2)? else {
-                return None;
-            };
-            let host = match master.first()? {
-                Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
-                Value::SimpleString(s) => s.clone(),
-                Value::Nil => String::new(),
-                _ => return None,
-            };
-            let port = int(master.get(1)?)?;
-            let host = if host.is_empty() || host == "?" {
-                asked.host.clone()
-            } else {
-                host
-            };
+            let master = node_of(fields.get(2)?, asked)?;
+            // Replicas the cluster lists (failed ones are left out by Redis).
+            let replicas = fields
+                .iter()
+                .skip(3)
+                .map(|f| node_of(f, asked))
+                .collect::<Option<Vec<_>>>()?;
             if start > end || end >= SLOTS {
                 return None;
             }
-            ranges.push((start, end, NodeAddr { host, port }));
+            ranges.push(Range {
+                start,
+                end,
+                master,
+                replicas,
+            });
         }
-        ranges.sort_by_key(|(start, _, _)| *start);
+        ranges.sort_by_key(|r| r.start);
         Some(SlotMap { ranges })
     }
+}
+
+/// A node of a `CLUSTER SLOTS` entry (`[host, port, id, …]`), `asked`'s host standing for
+/// an empty or `?` one.
+fn node_of(v: &Value, asked: &NodeAddr) -> Option<NodeAddr> {
+    let Value::Array(node) = v else {
+        return None;
+    };
+    let host = match node.first()? {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok()?,
+        Value::SimpleString(s) => s.clone(),
+        Value::Nil => String::new(),
+        _ => return None,
+    };
+    let port = int(node.get(1)?)?;
+    let host = if host.is_empty() || host == "?" {
+        asked.host.clone()
+    } else {
+        host
+    };
+    Some(NodeAddr { host, port })
 }
 
 fn int(v: &Value) -> Option<u16> {
@@ -367,5 +405,24 @@ mod tests {
             SlotMap::parse(&Value::Array(vec![entry(0, 99, "h", 1)]), &node(1)).expect("parsed");
         assert_eq!(partial.owner(100), None);
         assert!(SlotMap::parse(&Value::Int(1), &node(1)).is_none());
+        assert_eq!(map.subscriber_of("foo", true), map.owner_of("foo"));
+    }
+
+    #[test]
+    fn replicas_are_kept() {
+        let Value::Array(mut fields) = entry(0, 16383, "127.0.0.1", 7000) else {
+            unreachable!()
+        };
+        fields.push(Value::Array(vec![
+            Value::BulkString(b"".to_vec()),
+            Value::Int(7003),
+            Value::BulkString(b"id2".to_vec()),
+        ]));
+        let map =
+            SlotMap::parse(&Value::Array(vec![Value::Array(fields)]), &node(7003)).expect("parsed");
+        assert_eq!(map.owner_of("foo"), Some(&node(7000)));
+        assert_eq!(map.subscriber_of("foo", false), Some(&node(7000)));
+        assert_eq!(map.subscriber_of("foo", true), Some(&node(7003)));
+        assert_eq!(map.masters(), vec![node(7000)]);
     }
 }
