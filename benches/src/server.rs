@@ -14,17 +14,21 @@
 //!   connection that writes every frame queued before one flush.
 //!
 //! `--instances K` serves K instances (one port each) joined by the exchange:
-//! `--exchange memory` (in-process), `redis` (cargo feature `redis`, `--redis-url`) or
-//! `nats` (cargo feature `nats`, `--nats-url`); the broker-backed exchanges use the
-//! prefix `bench` (Redis namespace channel `bench:ns:5:bench`, NATS subject
-//! `bench.ns.bench`). Each instance prints
+//! `--exchange memory` (in-process), `redis` (cargo feature `redis`, `--redis-url`),
+//! `redis-cluster` (same feature, `--redis-url` a comma-separated list of seed nodes) or
+//! `nats` (cargo feature `nats`, `--nats-url`, comma-separated for a cluster); the
+//! broker-backed exchanges use the prefix `bench` (Redis namespace channel
+//! `bench:ns:5:bench`, NATS subject `bench.ns.bench`). Each instance prints
 //! `{"event":"listening","addr":"127.0.0.1:<port>","instance":<i>}`; the process exits when
 //! its standard input closes or after `--lifetime-secs`.
 //!
 //! Loss counters for outside tests: `GET /stats` on an instance's port answers
 //! [`stats_json`] (its exchange's `published`, `publish_errors`, `received`,
-//! `reconnects`; the server's `envelopes_received`, `malformed_envelopes`), and
-//! `--stats-every-ms N` also prints it as a `{"event":"stats",…}` line every N ms.
+//! `reconnects`; with `redis-cluster` also `redirects`, `unowned_publishes`,
+//! `subscription_gaps` and `gap_max_ms`; the server's `envelopes_received`,
+//! `malformed_envelopes`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
+//! line every N ms, and every instance prints it one last time (`"final":true`) when the
+//! process exits (input closed or lifetime over).
 //!
 //! `--recovery` turns connection-state recovery on for namespace `bench` (issue 17): every
 //! broadcast is recorded before it is delivered, and connections presenting a session key
@@ -70,6 +74,9 @@ pub enum ExchangeKind {
     Redis,
     /// `neffos-nats` (cargo feature `nats`).
     Nats,
+    /// `neffos-redis`'s `RedisClusterExchange` (cargo feature `redis`): `--redis-url` lists
+    /// the seed nodes, comma-separated.
+    RedisCluster,
 }
 
 /// The command line of `neffos-bench-server`.
@@ -112,18 +119,27 @@ pub struct ServerArgs {
     pub recovery: bool,
 }
 
+/// Counters of an exchange beyond [`neffos::ExchangeStats`], as JSON (the Redis Cluster's
+/// topology counters).
+pub type ExtraStats = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Instance `instance`'s counters as one JSON object: what its exchanges published, failed
 /// to publish (lost: at most once across instances), received and how often they
 /// reconnected, what the server received from other instances, and its recovery counters
-/// (`unrecorded`: broadcasts delivered but not in the history, the store failed).
-pub fn stats_json(instance: usize, server: &Server) -> String {
+/// (`unrecorded`: broadcasts delivered but not in the history, the store failed); `extra`
+/// adds the exchange's own counters under `"exchange"`.
+pub fn stats_json(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> String {
+    stats_value(instance, server, extra).to_string()
+}
+
+fn stats_value(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> serde_json::Value {
     let sum = |f: fn(neffos::ExchangeStats) -> u64| -> u64 {
         server.exchanges().iter().map(|x| f(x.stats())).sum()
     };
     let snapshot = server.stats();
     let cluster = server.cluster().stats();
     let recovery = server.recovery_stats();
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "event": "stats",
         "instance": instance,
         "exchange": {
@@ -147,8 +163,14 @@ pub fn stats_json(instance: usize, server: &Server) -> String {
             "not_recovered": recovery.not_recovered,
             "unrecorded": recovery.unrecorded,
         },
-    })
-    .to_string()
+    });
+    if let Some(extra) = extra
+        && let (Some(exchange), serde_json::Value::Object(more)) =
+            (json["exchange"].as_object_mut(), extra())
+    {
+        exchange.extend(more);
+    }
+    json
 }
 
 /// The neffos server of the benchmark, optionally joined to others by `exchange`, with the
@@ -269,10 +291,15 @@ async fn ask_peer(ns: neffos::NsConn, msg: Message) -> Result<Reply, String> {
 async fn exchange_for(
     args: &ServerArgs,
     memory: &MemoryExchange,
-) -> anyhow::Result<Option<Arc<dyn Exchange>>> {
-    Ok(match args.exchange {
+) -> anyhow::Result<(Option<Arc<dyn Exchange>>, Option<ExtraStats>)> {
+    let exchange: Option<Arc<dyn Exchange>> = match args.exchange {
         ExchangeKind::None => None,
         ExchangeKind::Memory => Some(Arc::new(memory.clone())),
+        #[cfg(feature = "redis")]
+        ExchangeKind::RedisCluster => {
+            let (exchange, extra) = redis_cluster(args).await?;
+            return Ok((Some(exchange), Some(extra)));
+        }
         #[cfg(feature = "redis")]
         ExchangeKind::Redis => Some(Arc::new(
             neffos_redis::RedisExchange::builder(args.redis_url.clone())
@@ -282,8 +309,10 @@ async fn exchange_for(
                 .context("connecting to Redis")?,
         )),
         #[cfg(not(feature = "redis"))]
-        ExchangeKind::Redis => {
-            bail!("--exchange redis needs the `redis` cargo feature of neffos-benches")
+        ExchangeKind::Redis | ExchangeKind::RedisCluster => {
+            bail!(
+                "--exchange redis and redis-cluster need the `redis` cargo feature of neffos-benches"
+            )
         }
         #[cfg(feature = "nats")]
         ExchangeKind::Nats => Some(Arc::new(
@@ -297,7 +326,33 @@ async fn exchange_for(
         ExchangeKind::Nats => {
             bail!("--exchange nats needs the `nats` cargo feature of neffos-benches")
         }
-    })
+    };
+    Ok((exchange, None))
+}
+
+/// A `RedisClusterExchange` on the seeds of `--redis-url`, and its topology counters.
+#[cfg(feature = "redis")]
+async fn redis_cluster(args: &ServerArgs) -> anyhow::Result<(Arc<dyn Exchange>, ExtraStats)> {
+    let exchange = Arc::new(
+        neffos_redis::RedisClusterExchange::builder(
+            args.redis_url.split(',').map(str::trim).map(str::to_owned),
+        )
+        .prefix("bench")
+        .connect()
+        .await
+        .context("connecting to the Redis Cluster")?,
+    );
+    let probe = exchange.clone();
+    let extra: ExtraStats = Arc::new(move || {
+        let s = probe.cluster_stats();
+        serde_json::json!({
+            "redirects": s.redirects,
+            "unowned_publishes": s.unowned_publishes,
+            "subscription_gaps": s.gaps,
+            "gap_max_ms": s.gap_max.as_secs_f64() * 1000.0,
+        })
+    });
+    Ok((exchange, extra))
 }
 
 /// Recovery of namespace `bench` with the history of `args.exchange` (`memory`: one store
@@ -324,6 +379,9 @@ async fn recovery_for(args: &ServerArgs, memory: &MemoryHistory) -> anyhow::Resu
                 .await
                 .context("connecting the NATS history")?,
         ),
+        ExchangeKind::RedisCluster => {
+            bail!("--recovery has no history on a Redis Cluster (use --exchange redis)")
+        }
         #[cfg(not(all(feature = "redis", feature = "nats")))]
         _ => {
             let _ = limits;
@@ -408,16 +466,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.instances > 1 && args.exchange == ExchangeKind::None {
         bail!("several instances need an exchange (--exchange memory|redis|nats)");
     }
-    std::thread::spawn(|| {
+    let (input_closed, mut closed_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
-        std::process::exit(0);
+        let _ = input_closed.send(());
     });
     let lifetime = Duration::from_secs(args.lifetime_secs);
     let memory = MemoryExchange::new();
     let history = MemoryHistory::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut servers = Vec::new();
+    let mut servers: Vec<(Server, Option<ExtraStats>)> = Vec::new();
     for i in 0..args.instances {
         let addr = if args.addr.port() == 0 || i == 0 {
             args.addr
@@ -435,20 +494,20 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                 } else {
                     None
                 };
-                let server =
-                    neffos_server(exchange_for(&args, &memory).await?, args.cluster, recovery);
-                let stats_server = server.clone();
+                let (exchange, extra) = exchange_for(&args, &memory).await?;
+                let server = neffos_server(exchange, args.cluster, recovery);
+                let (stats_server, stats_extra) = (server.clone(), extra.clone());
                 let mut app = axum::Router::new().route("/echo", server.route()).route(
                     "/stats",
                     axum::routing::get(move || {
-                        let body = stats_json(i, &stats_server);
+                        let body = stats_json(i, &stats_server, stats_extra.as_ref());
                         async move { ([("content-type", "application/json")], body) }
                     }),
                 );
                 if args.cluster {
                     app = app.merge(cluster_router(&server));
                 }
-                servers.push(server);
+                servers.push((server, extra));
                 app
             }
             Mode::Raw => raw_router(),
@@ -472,19 +531,31 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                for (i, server) in servers.iter().enumerate() {
-                    println!("{}", stats_json(i, server));
+                for (i, (server, extra)) in servers.iter().enumerate() {
+                    println!("{}", stats_json(i, server, extra.as_ref()));
                 }
             }
         });
     }
-    tokio::select! {
-        _ = tokio::time::sleep(lifetime) => {}
+    let input_gone = tokio::select! {
+        _ = tokio::time::sleep(lifetime) => false,
+        _ = &mut closed_rx => true,
         Some(done) = tasks.join_next() => {
             done.context("an instance panicked")?.context("an instance stopped")?;
+            false
         }
+    };
+    // The loss counters as they end, for whoever reads this output.
+    for (i, (server, extra)) in servers.iter().enumerate() {
+        let mut json = stats_value(i, server, extra.as_ref());
+        json["final"] = true.into();
+        println!("{json}");
     }
-    for server in &servers {
+    if input_gone {
+        // As before: closing the input ends the process at once.
+        std::process::exit(0);
+    }
+    for (server, _) in &servers {
         server.shutdown(Duration::from_secs(2)).await;
     }
     Ok(())

@@ -25,6 +25,14 @@ const DOWN: Duration = Duration::from_secs(2);
 /// The target: delivery resumes at most this long after the broker answers again.
 const BOUND: Duration = Duration::from_millis(300);
 
+/// `RUST_LOG=neffos_redis=debug,neffos_nats=debug` shows every attempt, with its time.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 async fn instance(exchange: Arc<dyn Exchange>) -> TestServer {
     let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
         .exchange(exchange)
@@ -54,6 +62,7 @@ async fn measure(
     kill: impl Fn() + Send + Sync + 'static,
     restart: impl Fn() + Send + Sync + 'static,
 ) -> Vec<Sample> {
+    logs();
     let (_ca, _local) = recorder(a).await;
     let (_cb, mut remote) = recorder(b).await;
     a.server.flush_exchanges().await;

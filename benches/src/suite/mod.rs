@@ -18,6 +18,7 @@ mod plot;
 mod queries;
 mod recovery;
 mod report;
+mod resume;
 mod scaleout;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use machine::{Machine, Versions};
 pub use peers::{Peer, Role};
 pub use queries::{QueryResults, QueryRow, RestRow};
 pub use recovery::{CatchUpRow, FanoutRow, ModeRuns, RecoveryResults};
+pub use resume::{ResumeResults, ResumeRun, ResumeTopology};
 pub use scaleout::{ScaleOutArgs, ScaleOutResults};
 
 /// Environment variable set on the suite once it re-executed itself pinned.
@@ -78,6 +80,12 @@ pub struct SuiteArgs {
     /// `target/bench/recovery.md`); BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries"])]
     pub only_recovery: bool,
+    /// Run only the resume phase (kill -9 and restart of Redis, NATS, a Redis Cluster and
+    /// a NATS cluster, 10 times each, two `neffos-bench-server`s streaming across): results
+    /// in `target/bench/resume.json`, its section in `target/bench/resume.md` and on
+    /// standard error, its plot in `docs/bench/`; BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries", "only_recovery"])]
+    pub only_resume: bool,
     /// Connections of the cluster-query phase.
     #[arg(long, default_value_t = 10_000)]
     pub query_connections: usize,
@@ -280,6 +288,9 @@ pub struct SuiteResults {
     /// Connection-state recovery: its cost and reconnect to caught up.
     #[serde(default)]
     pub recovery: Option<RecoveryResults>,
+    /// Resumption after broker outages (cross-instance phase).
+    #[serde(default)]
+    pub resume: Option<ResumeResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -927,6 +938,7 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         cross_ask: Vec::new(),
         queries: None,
         recovery: None,
+        resume: None,
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
@@ -952,6 +964,9 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     if args.only_recovery {
         let res = recovery::run(&programs, &plan, server_cpus.as_deref(), args.quick);
         return recovery::write_alone(&res, &root);
+    }
+    if args.only_resume {
+        return resume::write_alone(&resume::run(&programs, server_cpus.as_deref()), &root);
     }
     if !args.scale_out.only_scale_out {
         if !args.cluster_only {
@@ -982,6 +997,9 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
                     server_cpus.as_deref(),
                     args.quick,
                 ));
+            }
+            if args.exchanges.is_empty() {
+                results.resume = Some(resume::run(&programs, server_cpus.as_deref()));
             }
         }
     }

@@ -24,7 +24,7 @@ pub(super) struct Plot {
 
 const SIZE: (u32, u32) = (900, 540);
 
-const COLORS: [RGBColor; 6] = [
+pub(super) const COLORS: [RGBColor; 6] = [
     RGBColor(0xD6, 0x27, 0x28),
     RGBColor(0x1F, 0x77, 0xB4),
     RGBColor(0x2C, 0xA0, 0x2C),
@@ -55,19 +55,24 @@ fn font_ready() -> bool {
     })
 }
 
-type DrawResult = anyhow::Result<()>;
+pub(super) type DrawResult = anyhow::Result<()>;
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing: {e:?}")
 }
 
 /// A drawing function usable with both backends.
-trait Chart {
+pub(super) trait Chart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
 }
 
 /// Draws `chart` into `<dir>/<name>.svg` and, with a font, `.png`.
-fn plot_chart(dir: &Path, name: &str, title: &str, chart: &impl Chart) -> anyhow::Result<Plot> {
+pub(super) fn plot_chart(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    chart: &impl Chart,
+) -> anyhow::Result<Plot> {
     if !font_ready() {
         anyhow::bail!(
             "no TrueType font to draw the labels with: install DejaVu Sans (fonts-dejavu-core) \
@@ -454,7 +459,7 @@ fn cross_instance(res: &SuiteResults) -> Bars {
 
 /// Draws every plot into `dir`.
 pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plot>> {
-    Ok(vec![
+    let mut plots = vec![
         plot_chart(
             dir,
             "throughput_vs_clients",
@@ -485,5 +490,9 @@ pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plo
             "Cross-instance fan-out next to the brokers' own ceilings",
             &cross_instance(res),
         )?,
-    ])
+    ];
+    if let Some(resume) = &res.resume {
+        plots.push(super::resume::plot(resume, dir)?);
+    }
+    Ok(plots)
 }

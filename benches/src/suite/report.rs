@@ -612,6 +612,9 @@ pub(super) fn cluster_only(res: &SuiteResults) -> Result<String, std::fmt::Error
     if let Some(q) = &res.queries {
         super::queries::render(q, &mut md)?;
     }
+    if let Some(r) = &res.resume {
+        super::resume::render(r, &mut md)?;
+    }
     super::crossask::render(&res.cross_ask, None, &mut md)?;
     Ok(md)
 }
@@ -1029,6 +1032,9 @@ fn render(
     }
     if let Some(r) = &res.recovery {
         super::recovery::render(r, md)?;
+    }
+    if let Some(r) = &res.resume {
+        super::resume::render(r, md)?;
     }
 
     super::scaleout::render(&res.scale_out, md)?;

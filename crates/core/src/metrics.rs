@@ -19,6 +19,8 @@
 //! | `neffos_rejected_messages_total` | counter | messages answered with an error because a handler argument (a typed body) could not be taken |
 //! | `neffos_envelopes_in_total` / `neffos_malformed_envelopes_total` | counter | envelopes from other instances |
 //! | `neffos_exchange_publishes_total` | counter | envelopes published (per exchange) |
+//! | `neffos_exchange_publish_errors_total` | counter | publishes an exchange failed or dropped (broker down, queue full): lost, at most once ([`ExchangeStats::publish_errors`](crate::ExchangeStats::publish_errors)) |
+//! | `neffos_exchange_reconnects_total` | counter | broker connections re-established ([`ExchangeStats::reconnects`](crate::ExchangeStats::reconnects)) |
 //! | `neffos_ask_seconds` | histogram | Ask round-trip time (server side) |
 //! | `neffos_cluster_queries_total` / `neffos_cluster_query_seconds` | counter / histogram | cluster queries and remote operations started, and their duration |
 //! | `neffos_cluster_query_timeouts_total` / `neffos_cluster_missing_instances_total` | counter | queries with a live instance missing at the deadline, and how many were missing |

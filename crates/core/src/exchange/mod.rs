@@ -121,9 +121,11 @@ impl ExchangeCounters {
         self.published.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts `n` failed publishes.
+    /// Counts `n` failed publishes (also `neffos_exchange_publish_errors_total`).
     pub fn add_publish_errors(&self, n: u64) {
         self.publish_errors.fetch_add(n, Ordering::Relaxed);
+        // Off the hot path (failures only): the name is looked up per call.
+        metrics::counter!("neffos_exchange_publish_errors_total").increment(n);
     }
 
     /// Counts `n` payloads received from the broker.
@@ -131,9 +133,10 @@ impl ExchangeCounters {
         self.received.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts one reconnection to the broker.
+    /// Counts one reconnection to the broker (also `neffos_exchange_reconnects_total`).
     pub fn add_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("neffos_exchange_reconnects_total").increment(1);
     }
 
     /// The counters now.

@@ -62,6 +62,9 @@ struct State {
     /// The last sequence number stamped.
     seq: u64,
     conns: HashMap<NodeAddr, NodeConn>,
+    /// Masters whose connection failed and was not opened again yet (a new one is a
+    /// reconnect).
+    lost: std::collections::HashSet<NodeAddr>,
     /// Per master: publishes failed since the last success (logged once per outage).
     failing: HashMap<NodeAddr, u64>,
 }
@@ -83,6 +86,7 @@ impl ClusterPublisher {
             suspect_map: false,
             seq: 0,
             conns: HashMap::new(),
+            lost: std::collections::HashSet::new(),
             failing: HashMap::new(),
         };
         state.run().await;
@@ -176,7 +180,9 @@ impl State {
             for (node, msgs, sent) in join_all(sends).await {
                 match sent {
                     Sent::Failed(e) => {
-                        self.conns.remove(&node);
+                        if self.conns.remove(&node).is_some() {
+                            self.lost.insert(node.clone());
+                        }
                         self.suspect_map = true;
                         self.fail(Some(&node), msgs.len() as u64, &e);
                     }
@@ -245,6 +251,7 @@ impl State {
                 return Some(c.conn.clone());
             }
             self.conns.remove(node);
+            self.lost.insert(node.clone());
         }
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
@@ -269,6 +276,9 @@ impl State {
                     tracing::warn!(error = %e, "cannot name the Redis connection (CLIENT SETNAME)");
                 }
                 self.unreachable.remove(node);
+                if self.lost.remove(node) {
+                    self.p.stats.add_reconnect();
+                }
                 // The node is back: the subscriber retries now rather than at its timer.
                 self.p.topology.wake.announce();
                 self.conns.insert(

@@ -86,6 +86,8 @@ struct State {
     /// Per channel: 0→1 transitions minus 1→0 transitions reported by the server.
     interest: HashMap<String, i64>,
     nodes: HashMap<NodeAddr, NodeConn>,
+    /// Nodes whose connection was lost and not opened again yet (a new one is a reconnect).
+    lost_nodes: HashSet<NodeAddr>,
     /// Wanted channels that lost their subscription without our asking, since when.
     orphaned: HashMap<String, Instant>,
     /// The table and the brokers may differ.
@@ -119,6 +121,7 @@ impl ClusterSubscriber {
             next_id: 0,
             interest: HashMap::new(),
             nodes: HashMap::new(),
+            lost_nodes: HashSet::new(),
             orphaned: HashMap::new(),
             dirty: true,
             stale_map: false,
@@ -276,6 +279,7 @@ impl State {
                     return;
                 }
                 if let Some(mut conn) = self.nodes.remove(&node) {
+                    self.lost_nodes.insert(node.clone());
                     tracing::warn!(node = %node, subscriptions = conn.applied.len(), "Redis Cluster subscriber connection lost; subscribing again where the slots are now");
                     for channel in std::mem::take(&mut conn.applied) {
                         self.orphan(channel, "connection lost", &node);
@@ -360,6 +364,9 @@ impl State {
             if !self.nodes.contains_key(&node) {
                 match self.open(&node).await {
                     Ok(c) => {
+                        if self.lost_nodes.remove(&node) {
+                            self.s.stats.add_reconnect();
+                        }
                         self.nodes.insert(node.clone(), c);
                     }
                     Err(e) => {
