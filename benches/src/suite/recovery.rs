@@ -82,6 +82,9 @@ pub struct ModeRuns {
     pub rest_bytes_per_s: Vec<f64>,
     /// Deliveries lost over every run.
     pub lost: u64,
+    /// CPUs used by other processes of the machine during each run (a disturbed run).
+    #[serde(default)]
+    pub other_cores: Vec<f64>,
 }
 
 /// Recovery off and on in one place.
@@ -258,6 +261,8 @@ fn saturate(spec: &Spec, runs: &mut ModeRuns) -> anyhow::Result<f64> {
     runs.cpu_us_per_delivery
         .push(report.server_cpu_us_per_delivery.unwrap_or(f64::NAN));
     runs.lost += report.lost;
+    runs.other_cores
+        .push(report.other_cores.unwrap_or(f64::NAN));
     Ok(max)
 }
 
@@ -312,6 +317,8 @@ fn open_loop(
     runs.p50_us.push(report.latency.p50_us);
     runs.p99_us.push(report.latency.p99_us);
     runs.lost += report.lost;
+    runs.other_cores
+        .push(report.other_cores.unwrap_or(f64::NAN));
     if let Some(window) = window {
         let (bytes, secs) = window?;
         let rest = rest?;
@@ -764,6 +771,29 @@ pub(super) fn render(res: &RecoveryResults, md: &mut String) -> std::fmt::Result
             md,
             "\nOffered load of the latency runs: {}.",
             rates.join(", ")
+        )?;
+    }
+    let busy: Vec<String> = res
+        .fanout
+        .iter()
+        .filter_map(|r| {
+            let most = r
+                .off
+                .other_cores
+                .iter()
+                .chain(&r.on.other_cores)
+                .copied()
+                .filter(|c| c.is_finite())
+                .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))?;
+            Some(format!("{} {most:.2}", r.exchange))
+        })
+        .collect();
+    if !busy.is_empty() {
+        writeln!(
+            md,
+            "CPUs used by other processes of the machine during a run, at most: {} \
+             (above a few tenths the runs were disturbed).",
+            busy.join(", ")
         )?;
     }
     writeln!(
