@@ -96,7 +96,8 @@ pub struct ServerArgs {
     /// The exchange joining the instances (and other processes, for brokers).
     #[arg(long, value_enum, default_value_t = ExchangeKind::None)]
     pub exchange: ExchangeKind,
-    /// Redis URL for `--exchange redis`.
+    /// Redis URL for `--exchange redis` (seed node URLs, comma-separated, for
+    /// `--exchange redis-cluster`).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// NATS URL for `--exchange nats`.

@@ -20,6 +20,7 @@ mod recovery;
 mod report;
 mod resume;
 mod scaleout;
+mod shards;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +38,7 @@ pub use queries::{QueryResults, QueryRow, RestRow};
 pub use recovery::{CatchUpRow, FanoutRow, ModeRuns, RecoveryResults};
 pub use resume::{ResumeResults, ResumeRun, ResumeTopology};
 pub use scaleout::{ScaleOutArgs, ScaleOutResults};
+pub use shards::{GapRow, PeerRow, ShardResults, ShardRun};
 
 /// Environment variable set on the suite once it re-executed itself pinned.
 const PINNED_ENV: &str = "NEFFOS_BENCH_PINNED";
@@ -86,6 +88,13 @@ pub struct SuiteArgs {
     /// standard error, its plot in `docs/bench/`; BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries", "only_recovery"])]
     pub only_resume: bool,
+    /// Run only the Redis Cluster shards phase (1 vs 3 shards, as is and broker-bound; one
+    /// hot namespace with and without partitions; the gap per topology change;
+    /// socketioxide-redis's cluster driver): results in `target/bench/shards.json`, its
+    /// section (and plots under `docs/bench/`) in `target/bench/shards.md`; BENCHMARKS.md
+    /// is left alone.
+    #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries", "only_recovery", "only_resume"])]
+    pub only_shards: bool,
     /// Connections of the cluster-query phase.
     #[arg(long, default_value_t = 10_000)]
     pub query_connections: usize,
@@ -291,6 +300,9 @@ pub struct SuiteResults {
     /// Resumption after broker outages (cross-instance phase).
     #[serde(default)]
     pub resume: Option<ResumeResults>,
+    /// Redis Cluster shards (cross-instance phase).
+    #[serde(default)]
+    pub shards: Option<ShardResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -939,6 +951,7 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         queries: None,
         recovery: None,
         resume: None,
+        shards: None,
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
@@ -967,6 +980,9 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     }
     if args.only_resume {
         return resume::write_alone(&resume::run(&programs, server_cpus.as_deref()), &root);
+    if args.only_shards {
+        let res = shards::run(&programs, server_cpus.as_deref(), args.quick);
+        return shards::write_alone(&res, &root, started);
     }
     if !args.scale_out.only_scale_out {
         if !args.cluster_only {
@@ -989,6 +1005,7 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
                     server_cpus.as_deref(),
                     args.query_connections,
                 ));
+                results.shards = Some(shards::run(&programs, server_cpus.as_deref(), args.quick));
             }
             if args.only.is_empty() || args.only.iter().any(|k| k == report::OURS) {
                 results.recovery = Some(recovery::run(

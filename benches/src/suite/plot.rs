@@ -280,14 +280,14 @@ impl Chart for LatencyChart<'_> {
 }
 
 /// A bar chart: one labelled bar per entry, its value printed above it.
-struct Bars {
-    caption: String,
-    y_desc: &'static str,
-    bars: Vec<(String, f64)>,
+pub(super) struct Bars {
+    pub(super) caption: String,
+    pub(super) y_desc: &'static str,
+    pub(super) bars: Vec<(String, f64)>,
     /// Formats a value for the label above its bar.
-    format: fn(f64) -> String,
+    pub(super) format: fn(f64) -> String,
     /// A horizontal target line and its legend.
-    target: Option<(f64, &'static str)>,
+    pub(super) target: Option<(f64, &'static str)>,
 }
 
 impl Chart for Bars {
@@ -493,6 +493,9 @@ pub(super) fn draw_all(res: &SuiteResults, dir: &Path) -> anyhow::Result<Vec<Plo
     ];
     if let Some(resume) = &res.resume {
         plots.push(super::resume::plot(resume, dir)?);
+    }
+    if let Some(shards) = &res.shards {
+        plots.extend(super::shards::plots(shards, dir)?);
     }
     Ok(plots)
 }

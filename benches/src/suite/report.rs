@@ -1036,6 +1036,9 @@ fn render(
     if let Some(r) = &res.resume {
         super::resume::render(r, md)?;
     }
+    if let Some(shards) = &res.shards {
+        super::shards::render(shards, &[], md)?;
+    }
 
     super::scaleout::render(&res.scale_out, md)?;
 

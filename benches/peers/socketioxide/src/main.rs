@@ -14,10 +14,13 @@
 //!
 //! ```sh
 //! peer-socketioxide --addr 127.0.0.1:0 --lifetime-secs 600 [--redis-url redis://127.0.0.1:6379]
+//! peer-socketioxide --redis-cluster-urls redis://127.0.0.1:7000,redis://127.0.0.1:7001
 //! ```
 //!
 //! With `--redis-url`, instances are joined through `socketioxide-redis` (the Redis adapter
-//! of the socketioxide project), so a broadcast reaches the clients of every instance.
+//! of the socketioxide project), so a broadcast reaches the clients of every instance; with
+//! `--redis-cluster-urls` (seed nodes), through its cluster driver (`ClusterAdapter`,
+//! sharded pub/sub over `redis`'s `ClusterClient`).
 //!
 //! Prints `{"event":"listening","addr":"127.0.0.1:<port>"}` once listening, then exits when
 //! its standard input closes or after the lifetime.
@@ -30,18 +33,22 @@ use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
-use socketioxide_redis::{RedisAdapter, RedisAdapterCtr, drivers::redis::redis_client};
+use socketioxide_redis::{
+    ClusterAdapter, RedisAdapter, RedisAdapterCtr, drivers::redis::redis_client,
+};
 
 fn main() -> std::io::Result<()> {
     let mut addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut lifetime = Duration::from_secs(600);
     let mut redis_url: Option<String> = None;
+    let mut cluster_urls: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_default();
         match arg.as_str() {
             "--addr" => addr = value.parse().map_err(std::io::Error::other)?,
             "--redis-url" => redis_url = Some(value),
+            "--redis-cluster-urls" => cluster_urls = Some(value),
             "--lifetime-secs" => {
                 lifetime = Duration::from_secs(value.parse().map_err(std::io::Error::other)?)
             }
@@ -62,13 +69,38 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let app = match redis_url {
-            None => {
+        let app = match (redis_url, cluster_urls) {
+            (_, Some(urls)) => {
+                // RESP3: the driver's subscriptions need push messages.
+                let urls: Vec<String> = urls
+                    .split(',')
+                    .map(|u| {
+                        if u.contains('?') {
+                            u.to_owned()
+                        } else {
+                            format!("{u}?protocol=resp3")
+                        }
+                    })
+                    .collect();
+                let client = redis_client::cluster::ClusterClient::new(urls)
+                    .map_err(std::io::Error::other)?;
+                let adapter = RedisAdapterCtr::new_with_cluster(&client)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let (layer, io) = SocketIo::builder()
+                    .with_adapter::<ClusterAdapter<_>>(adapter)
+                    .build_layer();
+                io.ns("/bench", on_connect)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                fetch_router(io).layer(layer)
+            }
+            (None, None) => {
                 let (layer, io) = SocketIo::new_layer();
                 io.ns("/bench", on_connect);
                 fetch_router(io).layer(layer)
             }
-            Some(url) => {
+            (Some(url), None) => {
                 // RESP3: the adapter's subscriber needs push messages.
                 let url = if url.contains('?') { url } else { format!("{url}?protocol=resp3") };
                 let client = redis_client::Client::open(url).map_err(std::io::Error::other)?;
