@@ -26,7 +26,8 @@
 //! [`stats_json`] (its exchange's `published`, `publish_errors`, `received`,
 //! `reconnects`; with `redis-cluster` also `redirects`, `unowned_publishes`,
 //! `subscription_gaps` and `gap_max_ms`; the server's `envelopes_received`,
-//! `malformed_envelopes`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
+//! `malformed_envelopes`, and the overload counters `slow_consumer_closes`,
+//! `budget_closes`, `publisher_pushbacks`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
 //! line every N ms, and every instance prints it one last time (`"final":true`) when the
 //! process exits (input closed or lifetime over).
 //!
@@ -153,6 +154,9 @@ fn stats_value(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> 
             "connections": snapshot.connections,
             "envelopes_received": snapshot.envelopes_received,
             "malformed_envelopes": snapshot.malformed_envelopes,
+            "slow_consumer_closes": snapshot.slow_consumer_closes,
+            "budget_closes": snapshot.budget_closes,
+            "publisher_pushbacks": snapshot.publisher_pushbacks,
         },
         "cluster": {
             "instances": cluster.instances,

@@ -203,7 +203,10 @@ pub(crate) fn bench(
     if quick {
         args.push("--quick");
     }
-    if scale_out || !quick {
+    let one_phase = suite_args
+        .iter()
+        .any(|a| a.starts_with("--only") || a == "--cluster-only");
+    if (scale_out || !quick) && !one_phase {
         args.push("--scale-out");
     }
     let before_program = before

@@ -360,6 +360,7 @@ fn merge(spec: &Spec, outs: &[WorkerOut], probe: &Probe, server_cpu: Option<f64>
         }
         report.received += out.received;
         report.disconnects += out.disconnects;
+        report.out_of_order += out.out_of_order;
         report.responders_connected += out.responders_connected;
         report.answered += out.answered;
         report.error_replies += out.error_replies;

@@ -266,6 +266,10 @@ pub struct Report {
     pub lost: u64,
     /// Connections that the server closed or lost during the run.
     pub disconnects: u64,
+    /// Deliveries that reached a connection after a later message of the same sender, or
+    /// twice (fanout): per-sender order broken.
+    #[serde(default)]
+    pub out_of_order: u64,
     /// Responding connections established (cluster-ask).
     #[serde(default)]
     pub responders_connected: usize,

@@ -70,6 +70,10 @@ pub(crate) struct WorkerOut {
     /// carried them (cluster-ask).
     #[serde(default)]
     pub(crate) server_ask_hist: Vec<(u64, u64)>,
+    /// Deliveries that came to a connection after a later message of the same sender (or
+    /// twice): per-sender order broken.
+    #[serde(default)]
+    pub(crate) out_of_order: u64,
 }
 
 /// One message's deliveries to a worker's receivers (`--per-message`).
@@ -146,6 +150,7 @@ struct Shared {
     recorder: Recorder,
     received: AtomicU64,
     disconnects: AtomicU64,
+    out_of_order: AtomicU64,
     last_recv_ns: AtomicU64,
     /// Latencies of messages meant to be sent before this instant are not recorded
     /// (`u64::MAX` until the start).
@@ -290,6 +295,8 @@ async fn receive(
     count: bool,
     mut stop: watch::Receiver<bool>,
 ) -> Option<WsClient> {
+    // The next sequence number expected from each sender on this connection.
+    let mut next_seq: Vec<u64> = Vec::new();
     loop {
         let frame = tokio::select! {
             biased;
@@ -309,6 +316,9 @@ async fn receive(
                         {
                             shared.on_error_reply(&f.payload);
                         } else if count && let Some(stamp) = stamp::decode(&f.payload) {
+                            if !in_order(&mut next_seq, stamp) {
+                                shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+                            }
                             shared.on_stamp(conn, stamp, &f.payload);
                         }
                         false
@@ -327,6 +337,22 @@ async fn receive(
             return None;
         }
     }
+}
+
+/// Whether `stamp` comes after every earlier delivery of its sender on this connection
+/// (`next_seq`: the next sequence number expected per sender; a gap is a loss, not a
+/// reordering).
+fn in_order(next_seq: &mut Vec<u64>, stamp: Stamp) -> bool {
+    let sender = stamp.sender as usize;
+    if sender >= 1024 {
+        return true; // not one of ours: the load generator has far fewer senders
+    }
+    if next_seq.len() <= sender {
+        next_seq.resize(sender + 1, 0);
+    }
+    let ordered = stamp.seq >= next_seq[sender];
+    next_seq[sender] = next_seq[sender].max(stamp.seq + 1);
+    ordered
 }
 
 /// A responder (cluster-ask): answers every server Ask by echoing it (same wait token, same
@@ -743,6 +769,7 @@ where
 
     out.received = shared.received.load(Ordering::Relaxed);
     out.disconnects = shared.disconnects.load(Ordering::Relaxed);
+    out.out_of_order = shared.out_of_order.load(Ordering::Relaxed);
     out.answered = shared.answered.load(Ordering::Relaxed);
     out.error_replies = shared.error_replies.load(Ordering::Relaxed);
     if let Some(e) = shared.first_error.lock().take() {
@@ -1018,4 +1045,28 @@ where
         out.cpu_s = end - start;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(sender: u32, seq: u64) -> Stamp {
+        Stamp {
+            sender,
+            seq,
+            t_ns: 0,
+        }
+    }
+
+    #[test]
+    fn gaps_are_in_order_while_late_and_repeated_deliveries_are_not() {
+        let mut next = Vec::new();
+        assert!(in_order(&mut next, stamp(0, 0)));
+        assert!(in_order(&mut next, stamp(0, 5)), "a gap is a loss");
+        assert!(!in_order(&mut next, stamp(0, 3)), "late");
+        assert!(!in_order(&mut next, stamp(0, 5)), "twice");
+        assert!(in_order(&mut next, stamp(2, 1)), "senders are independent");
+        assert!(in_order(&mut next, stamp(0, 6)));
+    }
 }

@@ -13,6 +13,7 @@
 mod brokers;
 mod crossask;
 mod machine;
+mod overload;
 mod peers;
 mod plot;
 mod queries;
@@ -33,6 +34,7 @@ use crate::loadgen::{self, Report, Scenario, Spec};
 pub use brokers::{BrokerCeiling, BrokerStats};
 pub use crossask::{AskRun, CrossAskResults};
 pub use machine::{Machine, Versions};
+pub use overload::{OverloadPoint, OverloadResults, OverloadRun, RssRow};
 pub use peers::{Peer, Role};
 pub use queries::{QueryResults, QueryRow, RestRow};
 pub use recovery::{CatchUpRow, FanoutRow, ModeRuns, RecoveryResults};
@@ -95,6 +97,15 @@ pub struct SuiteArgs {
     /// is left alone.
     #[arg(long, conflicts_with_all = ["no_cluster", "cluster_only", "only_queries", "only_recovery", "only_resume"])]
     pub only_shards: bool,
+    /// Run only the overload phase (open loop at 50/100/150 % of the raw floor's rate, with
+    /// and without a CPU hog; memory at 2× and 5×): results in `target/bench/overload.json`,
+    /// its section on standard error and in `target/bench/overload.md`; BENCHMARKS.md is
+    /// left alone.
+    #[arg(long, conflicts_with_all = ["cluster_only", "only_queries"])]
+    pub only_overload: bool,
+    /// Skip the overload phase.
+    #[arg(long)]
+    pub no_overload: bool,
     /// Connections of the cluster-query phase.
     #[arg(long, default_value_t = 10_000)]
     pub query_connections: usize,
@@ -303,6 +314,9 @@ pub struct SuiteResults {
     /// Redis Cluster shards (cross-instance phase).
     #[serde(default)]
     pub shards: Option<ShardResults>,
+    /// Open-loop overload around the raw floor's sustainable rate (issue 13).
+    #[serde(default)]
+    pub overload: Option<OverloadResults>,
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of now.
@@ -952,6 +966,7 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         recovery: None,
         resume: None,
         shards: None,
+        overload: None,
     };
     let list: Vec<Peer> = peers::all(&programs, &versions)
         .into_iter()
@@ -980,9 +995,14 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     }
     if args.only_resume {
         return resume::write_alone(&resume::run(&programs, server_cpus.as_deref()), &root);
+    }
     if args.only_shards {
         let res = shards::run(&programs, server_cpus.as_deref(), args.quick);
         return shards::write_alone(&res, &root, started);
+    }
+    if args.only_overload {
+        let res = overload::run(&list, &plan, server_cpus.as_deref());
+        return write_phase(&root, "overload", &res, overload::render, started);
     }
     if !args.scale_out.only_scale_out {
         if !args.cluster_only {
@@ -990,6 +1010,9 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
                 eprintln!("peer {}: {}", peer.key, peer.description);
             }
             results.peers = run_peers(&list, &plan, server_cpus.as_deref());
+            if !args.no_overload {
+                results.overload = Some(overload::run(&list, &plan, server_cpus.as_deref()));
+            }
         }
         if !args.no_cluster {
             let only = ClusterOnly {
@@ -1052,6 +1075,31 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         root.join("BENCHMARKS.md").display(),
         root.join("docs/bench").display(),
         results.wall_s
+    );
+    Ok(())
+}
+
+/// Writes a single phase's results (`target/bench/<name>.json`) and its section
+/// (`target/bench/<name>.md`, and standard error); BENCHMARKS.md is left alone.
+fn write_phase<T: Serialize>(
+    root: &Path,
+    name: &str,
+    res: &T,
+    render: fn(&T, &mut String) -> std::fmt::Result,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let json = out_dir.join(format!("{name}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(res)?)?;
+    let mut md = String::new();
+    render(res, &mut md)?;
+    std::fs::write(out_dir.join(format!("{name}.md")), &md)?;
+    eprintln!("\n{md}");
+    eprintln!(
+        "results: {} ({:.0} s; BENCHMARKS.md not written)",
+        json.display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -1025,6 +1025,10 @@ fn render(
         }
     }
 
+    if let Some(o) = &res.overload {
+        super::overload::render(o, md)?;
+    }
+
     // Across instances.
     cluster_section(res, md)?;
     if let Some(q) = &res.queries {
