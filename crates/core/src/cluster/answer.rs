@@ -34,7 +34,7 @@ fn read(shared: &ServerShared, query: &Query) -> Answer {
             registry
                 .by_ns
                 .get(namespace.as_str())
-                .map(|m| m.values().map(|c| c.id.to_string()).collect())
+                .map(|m| m.iter().map(|c| c.id.to_string()).collect())
                 .unwrap_or_default(),
         ),
         Query::Count { namespace } => Answer::Count(
@@ -55,7 +55,7 @@ fn read(shared: &ServerShared, query: &Query) -> Answer {
             registry
                 .by_room
                 .get(&room_key(namespace, room))
-                .map(|m| m.values().map(|c| c.id.to_string()).collect())
+                .map(|m| m.iter().map(|c| c.id.to_string()).collect())
                 .unwrap_or_default(),
         ),
         Query::RoomCount { namespace, room } => Answer::Count(

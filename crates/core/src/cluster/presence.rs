@@ -232,7 +232,7 @@ pub(crate) fn snapshot(shared: &ServerShared) -> PresenceBatch {
     let mut changes = Vec::new();
     for (ns, members) in &registry.by_ns {
         if presence.contains(&**ns) {
-            for c in members.values() {
+            for c in members.iter() {
                 changes.push(PresenceChange::new(
                     c.id.to_string(),
                     ns.to_string(),
@@ -244,7 +244,7 @@ pub(crate) fn snapshot(shared: &ServerShared) -> PresenceBatch {
     }
     for ((ns, room), members) in &registry.by_room {
         if presence.contains(&**ns) {
-            for c in members.values() {
+            for c in members.iter() {
                 changes.push(PresenceChange::new(
                     c.id.to_string(),
                     ns.to_string(),

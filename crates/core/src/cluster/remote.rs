@@ -59,7 +59,7 @@ fn local_conns(shared: &ServerShared, id: &str) -> Vec<Conn> {
         .read()
         .by_id
         .get(id)
-        .map(|m| m.values().map(|c| Conn(c.clone())).collect())
+        .map(|m| m.iter().map(|c| Conn(c.clone())).collect())
         .unwrap_or_default()
 }
 

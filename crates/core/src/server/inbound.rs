@@ -85,7 +85,7 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
                 .read()
                 .by_id
                 .get(id.as_str())
-                .and_then(|m| m.values().next().cloned());
+                .and_then(|m| m.iter().next().cloned());
             let Some(conn) = conn else {
                 return;
             };

@@ -516,7 +516,7 @@ impl Server {
             .read()
             .by_id
             .get(id)
-            .map(|m| m.values().map(|c| Conn(c.clone())).collect())
+            .map(|m| m.iter().map(|c| Conn(c.clone())).collect())
             .unwrap_or_default()
     }
 
@@ -1017,20 +1017,24 @@ impl ServerShared {
     ) -> usize {
         let out = WsOut::shared(msg.to_frame());
         let mut tagged = None;
-        let registry = self.registry.read();
-        let members = match (&target.to, &target.room) {
-            (Some(id), _) => registry.by_id.get(&**id),
-            (None, Some(room)) => registry
-                .by_room
-                .get(&(target.namespace.clone(), room.clone())),
-            (None, None) => registry.by_ns.get(&target.namespace),
+        // The index lock is held only to take the recipients' list, never for the loop.
+        let members = {
+            let registry = self.registry.read();
+            match (&target.to, &target.room) {
+                (Some(id), _) => registry.by_id.get(&**id),
+                (None, Some(room)) => registry
+                    .by_room
+                    .get(&(target.namespace.clone(), room.clone())),
+                (None, None) => registry.by_ns.get(&target.namespace),
+            }
+            .map(registry::Members::snapshot)
         };
         let Some(members) = members else {
             return 0;
         };
         let mut delivered = 0;
         let mut lag = pressure::Lagging::default();
-        for conn in members.values() {
+        for conn in members.iter() {
             if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
                 continue;
             }

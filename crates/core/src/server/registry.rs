@@ -1,5 +1,12 @@
 //! Indexes of the local connections, kept in step with joins and leaves, so a broadcast
 //! finds its recipients without scanning every connection.
+//!
+//! Each group (the connections of an ID, a namespace or a room) keeps its members in a
+//! copy-on-write list of chunks: a broadcast takes the index lock only to clone the list's
+//! `Arc`, then fans out without any lock, so joins, leaves and connects never wait for a
+//! loop over recipients. A change made while a broadcast still holds the list copies the
+//! list of chunks and the one or two chunks it touches (a few hundred pointers whatever the
+//! group's size), otherwise it edits them in place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +16,91 @@ use bytestring::ByteString;
 use crate::conn::ConnInner;
 use crate::exchange::Topic;
 
-type Members = HashMap<u64, Arc<ConnInner>>;
+/// Members per chunk: what a change copies at most per chunk while a broadcast runs.
+const CHUNK: usize = 256;
+
+type Chunk = Arc<Vec<Arc<ConnInner>>>;
+
+/// The members of one group at one moment, in no particular order.
+#[derive(Clone, Default)]
+pub(crate) struct Snapshot(Arc<Vec<Chunk>>);
+
+impl Snapshot {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
+        self.0.iter().flat_map(|chunk| chunk.iter())
+    }
+}
+
+/// The members of one group: full chunks but the last, and where each member sits
+/// (its index over all chunks).
+#[derive(Default)]
+pub(crate) struct Members {
+    list: Snapshot,
+    position: HashMap<u64, usize>,
+}
+
+impl Members {
+    /// Adds `conn`; false if it was a member already.
+    fn insert(&mut self, conn: &Arc<ConnInner>) -> bool {
+        if self.position.contains_key(&conn.key) {
+            return false;
+        }
+        let at = self.position.len();
+        let chunks = Arc::make_mut(&mut self.list.0);
+        if at % CHUNK == 0 {
+            chunks.push(Arc::new(Vec::new()));
+        }
+        if let Some(last) = chunks.last_mut() {
+            Arc::make_mut(last).push(conn.clone());
+            self.position.insert(conn.key, at);
+        }
+        true
+    }
+
+    /// Removes the member with `key`; false if it was not one. The last member takes its
+    /// place, so every chunk but the last stays full.
+    fn remove(&mut self, key: u64) -> bool {
+        let Some(at) = self.position.remove(&key) else {
+            return false;
+        };
+        let chunks = Arc::make_mut(&mut self.list.0);
+        let Some(moved) = chunks.last_mut().and_then(|last| Arc::make_mut(last).pop()) else {
+            return true;
+        };
+        if chunks.last().is_some_and(|last| last.is_empty()) {
+            chunks.pop();
+        }
+        if moved.key != key
+            && let Some(chunk) = chunks.get_mut(at / CHUNK)
+            && let Some(slot) = Arc::make_mut(chunk).get_mut(at % CHUNK)
+        {
+            self.position.insert(moved.key, at);
+            *slot = moved;
+        }
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.position.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.position.is_empty()
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.position.contains_key(&key)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
+        self.list.iter()
+    }
+
+    /// The current members, to iterate after the index lock is released.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.list.clone()
+    }
+}
 
 /// An exchange interest change caused by an index update (applied after the lock is released).
 #[derive(Debug)]
@@ -20,7 +111,7 @@ pub(crate) enum Interest {
 
 #[derive(Default)]
 pub(crate) struct Registry {
-    pub(crate) conns: Members,
+    pub(crate) conns: HashMap<u64, Arc<ConnInner>>,
     pub(crate) by_id: HashMap<ByteString, Members>,
     pub(crate) by_ns: HashMap<ByteString, Members>,
     pub(crate) by_room: HashMap<(ByteString, ByteString), Members>,
@@ -28,7 +119,7 @@ pub(crate) struct Registry {
 
 fn insert(map: &mut HashMap<ByteString, Members>, key: &ByteString, conn: &Arc<ConnInner>) -> bool {
     let members = map.entry(key.clone()).or_default();
-    members.insert(conn.key, conn.clone());
+    members.insert(conn);
     members.len() == 1
 }
 
@@ -36,7 +127,7 @@ fn remove(map: &mut HashMap<ByteString, Members>, key: &str, conn_key: u64) -> b
     let Some(members) = map.get_mut(key) else {
         return false;
     };
-    if members.remove(&conn_key).is_none() {
+    if !members.remove(conn_key) {
         return false;
     }
     if members.is_empty() {
@@ -66,7 +157,7 @@ impl Registry {
         let namespaces: Vec<ByteString> = self
             .by_ns
             .iter()
-            .filter(|(_, m)| m.contains_key(&conn.key))
+            .filter(|(_, m)| m.contains(conn.key))
             .map(|(k, _)| k.clone())
             .collect();
         for ns in namespaces {
@@ -100,13 +191,13 @@ impl Registry {
         self.by_room
             .entry((ns.clone(), room.clone()))
             .or_default()
-            .insert(conn.key, conn.clone());
+            .insert(conn);
     }
 
     pub(crate) fn remove_room(&mut self, ns: &ByteString, room: &ByteString, conn_key: u64) {
         let key = (ns.clone(), room.clone());
         if let Some(members) = self.by_room.get_mut(&key) {
-            members.remove(&conn_key);
+            members.remove(conn_key);
             if members.is_empty() {
                 self.by_room.remove(&key);
             }
@@ -121,5 +212,104 @@ impl Registry {
             self.by_ns.len(),
             self.by_room.len(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Namespaces;
+    use crate::config::Config;
+    use crate::conn::{NewConn, RequestInfo, Role};
+
+    fn conn(key: u64) -> Arc<ConnInner> {
+        ConnInner::new(NewConn {
+            key,
+            id: ByteString::from(format!("c{key}")),
+            role: Role::Server,
+            request: RequestInfo::default(),
+            handlers: Arc::new(Namespaces::new()),
+            config: Arc::new(Config::default()),
+            server: None,
+        })
+    }
+
+    fn keys(members: &Members) -> Vec<u64> {
+        let mut keys: Vec<u64> = members.iter().map(|c| c.key).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn members_insert_and_remove_anywhere() {
+        let conns: Vec<_> = (1..=5).map(conn).collect();
+        let mut members = Members::default();
+        for c in &conns {
+            assert!(members.insert(c));
+        }
+        assert!(!members.insert(&conns[0]), "already a member");
+        assert!(members.remove(2), "from the middle");
+        assert!(members.remove(1), "the first");
+        assert!(members.remove(5), "the last");
+        assert!(!members.remove(5));
+        assert_eq!(keys(&members), [3, 4]);
+        assert!(members.contains(3) && !members.contains(2));
+        // Positions stay right after the moves: each remaining member can still be removed.
+        assert!(members.remove(4));
+        assert!(members.remove(3));
+        assert!(members.is_empty());
+        assert_eq!(members.iter().count(), 0);
+    }
+
+    #[test]
+    fn members_span_chunks() {
+        let conns: Vec<_> = (0..(CHUNK as u64 * 2 + 10)).map(conn).collect();
+        let mut members = Members::default();
+        for c in &conns {
+            members.insert(c);
+        }
+        let before = members.snapshot();
+        // Remove from the first chunk, the middle one and the last, with a broadcast's
+        // snapshot alive (copy on write) and then without.
+        for key in [0, CHUNK as u64 + 3, conns.len() as u64 - 1, 7] {
+            assert!(members.remove(key));
+        }
+        assert_eq!(before.iter().count(), conns.len());
+        drop(before);
+        for key in [1, 2, CHUNK as u64 * 2] {
+            assert!(members.remove(key));
+        }
+        let expected: Vec<u64> = (0..conns.len() as u64)
+            .filter(|k| ![0, 1, 2, 7, CHUNK as u64 + 3, CHUNK as u64 * 2].contains(k))
+            .filter(|&k| k != conns.len() as u64 - 1)
+            .collect();
+        assert_eq!(keys(&members), expected);
+        assert_eq!(members.len(), expected.len());
+        // Every position is right: each member can be removed, and nothing is left.
+        for key in expected {
+            assert!(members.remove(key), "{key}");
+        }
+        assert!(members.is_empty());
+        assert_eq!(members.list.0.len(), 0, "no empty chunk kept");
+    }
+
+    #[test]
+    fn a_snapshot_does_not_see_later_changes() {
+        let conns: Vec<_> = (1..=3).map(conn).collect();
+        let mut members = Members::default();
+        members.insert(&conns[0]);
+        members.insert(&conns[1]);
+        let before = members.snapshot();
+        members.insert(&conns[2]);
+        members.remove(1);
+        let mut seen: Vec<u64> = before.iter().map(|c| c.key).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2], "the broadcast in flight keeps its recipients");
+        assert_eq!(keys(&members), [2, 3]);
+        drop(before);
+        // Without a snapshot alive the list is edited in place.
+        let list = Arc::as_ptr(&members.list.0);
+        members.remove(2);
+        assert_eq!(Arc::as_ptr(&members.list.0), list);
     }
 }

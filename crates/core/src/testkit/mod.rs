@@ -8,6 +8,7 @@ pub mod broker;
 pub mod broker_cluster;
 pub mod chained;
 pub mod conformance;
+pub mod local;
 pub mod numbered;
 pub mod proxy;
 
