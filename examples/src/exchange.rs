@@ -86,7 +86,8 @@ impl Exchanges {
     }
 
     /// Where connection-state recovery keeps history and sessions for one more instance:
-    /// shared by every instance of the backend (`None`: no store for it yet, NATS).
+    /// shared by every instance of the backend (`None`: no store for it: a Redis Cluster,
+    /// or NATS without JetStream).
     pub async fn history_for_instance(
         &self,
     ) -> anyhow::Result<Option<Arc<dyn neffos::recovery::HistoryStore>>> {
@@ -106,7 +107,24 @@ impl Exchanges {
             #[cfg(feature = "redis")]
             ExchangeKind::RedisCluster => Ok(None),
             #[cfg(feature = "nats")]
-            ExchangeKind::Nats => Ok(None),
+            ExchangeKind::Nats => {
+                use neffos::recovery::HistoryStore;
+                let history = neffos_nats::NatsHistory::connect(
+                    &self.urls.nats,
+                    neffos::recovery::HistoryLimits::default(),
+                )
+                .await
+                .with_context(|| format!("cannot use NATS at {}", self.urls.nats))?;
+                // The store is JetStream: without it (`nats-server` run without `-js`),
+                // recovery stays off rather than failing every broadcast's recording.
+                match history.head(crate::chat::NAMESPACE).await {
+                    Ok(_) => Ok(Some(Arc::new(history))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no JetStream on this NATS (run nats-server -js): connection-state recovery off");
+                        Ok(None)
+                    }
+                }
+            }
         }
     }
 

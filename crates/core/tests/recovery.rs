@@ -10,6 +10,7 @@ use std::time::Duration;
 use neffos::protocol::recovery::RECOVERY_EVENT;
 use neffos::recovery::{HistoryLimits, MemoryHistory, Outcome, Reason, Recovery};
 use neffos::testkit::proxy::LoadBalancer;
+use neffos::testkit::recovery::assert_in_order;
 use neffos::testkit::{TestServer, eventually, serve};
 use neffos::{Client, Events, Message, Namespaces, Reconnect, Server, Target};
 use tokio::sync::mpsc;
@@ -109,20 +110,6 @@ async fn receive_all(rx: &mut mpsc::UnboundedReceiver<String>, n: usize) -> Vec<
         }
     }
     got
-}
-
-/// `got` is exactly `range`, in order (a short message when not).
-fn assert_in_order(got: &[String], range: std::ops::Range<usize>) {
-    let expected = numbers(range);
-    if let Some(i) = (0..got.len().max(expected.len())).find(|&i| got.get(i) != expected.get(i)) {
-        panic!(
-            "first difference at {i}: got {:?}, expected {:?} ({} received, {} expected)",
-            got.get(i),
-            expected.get(i),
-            got.len(),
-            expected.len()
-        );
-    }
 }
 
 fn numbers(range: std::ops::Range<usize>) -> Vec<String> {

@@ -12,15 +12,40 @@ use tokio::sync::Mutex;
 /// The stream of kept sessions (the last message per subject `neffos.s.<hex of the key>`).
 const SESSIONS_STREAM: &str = "NEFFOS_SESSIONS";
 
+/// The sessions stream's age bound until a longer window asks for more.
+const DEFAULT_SESSION_AGE: Duration = Duration::from_secs(120);
+
+/// A session record: its deadline (Unix milliseconds, big-endian), then the session.
+fn record(session: &[u8], ttl: Duration) -> Bytes {
+    let deadline = unix_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let mut record = Vec::with_capacity(8 + session.len());
+    record.extend_from_slice(&deadline.to_be_bytes());
+    record.extend_from_slice(session);
+    Bytes::from(record)
+}
+
+/// The session of a record whose deadline has not passed.
+fn unexpired(record: Bytes) -> Option<Bytes> {
+    let deadline = u64::from_be_bytes(record.get(..8)?.try_into().ok()?);
+    (deadline > unix_millis()).then(|| record.slice(8..))
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Recorded broadcasts and kept sessions in NATS JetStream, shared by every instance.
 ///
 /// One stream per namespace (`NEFFOS_H_<hex of the name>`, bounded by `max_messages` and
 /// `max_age`), whose sequence numbers are the offsets; its creation time is the epoch, so a
 /// stream deleted and created again is a new history ("epoch changed"), and a purged or
 /// trimmed one shows a gap ("history trimmed"): never a silent one. Sessions live in the
-/// stream `NEFFOS_SESSIONS`, one subject per key keeping its last message, expiring after
-/// the window; a session is taken by deleting its message by sequence, which succeeds for
-/// one reconnect only.
+/// stream `NEFFOS_SESSIONS`, one subject per key keeping its last message; each record
+/// carries its deadline (the window), the stream's age bound is the longest window seen. A
+/// session is taken by deleting its message by sequence, which succeeds for one reconnect
+/// only.
 pub struct NatsHistory {
     js: jetstream::Context,
     limits: HistoryLimits,
@@ -101,25 +126,61 @@ impl NatsHistory {
         Ok(stream)
     }
 
-    async fn sessions(&self, ttl: Duration) -> Result<stream::Stream, StoreError> {
+    /// The sessions stream; its age bound grows to the longest `ttl` asked for (each record
+    /// carries its own deadline, so a shorter window still ends on time).
+    async fn sessions(&self, ttl: Option<Duration>) -> Result<stream::Stream, StoreError> {
         let mut slot = self.sessions.lock().await;
-        if let Some(stream) = &*slot {
+        if let Some(stream) = &*slot
+            && ttl.is_none_or(|ttl| ttl <= stream.cached_info().config.max_age)
+        {
             return Ok(stream.clone());
         }
-        let stream = self
+        let config = stream::Config {
+            name: SESSIONS_STREAM.to_owned(),
+            subjects: vec!["neffos.s.>".to_owned()],
+            max_messages_per_subject: 1,
+            max_age: ttl.unwrap_or(DEFAULT_SESSION_AGE),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        let mut stream = self
             .js
-            .get_or_create_stream(stream::Config {
-                name: SESSIONS_STREAM.to_owned(),
-                subjects: vec!["neffos.s.>".to_owned()],
-                max_messages_per_subject: 1,
-                max_age: ttl,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
+            .get_or_create_stream(config.clone())
             .await
             .map_err(store_error)?;
+        let max_age = stream.info().await.map_err(store_error)?.config.max_age;
+        if let Some(ttl) = ttl
+            && ttl > max_age
+        {
+            self.js.update_stream(config).await.map_err(store_error)?;
+            stream.info().await.map_err(store_error)?;
+        }
         *slot = Some(stream.clone());
         Ok(stream)
+    }
+
+    /// The sessions kept now (records not expired, live connections' checkpoints included),
+    /// for inspection: reads the whole sessions stream.
+    ///
+    /// # Errors
+    ///
+    /// When JetStream cannot be read.
+    pub async fn kept_sessions(&self) -> Result<Vec<Bytes>, StoreError> {
+        let mut stream = self.sessions(None).await?;
+        let state = stream.info().await.map_err(store_error)?.state.clone();
+        let mut kept = Vec::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            if state.messages == 0 {
+                break;
+            }
+            // Deleted (taken) or expired since the info: not kept.
+            if let Ok(msg) = stream.get_raw_message(seq).await
+                && let Some(session) = unexpired(msg.payload)
+            {
+                kept.push(session);
+            }
+        }
+        Ok(kept)
     }
 
     async fn epoch(&self, namespace: &str) -> Result<u64, StoreError> {
@@ -232,9 +293,9 @@ impl HistoryStore for NatsHistory {
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.sessions(ttl).await?;
+            self.sessions(Some(ttl)).await?;
             self.js
-                .publish(session_subject(key), session)
+                .publish(session_subject(key), record(&session, ttl))
                 .await
                 .map_err(store_error)?
                 .await
@@ -245,16 +306,16 @@ impl HistoryStore for NatsHistory {
 
     fn take_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
         Box::pin(async move {
-            let sessions = self.sessions(Duration::from_secs(120)).await?;
+            let sessions = self.sessions(None).await?;
             let Ok(msg) = sessions
                 .get_last_raw_message_by_subject(&session_subject(key))
                 .await
             else {
                 return Ok(None);
             };
-            // Only the reconnect whose delete succeeds gets it.
+            // Only the reconnect whose delete succeeds gets it, if its window has not passed.
             match sessions.delete_message(msg.sequence).await {
-                Ok(true) => Ok(Some(msg.payload)),
+                Ok(true) => Ok(unexpired(msg.payload)),
                 _ => Ok(None),
             }
         })
@@ -268,7 +329,7 @@ impl HistoryStore for NatsHistory {
 
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let sessions = self.sessions(Duration::from_secs(120)).await?;
+            let sessions = self.sessions(None).await?;
             sessions
                 .purge()
                 .filter(session_subject(key))

@@ -151,6 +151,45 @@ impl RedisHistory {
         Ok(history)
     }
 
+    /// The sessions kept now (live connections' checkpoints included), for inspection: scans
+    /// the session keys.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be read.
+    pub async fn kept_sessions(&self) -> std::result::Result<Vec<Bytes>, StoreError> {
+        let mut pattern = Vec::new();
+        for b in self.key('k', "") {
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(b);
+        }
+        pattern.push(b'*');
+        let mut kept = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(self.run(&scan).await?).map_err(store_error)?;
+            for key in keys {
+                // Taken or expired since the scan: not kept.
+                if let Value::BulkString(b) = self.run(redis::cmd("GET").arg(key)).await? {
+                    kept.push(Bytes::from(b));
+                }
+            }
+            if next == 0 {
+                return Ok(kept);
+            }
+            cursor = next;
+        }
+    }
+
     fn key(&self, kind: char, name: &str) -> Vec<u8> {
         // One letter per kind of key: stream, meta, session names cannot collide.
         let mut key = Vec::with_capacity(self.prefix.len() + 2 + name.len());

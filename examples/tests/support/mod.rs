@@ -79,15 +79,25 @@ impl JsUser {
     /// Starts the user `name` against the WebSocket `url` and waits until it is connected
     /// (installs interop/js's npm packages the first time).
     pub(crate) fn start(url: &str, name: &str) -> JsUser {
-        let (child, stdin, lines) = spawn_node("cluster.js", &[url, name]);
-        let mut user = JsUser {
-            child,
-            stdin,
-            lines,
-        };
+        let mut user = JsUser::spawn("cluster.js", &[url, name]);
         let ready = user.next_where(|v| v["ev"] == "ready");
         assert_eq!(ready["id"], name);
         user
+    }
+
+    /// Starts the Node script `script` of interop/js (reporting JSON lines, killed on drop).
+    pub(crate) fn spawn(script: &str, args: &[&str]) -> JsUser {
+        let (child, stdin, lines) = spawn_node(script, args);
+        JsUser {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Sends a command line to the script.
+    pub(crate) fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
     }
 
     /// The next report matching `pred` (earlier ones are skipped).
@@ -100,6 +110,23 @@ impl JsUser {
             assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
             if pred(&v) {
                 return v;
+            }
+        }
+    }
+
+    /// The next report matching `pred` within `timeout`, if any (earlier ones are skipped).
+    pub(crate) fn next_within(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let v = self.lines.recv_timeout(left).ok()?;
+            assert_ne!(v["ev"], "fail", "neffos.js failed: {v}");
+            if pred(&v) {
+                return Some(v);
             }
         }
     }
@@ -149,7 +176,10 @@ impl ScaleOut {
             .args(args)
             .arg("--neffos-js")
             .arg(&bundle)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SCALE_OUT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -158,6 +188,13 @@ impl ScaleOut {
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // SCALE_OUT_LOG=<filter> shows the instances' logs (debugging a test).
+                if std::env::var_os("SCALE_OUT_LOG").is_some() {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("scale-out: {line}");
+                    }
+                }
                 if let Some(port) = line
                     .split("open http://")
                     .nth(1)

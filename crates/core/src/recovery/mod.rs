@@ -217,6 +217,7 @@ pub(crate) async fn claim(
         },
         None => None,
     };
+    tracing::debug!(found = saved.is_some(), lookup_failed, "session presented");
     let id = saved.as_ref().map_or(generated, |s| s.id.clone());
     let session = ConnSession::new(
         presentation.key,

@@ -46,6 +46,10 @@ struct State {
     positions: HashMap<ByteString, Position>,
     /// `Some` while the session is being restored: live broadcasts wait here.
     held: Option<Vec<Held>>,
+    /// Per namespace, the newest position the restore replayed: a live broadcast at or
+    /// before it (appended before the history was read, still on its way through the
+    /// exchange) was replayed already.
+    replayed: HashMap<ByteString, Position>,
     peer_end: Option<PeerEnd>,
     presented: Option<Presented>,
     /// Sent after each namespace the client connects itself (no session came back).
@@ -108,6 +112,9 @@ impl ConnSession {
             });
             return Ok(Fill::Within);
         }
+        if replayed(&state.replayed, &msg.namespace, position) {
+            return Ok(Fill::Within);
+        }
         advance(&mut state.positions, &msg.namespace, position);
         // Under the lock: a release racing this keeps the order.
         conn.enqueue(out)
@@ -161,21 +168,27 @@ impl ConnSession {
         }
     }
 
-    /// Ends the restore: held broadcasts not already replayed go out, in order.
-    fn release(&self, conn: &ConnInner, replayed_up_to: &HashMap<ByteString, Position>) {
+    /// Ends the restore: held broadcasts not already replayed go out, in order; later ones
+    /// already replayed are dropped too.
+    fn release(&self, conn: &ConnInner, replayed_up_to: HashMap<ByteString, Position>) {
         let mut state = self.state.lock();
         let held = state.held.take().unwrap_or_default();
+        state.replayed = replayed_up_to;
         for h in held {
-            if replayed_up_to
-                .get(&h.namespace)
-                .is_some_and(|up_to| up_to.epoch == h.position.epoch && h.position <= *up_to)
-            {
+            if replayed(&state.replayed, &h.namespace, h.position) {
                 continue;
             }
             advance(&mut state.positions, &h.namespace, h.position);
             let _ = conn.enqueue(h.out);
         }
     }
+}
+
+/// Whether the restore's replay already sent the broadcast at `pos`.
+fn replayed(replayed: &HashMap<ByteString, Position>, ns: &ByteString, pos: Position) -> bool {
+    replayed
+        .get(ns)
+        .is_some_and(|up_to| up_to.epoch == pos.epoch && pos <= *up_to)
 }
 
 fn advance(positions: &mut HashMap<ByteString, Position>, ns: &ByteString, pos: Position) {
@@ -249,6 +262,7 @@ pub(crate) async fn restore(server: Arc<ServerShared>, conn: Arc<ConnInner>) {
             .find(|(n, _)| *n == ns.name)
             .map(|(_, p)| *p)
             .or(ns.position);
+        tracing::debug!(id = %conn.id, ns = %ns.name, ?from, checkpoint = ?ns.position, "replaying");
         let outcome = match from {
             None => Outcome::NotRecovered(Reason::HistoryTrimmed),
             Some(from) => {
@@ -284,7 +298,8 @@ pub(crate) async fn restore(server: Arc<ServerShared>, conn: Arc<ConnInner>) {
         }
         outcomes.push((name, outcome));
     }
-    session.release(&conn, &replayed_up_to);
+    session.release(&conn, replayed_up_to);
+    tracing::debug!(id = %conn.id, ?outcomes, "session restored");
     recovery.count(&outcomes);
     for (ns, outcome) in outcomes {
         if conn.namespaces.lock().contains_key(&ns) {

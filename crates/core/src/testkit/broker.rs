@@ -108,6 +108,17 @@ impl Kind {
                 .collect(),
         };
         args.extend(extra.iter().cloned());
+        // JetStream stores in the broker's own directory (not the shared default), kept
+        // across restarts, removed with the broker.
+        if self == Kind::Nats
+            && extra.iter().any(|a| a == "-js")
+            && !extra.iter().any(|a| a == "-sd")
+        {
+            args.extend([
+                "-sd".to_owned(),
+                dir.join("jetstream").display().to_string(),
+            ]);
+        }
         args
     }
 
@@ -429,7 +440,8 @@ impl RedisServer {
 /// A `nats-server` on a free loopback port, killed on drop.
 ///
 /// Started as `nats-server -a 127.0.0.1 -p P` with its log in a temporary directory, plus
-/// any extra arguments from [`NatsServer::start_with`].
+/// any extra arguments from [`NatsServer::start_with`] (with `-js`, JetStream stores in
+/// that directory unless `-sd` says otherwise).
 #[derive(Debug)]
 pub struct NatsServer(pub(super) Process);
 

@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod local;
 pub mod numbered;
 pub mod proxy;
+pub mod recovery;
 
 use std::net::SocketAddr;
 use std::time::Duration;
