@@ -16,6 +16,42 @@ pub enum SlowConsumerPolicy {
     DropMessage,
 }
 
+/// What a broadcast does when recipients that read are behind (their outbound queue over
+/// [`Config::outbound_budget`]): the server, not they, cannot keep up with what is offered.
+/// Chosen per namespace with [`ServerBuilder::overload`](crate::ServerBuilder::overload).
+///
+/// Either way nobody is closed for it (only stuck clients are, see
+/// [`SlowConsumerPolicy`]), memory stays bounded, and every recipient gets each sender's
+/// messages in the order they were sent.
+///
+/// ```
+/// use neffos::{Events, Namespaces, OverloadPolicy, Server};
+/// let server = Server::builder(Namespaces::new().namespace("ticker", Events::new()))
+///     // Prices: a late quote is worthless, skip it rather than slow down the feed.
+///     .overload("ticker", OverloadPolicy::Shed)
+///     .build();
+/// assert_eq!(server.overload_policy("ticker"), OverloadPolicy::Shed);
+/// assert_eq!(server.overload_policy("chat"), OverloadPolicy::PushBack);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverloadPolicy {
+    /// Deliver everything: the connection whose handler published stops being read until
+    /// the recipients caught up, and TCP carries the pause to the publishing client
+    /// (counted in [`StatsSnapshot::publisher_pushbacks`](crate::StatsSnapshot::publisher_pushbacks)).
+    /// Broadcasts from [`Server::broadcast`](crate::Server::broadcast) outside a handler and
+    /// from other instances are queued up to four times the budget. The default: chat,
+    /// commands, anything where every message matters.
+    #[default]
+    PushBack,
+    /// Skip the broadcast for a recipient whose queue is over its budget, and count it
+    /// ([`StatsSnapshot::shed_frames`](crate::StatsSnapshot::shed_frames), metric
+    /// `neffos_shed_frames_total{namespace}`); publishers are never paused. For feeds where
+    /// a newer message replaces an older one (prices, positions, dashboards). Frames already
+    /// queued keep their order, so each sender's messages arrive in order, with gaps.
+    Shed,
+}
+
 /// Limits and timings applied to every connection.
 ///
 /// Every field's default is stated with it. Everything a client can make the server hold

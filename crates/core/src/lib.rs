@@ -163,7 +163,7 @@ pub use cluster::{
     Applied, Cluster, ClusterConfig, ClusterError, ClusterErrorKind, ClusterStats, InstanceInfo,
     Member, Partial, PresenceEvent, PresenceKind,
 };
-pub use config::{Config, SlowConsumerPolicy};
+pub use config::{Config, OverloadPolicy, SlowConsumerPolicy};
 pub use conn::{Conn, NsConn, Room};
 pub use error::{
     AskError, BodyError, BroadcastError, DialError, ExchangeError, NamespaceError, RoomError,

@@ -13,6 +13,7 @@
 //! | `neffos_slow_consumer_closes_total` | counter | stuck clients closed (outbound queue over its budget) |
 //! | `neffos_budget_closes_total` | counter | connections closed or refused for going over a byte budget (outbound, before the handshake, request head) |
 //! | `neffos_publisher_pushbacks_total` | counter | publishers whose reading paused until the recipients their broadcast left behind (while reading) caught up |
+//! | `neffos_shed_frames_total` | counter (label `namespace`) | broadcast frames skipped for recipients over their outbound budget, in namespaces with [`OverloadPolicy::Shed`](crate::OverloadPolicy::Shed) |
 //! | `neffos_unupgraded_refused_total` | counter | TCP connections dropped by [`serve`](crate::serve) at its cap of connections not upgraded yet |
 //! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
 //! | `neffos_late_replies_total` | counter | replies without a waiting Ask |

@@ -187,6 +187,33 @@ impl ConnInner {
         }
     }
 
+    /// Queues a broadcast frame of a namespace with [`OverloadPolicy::Shed`]: over the
+    /// budget the frame is skipped for this connection (`Ok(false)`, counted by the caller)
+    /// instead of pushing back on the publisher; a stuck client gets the slow-consumer
+    /// policy as with [`Self::enqueue`].
+    ///
+    /// [`OverloadPolicy::Shed`]: crate::OverloadPolicy::Shed
+    pub(crate) fn enqueue_or_shed(&self, out: WsOut) -> Result<bool, WriteErrorKind> {
+        if self.is_closed() {
+            return Err(WriteErrorKind::Closed);
+        }
+        match self.queue.try_push_or_shed(out) {
+            Ok(()) => Ok(true),
+            Err(PushError::Shed) => Ok(false),
+            Err(PushError::Closed) => Err(WriteErrorKind::Closed),
+            Err(stuck) => match self.config.slow_consumer {
+                SlowConsumerPolicy::DropMessage => {
+                    self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    Ok(false)
+                }
+                _ => {
+                    self.close_stuck(stuck);
+                    Err(WriteErrorKind::Closed)
+                }
+            },
+        }
+    }
+
     /// Closes a client that does not read what it is sent (1008 "slow consumer: …").
     fn close_stuck(&self, why: PushError) {
         let reason = match why {

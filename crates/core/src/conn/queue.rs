@@ -37,6 +37,9 @@ pub(crate) enum PushError {
     Stalled,
     /// The writer is gone.
     Closed,
+    /// The queue is over its budget while its writer makes progress: the frame was shed
+    /// ([`OutQueue::try_push_or_shed`]).
+    Shed,
 }
 
 /// A writer that took a frame this recently is still reading-side healthy: its client reads.
@@ -149,6 +152,37 @@ impl OutQueue {
         };
         self.writer.wake();
         Ok(fill)
+    }
+
+    /// Queues `item` if it fits the budget. Over the budget the frame is shed (the caller
+    /// counts it) while the writer makes progress, and the queue is stuck once it made
+    /// none for the stall timeout. The queue never grows past the budget by more than one
+    /// frame, and what is queued keeps its order.
+    pub(crate) fn try_push_or_shed(&self, item: WsOut) -> Result<(), PushError> {
+        let cost = cost(&item);
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            let bytes = state.bytes + cost;
+            if !state.items.is_empty()
+                && (bytes > self.limits.budget || state.items.len() >= self.limits.frames)
+            {
+                let now = Instant::now();
+                if state.stalled(self.limits.stall, now) {
+                    return Err(PushError::Stalled);
+                }
+                // The stall clock runs from the first shed frame; the writer's next pop
+                // stops it once the queue is back within the budget.
+                state.progress.get_or_insert(now);
+                return Err(PushError::Shed);
+            }
+            state.bytes = bytes;
+            state.items.push_back(item);
+        }
+        self.writer.wake();
+        Ok(())
     }
 
     /// Whether the client is still behind while it reads (over the budget, its writer took a
@@ -310,6 +344,31 @@ mod tests {
         assert_eq!(byte(q.try_pop().unwrap()), b'b');
         assert_eq!(byte(q.try_pop().unwrap()), b'c');
         assert!(q.try_pop().is_none());
+    }
+
+    #[test]
+    fn shedding_keeps_the_queue_within_its_budget_and_in_order() {
+        let q = OutQueue::new(budget(3, Duration::from_secs(3600)));
+        for n in 0..3 {
+            q.try_push_or_shed(frame(n)).unwrap();
+        }
+        assert_eq!(q.try_push_or_shed(frame(3)), Err(PushError::Shed));
+        assert_eq!(q.len(), 3);
+        assert_eq!(byte(q.try_pop().unwrap()), b'a');
+        // Room again: the next frame is queued behind the older ones.
+        q.try_push_or_shed(frame(4)).unwrap();
+        let rest: Vec<u8> = std::iter::from_fn(|| q.try_pop()).map(byte).collect();
+        assert_eq!(rest, b"bce");
+        assert!(q.bytes() <= 3 * (1 + FRAME_OVERHEAD));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_that_sheds_without_progress_is_stuck() {
+        let q = OutQueue::new(budget(1, Duration::from_secs(5)));
+        q.try_push_or_shed(frame(0)).unwrap();
+        assert_eq!(q.try_push_or_shed(frame(1)), Err(PushError::Shed));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(q.try_push_or_shed(frame(2)), Err(PushError::Stalled));
     }
 
     #[test]

@@ -1,44 +1,14 @@
 //! Envelopes arriving from the exchange: local delivery, Asks on behalf of another
 //! instance, and replies to our own cross-instance Asks.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use neffos_protocol::{Envelope, EnvelopeKind, EnvelopeTarget};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::{ServerShared, Target};
 use crate::exchange::Topic;
-
-/// Sequence numbers remembered per origin instance, to handle an envelope that arrives
-/// through two chained exchanges only once.
-const DEDUP_WINDOW: usize = 4096;
-
-/// Recently seen (origin, seq) pairs.
-#[derive(Debug, Default)]
-pub(crate) struct Dedup {
-    seen: HashMap<Uuid, BTreeSet<u64>>,
-}
-
-impl Dedup {
-    /// True the first time (origin, seq) is seen. A seq older than the whole window is
-    /// treated as seen (it can only be a late duplicate).
-    pub(crate) fn first_time(&mut self, origin: Uuid, seq: u64) -> bool {
-        let window = self.seen.entry(origin).or_default();
-        if window.len() >= DEDUP_WINDOW && window.first().is_some_and(|&oldest| seq < oldest) {
-            return false;
-        }
-        if !window.insert(seq) {
-            return false;
-        }
-        if window.len() > DEDUP_WINDOW {
-            window.pop_first();
-        }
-        true
-    }
-}
 
 pub(crate) async fn run(
     shared: Weak<ServerShared>,

@@ -1,6 +1,7 @@
 //! The [`Server`]: accepts connections, keeps the indexes, broadcasts, asks, and bridges
 //! to an [`Exchange`] for scale-out.
 
+mod dedup;
 mod inbound;
 pub(crate) mod registry;
 
@@ -19,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, OverloadPolicy};
 use crate::conn::{
     Conn, ConnInner, Fill, NewConn, RequestInfo, Role, close_code, engine, pressure,
 };
@@ -43,6 +44,7 @@ pub(crate) struct Stats {
     pub(crate) slow_consumer_closes: AtomicU64,
     pub(crate) budget_closes: AtomicU64,
     pub(crate) publisher_pushbacks: AtomicU64,
+    pub(crate) shed_frames: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
     pub(crate) malformed_envelopes: AtomicU64,
@@ -58,6 +60,7 @@ impl Stats {
             slow_consumer_closes: AtomicU64::new(0),
             budget_closes: AtomicU64::new(0),
             publisher_pushbacks: AtomicU64::new(0),
+            shed_frames: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
             invalid_frames: AtomicU64::new(0),
             malformed_envelopes: AtomicU64::new(0),
@@ -137,6 +140,9 @@ pub struct StatsSnapshot {
     /// while they read (a quarter of them over their outbound budget, or one over twice it):
     /// the server, not they, could not keep up.
     pub publisher_pushbacks: u64,
+    /// Broadcast frames skipped for recipients over their outbound budget, in namespaces
+    /// with [`OverloadPolicy::Shed`](crate::OverloadPolicy::Shed).
+    pub shed_frames: u64,
     /// Replies that arrived after their Ask gave up (or for no Ask): dropped.
     pub late_replies: u64,
     /// Frames that were not neffos messages: dropped.
@@ -237,7 +243,7 @@ pub(crate) struct ServerShared {
     pub(crate) registry: RwLock<Registry>,
     pub(crate) exchanges: Vec<Arc<dyn Exchange>>,
     pub(crate) relay: bool,
-    pub(crate) dedup: Mutex<inbound::Dedup>,
+    pub(crate) dedup: Mutex<dedup::Dedup>,
     remote_asks: Mutex<HashMap<u64, oneshot::Sender<Envelope>>>,
     next_key: AtomicU64,
     seq: AtomicU64,
@@ -249,6 +255,8 @@ pub(crate) struct ServerShared {
     changed: Notify,
     admitted: Mutex<Admitted>,
     warned_no_peer_address: AtomicBool,
+    /// Namespaces with [`OverloadPolicy::Shed`], and their shed-frame counters.
+    shedding: HashMap<ByteString, metrics::Counter>,
 }
 
 /// Sockets admitted and not yet gone, in total and per remote IP.
@@ -327,6 +335,7 @@ pub struct ServerBuilder {
     relay: bool,
     cluster: Option<crate::cluster::ClusterConfig>,
     recovery: Option<crate::recovery::Recovery>,
+    overload: HashMap<ByteString, OverloadPolicy>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -412,6 +421,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets what broadcasts to `namespace` do when recipients that read are behind (default
+    /// [`OverloadPolicy::PushBack`] for every namespace).
+    pub fn overload(mut self, namespace: &str, policy: OverloadPolicy) -> Self {
+        self.overload.insert(ByteString::from(namespace), policy);
+        self
+    }
+
     /// Makes this instance take part in its cluster (off by default): it announces itself
     /// and renews its lease through the exchanges, answers the others' queries, and
     /// [`Server::ask`] to an ID no live instance holds fails fast. `config` sets the
@@ -446,7 +462,7 @@ impl ServerBuilder {
             registry: RwLock::new(Registry::default()),
             exchanges: self.exchanges,
             relay: self.relay,
-            dedup: Mutex::new(inbound::Dedup::default()),
+            dedup: Mutex::new(dedup::Dedup::default()),
             remote_asks: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             seq: AtomicU64::new(0),
@@ -457,6 +473,15 @@ impl ServerBuilder {
             changed: Notify::new(),
             admitted: Mutex::new(Admitted::default()),
             warned_no_peer_address: AtomicBool::new(false),
+            shedding: self
+                .overload
+                .into_iter()
+                .filter(|(_, policy)| *policy == OverloadPolicy::Shed)
+                .map(|(ns, _)| {
+                    let counter = metrics::counter!("neffos_shed_frames_total", "namespace" => ns.to_string());
+                    (ns, counter)
+                })
+                .collect(),
         });
         if !shared.exchanges.is_empty() {
             let (tx, rx) = Inbound::channel(shared.config.outbound_queue.max(4096));
@@ -491,6 +516,7 @@ impl Server {
             relay: false,
             cluster: None,
             recovery: None,
+            overload: HashMap::new(),
         }
     }
 
@@ -529,6 +555,15 @@ impl Server {
         conns.len()
     }
 
+    /// The [`OverloadPolicy`] of `namespace` (see [`ServerBuilder::overload`]).
+    pub fn overload_policy(&self, namespace: &str) -> OverloadPolicy {
+        if self.0.shedding.contains_key(namespace) {
+            OverloadPolicy::Shed
+        } else {
+            OverloadPolicy::PushBack
+        }
+    }
+
     /// Counters and index sizes.
     pub fn stats(&self) -> StatsSnapshot {
         let (connections, ids, namespaces, rooms) = self.0.registry.read().sizes();
@@ -542,6 +577,7 @@ impl Server {
             slow_consumer_closes: s.slow_consumer_closes.load(Ordering::Relaxed),
             budget_closes: s.budget_closes.load(Ordering::Relaxed),
             publisher_pushbacks: s.publisher_pushbacks.load(Ordering::Relaxed),
+            shed_frames: s.shed_frames.load(Ordering::Relaxed),
             late_replies: s.late_replies.load(Ordering::Relaxed),
             invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
             malformed_envelopes: s.malformed_envelopes.load(Ordering::Relaxed),
@@ -1034,6 +1070,8 @@ impl ServerShared {
         };
         let mut delivered = 0;
         let mut lag = pressure::Lagging::default();
+        let shed_counter = self.shedding.get(&target.namespace);
+        let mut shed = 0u64;
         for conn in members.iter() {
             if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
                 continue;
@@ -1044,6 +1082,14 @@ impl ServerShared {
             }
             let sent = match (recorded, crate::recovery::attached_session(conn)) {
                 (Some(pos), Some(session)) => session.offer(conn, msg, pos, &out, &mut tagged),
+                _ if shed_counter.is_some() => match conn.enqueue_or_shed(out.clone()) {
+                    Ok(true) => Ok(Fill::Within),
+                    Ok(false) => {
+                        shed += 1;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
                 _ => conn.enqueue(out.clone()),
             };
             if let Ok(fill) = sent {
@@ -1052,6 +1098,12 @@ impl ServerShared {
                     lag.add(conn, fill);
                 }
             }
+        }
+        if let Some(counter) = shed_counter
+            && shed > 0
+        {
+            self.stats.shed_frames.fetch_add(shed, Ordering::Relaxed);
+            counter.increment(shed);
         }
         // Recipients behind while they read: the publisher (if a handler broadcast) is
         // pushed back instead of them being closed.
