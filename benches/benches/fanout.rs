@@ -161,7 +161,11 @@ fn run(c: &mut Criterion, name: &str, stuck: bool) {
     }
     group.finish();
     // Only the stuck client may have been closed.
-    assert_eq!(fx.closed.load(Ordering::SeqCst), 0, "the bench must not drop clients");
+    assert_eq!(
+        fx.closed.load(Ordering::SeqCst),
+        0,
+        "the bench must not drop clients"
+    );
 }
 
 criterion_group!(benches, fanout);

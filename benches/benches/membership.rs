@@ -190,7 +190,11 @@ fn membership(c: &mut Criterion) {
     }
     group.finish();
     let stats = server.stats();
-    assert_eq!(stats.connections, MEMBERS + 1, "members were closed: {stats:?}");
+    assert_eq!(
+        stats.connections,
+        MEMBERS + 1,
+        "members were closed: {stats:?}"
+    );
     drop(members);
 }
 
