@@ -9,7 +9,7 @@
 //! its fan-out over the index and not 10,000 socket writes this machine could not do 1,000
 //! times a second. Besides criterion's estimate, each group prints the p50/p99 of single
 //! requests and the broadcast rate achieved.
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -47,7 +47,7 @@ impl Members {
         }
         let at = self.position.len();
         let chunks = Arc::make_mut(&mut self.list.0);
-        if at % CHUNK == 0 {
+        if at.is_multiple_of(CHUNK) {
             chunks.push(Arc::new(Vec::new()));
         }
         if let Some(last) = chunks.last_mut() {
