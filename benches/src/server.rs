@@ -27,7 +27,7 @@
 //! `reconnects`; with `redis-cluster` also `redirects`, `unowned_publishes`,
 //! `subscription_gaps` and `gap_max_ms`; the server's `envelopes_received`,
 //! `malformed_envelopes`, and the overload counters `slow_consumer_closes`,
-//! `budget_closes`, `publisher_pushbacks`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
+//! `budget_closes`, `publisher_pushbacks`, `shed_frames`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
 //! line every N ms, and every instance prints it one last time (`"final":true`) when the
 //! process exits (input closed or lifetime over).
 //!
@@ -51,7 +51,8 @@ use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use neffos::recovery::{HistoryLimits, MemoryHistory, Recovery};
 use neffos::{
-    ClusterConfig, Events, Exchange, MemoryExchange, Message, Namespaces, Reply, Server, Target,
+    ClusterConfig, Events, Exchange, MemoryExchange, Message, Namespaces, OverloadPolicy, Reply,
+    Server, Target,
 };
 use tokio::sync::broadcast;
 
@@ -119,6 +120,10 @@ pub struct ServerArgs {
     /// exchange (memory, Redis Streams or JetStream) and default limits.
     #[arg(long)]
     pub recovery: bool,
+    /// Namespace `bench` sheds broadcasts for recipients over their outbound budget
+    /// (`OverloadPolicy::Shed`) instead of pushing back on the publisher.
+    #[arg(long)]
+    pub shed: bool,
 }
 
 /// Counters of an exchange beyond [`neffos::ExchangeStats`], as JSON (the Redis Cluster's
@@ -157,6 +162,7 @@ fn stats_value(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> 
             "slow_consumer_closes": snapshot.slow_consumer_closes,
             "budget_closes": snapshot.budget_closes,
             "publisher_pushbacks": snapshot.publisher_pushbacks,
+            "shed_frames": snapshot.shed_frames,
         },
         "cluster": {
             "instances": cluster.instances,
@@ -179,11 +185,13 @@ fn stats_value(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> 
 }
 
 /// The neffos server of the benchmark, optionally joined to others by `exchange`, with the
-/// cluster on when `cluster` is set and recovery when `recovery` is given.
+/// cluster on when `cluster` is set, recovery when `recovery` is given, and `overload` as
+/// the overload policy of namespace `bench`.
 pub fn neffos_server(
     exchange: Option<Arc<dyn Exchange>>,
     cluster: bool,
     recovery: Option<Recovery>,
+    overload: OverloadPolicy,
 ) -> Server {
     let events = Events::new()
         .on("fanout", |ns, msg: Message| async move {
@@ -204,7 +212,8 @@ pub fn neffos_server(
             |_ns, msg: Message| async move { Reply::new(msg.body) },
         )
         .on("ask-peer", ask_peer);
-    let mut builder = Server::builder(Namespaces::new().namespace("bench", events));
+    let mut builder =
+        Server::builder(Namespaces::new().namespace("bench", events)).overload("bench", overload);
     if let Some(exchange) = exchange {
         builder = builder.exchange(exchange);
     }
@@ -500,7 +509,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
                     None
                 };
                 let (exchange, extra) = exchange_for(&args, &memory).await?;
-                let server = neffos_server(exchange, args.cluster, recovery);
+                let server = neffos_server(
+                    exchange,
+                    args.cluster,
+                    recovery,
+                    if args.shed {
+                        OverloadPolicy::Shed
+                    } else {
+                        OverloadPolicy::PushBack
+                    },
+                );
                 let (stats_server, stats_extra) = (server.clone(), extra.clone());
                 let mut app = axum::Router::new().route("/echo", server.route()).route(
                     "/stats",

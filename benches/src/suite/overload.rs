@@ -5,7 +5,8 @@
 //!   protocol), saturated by one sender → [`CLIENTS`] clients; the median of its runs is
 //!   the sustainable rate, in messages per second.
 //! - Then open loop (messages due on a fixed schedule, no window) at 50 %, 100 % and 150 %
-//!   of that rate, against the floor and neffos-rs (default `Config`) in turns, three runs
+//!   of that rate, against the floor, neffos-rs (default `Config`: the publisher is pushed
+//!   back) and neffos-rs with `OverloadPolicy::Shed` on the namespace ([`SHED`]) in turns, three runs
 //!   each, each once on a quiet machine and once with a CPU hog: a process spinning on the
 //!   servers' CPU for [`HOG`] in the middle of the run.
 //! - Memory: neffos-rs and the floor, each a fresh process, offered 2× and 5× the rate;
@@ -27,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::peers::{self, Peer};
 use super::{Plan, brokers, measure, note};
 use crate::loadgen::{self, Report, Scenario, Spec, stats};
+
+/// neffos-rs with `--shed`: broadcasts shed for recipients over their budget.
+pub(super) const SHED: &str = "neffos-rs shed";
 
 /// Receivers of every run.
 pub(super) const CLIENTS: usize = 1000;
@@ -66,6 +70,9 @@ pub struct OverloadRun {
     pub server_closes: Option<u64>,
     /// neffos-rs: times it paused reading from the publisher.
     pub pushbacks: Option<u64>,
+    /// neffos-rs: broadcast frames it shed (`OverloadPolicy::Shed`).
+    #[serde(default)]
+    pub shed: Option<u64>,
     /// CPU used by other processes meanwhile (the hog included), in cores.
     pub other_cores: Option<f64>,
 }
@@ -193,12 +200,21 @@ impl RssSampler {
     }
 }
 
-/// neffos-rs's own counters, from `GET /stats`: (closes, pushbacks).
-fn server_counters(port: Option<u16>) -> Option<(u64, u64)> {
+/// neffos-rs's own counters, from `GET /stats`: (closes, pushbacks, shed frames).
+fn server_counters(port: Option<u16>) -> Option<(u64, u64, u64)> {
     let v = brokers::http_json(port?, "/stats").ok()?;
     let server = &v["server"];
     let closes = server["slow_consumer_closes"].as_u64()? + server["budget_closes"].as_u64()?;
-    Some((closes, server["publisher_pushbacks"].as_u64()?))
+    Some((
+        closes,
+        server["publisher_pushbacks"].as_u64()?,
+        server["shed_frames"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Whether `peer` is neffos-rs (as is or shedding): it has `GET /stats`.
+fn is_ours(peer: &str) -> bool {
+    peer == super::report::OURS || peer == SHED
 }
 
 fn port_of(addr: &str) -> Option<u16> {
@@ -220,6 +236,7 @@ fn summary(report: &Report, due: u64) -> OverloadRun {
         max_us: report.latency.max_us,
         server_closes: None,
         pushbacks: None,
+        shed: None,
         other_cores: report.other_cores,
     }
 }
@@ -261,7 +278,7 @@ impl Target<'_> {
         rss: bool,
     ) -> anyhow::Result<(OverloadRun, Option<(u64, u64)>)> {
         let spec = self.spec(plan, duration, rate);
-        let port = (self.peer.key == super::report::OURS)
+        let port = is_ours(self.peer.key)
             .then(|| port_of(&self.server.addrs[0]))
             .flatten();
         let before = server_counters(port);
@@ -290,6 +307,7 @@ impl Target<'_> {
         if let (Some(a), Some(b)) = (before, server_counters(port)) {
             run.server_closes = Some(b.0.saturating_sub(a.0));
             run.pushbacks = Some(b.1.saturating_sub(a.1));
+            run.shed = Some(b.2.saturating_sub(a.2));
         }
         Ok((run, peak.map(|p| (rss_before, p))))
     }
@@ -317,6 +335,14 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
             .push("the overload phase needs the raw-axum and neffos-rs peers".into());
         return out;
     };
+    let mut shed_args = ours.args.clone();
+    shed_args.push("--shed".into());
+    let shedding = Peer {
+        key: SHED,
+        args: shed_args,
+        description: format!("{}, `--shed`", ours.description),
+        ..ours.clone()
+    };
     let mut errors = Vec::new();
     fn started<'p>(
         peer: &'p Peer,
@@ -325,9 +351,10 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
     ) -> Option<Target<'p>> {
         note(errors, "start", peers::start_peer(peer, cpus)).map(|server| Target { peer, server })
     }
-    let (Some(floor_t), Some(ours_t)) = (
+    let (Some(floor_t), Some(ours_t), Some(shed_t)) = (
         started(floor, cpus, &mut errors),
         started(ours, cpus, &mut errors),
+        started(&shedding, cpus, &mut errors),
     ) else {
         out.errors = errors;
         return out;
@@ -356,7 +383,7 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
     let hog_cpus = cpus.map(str::to_owned);
     for hog in [false, true] {
         for load in LOADS {
-            let mut points: Vec<OverloadPoint> = [&floor_t, &ours_t]
+            let mut points: Vec<OverloadPoint> = [&floor_t, &ours_t, &shed_t]
                 .iter()
                 .map(|t| OverloadPoint {
                     peer: t.peer.key.to_owned(),
@@ -366,7 +393,7 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
                 })
                 .collect();
             for run in 0..repeats {
-                for (t, point) in [&floor_t, &ours_t].iter().zip(&mut points) {
+                for (t, point) in [&floor_t, &ours_t, &shed_t].iter().zip(&mut points) {
                     eprintln!(
                         "-- overload {} at {:.0} %{} (run {})",
                         t.peer.key,
@@ -389,10 +416,10 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
             out.points.extend(points);
         }
     }
-    drop((floor_t, ours_t));
+    drop((floor_t, ours_t, shed_t));
 
     for load in RSS_LOADS {
-        for peer in [floor, ours] {
+        for peer in [floor, ours, &shedding] {
             eprintln!("-- overload memory {} at {load}×", peer.key);
             let Some(t) = started(peer, cpus, &mut errors) else {
                 continue;
@@ -435,6 +462,15 @@ fn verdict(ours: &OverloadPoint, floor: Option<&OverloadPoint>) -> &'static str 
     let closed = ours.worst(|r| r.disconnects as f64) > 0.0
         || ours.worst(|r| r.server_closes.unwrap_or(0) as f64) > 0.0;
     let disordered = ours.worst(|r| r.out_of_order as f64) > 0.0;
+    if ours.peer == SHED {
+        // Shedding may lose deliveries at any load (counted); it must close nobody and
+        // keep each sender's order.
+        return if closed || disordered {
+            "**missed**"
+        } else {
+            "met"
+        };
+    }
     if ours.load <= 1.0 {
         let lost = ours.worst(|r| r.lost as f64) > 0.0;
         let p99_ok = floor.is_some_and(|f| {
@@ -478,9 +514,9 @@ pub(super) fn render(res: &OverloadResults, md: &mut String) -> std::fmt::Result
     )?;
     writeln!(
         md,
-        "| load | hog | peer | sent of due (worst) | lost (worst) | clients closed (worst) | out of order | p99 (worst) | p99 ÷ floor's | publisher pushbacks | target |"
+        "| load | hog | peer | sent of due (worst) | lost (worst) | clients closed (worst) | out of order | p99 (worst) | p99 ÷ floor's | publisher pushbacks | shed frames | target |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for point in &res.points {
         let floor = res
             .points
@@ -502,19 +538,22 @@ pub(super) fn render(res: &OverloadResults, md: &mut String) -> std::fmt::Result
             .filter(|f| *f > 0.0)
             .map(|f| format!("{:.2}×", point.worst(|r| r.p99_us) / f))
             .unwrap_or_else(|| "–".into());
-        let pushbacks = if point.peer == super::report::OURS {
-            format!("{:.0}", point.worst(|r| r.pushbacks.unwrap_or(0) as f64))
+        let (pushbacks, shed) = if is_ours(&point.peer) {
+            (
+                format!("{:.0}", point.worst(|r| r.pushbacks.unwrap_or(0) as f64)),
+                format!("{:.0}", point.worst(|r| r.shed.unwrap_or(0) as f64)),
+            )
         } else {
-            "–".into()
+            ("–".into(), "–".into())
         };
-        let target = if point.peer == super::report::OURS {
+        let target = if is_ours(&point.peer) {
             verdict(point, floor)
         } else {
             "floor"
         };
         writeln!(
             md,
-            "| {:.0} % | {} | {} | {:.1} % | {:.3} % | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {:.0} % | {} | {} | {:.1} % | {:.3} % | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             point.load * 100.0,
             if point.hog { "yes" } else { "no" },
             point.peer,
@@ -529,12 +568,13 @@ pub(super) fn render(res: &OverloadResults, md: &mut String) -> std::fmt::Result
             ms(point.worst(|r| r.p99_us)),
             ratio,
             pushbacks,
+            shed,
             target
         )?;
     }
     writeln!(
         md,
-        "\nTarget for neffos-rs: at ≤ 100 % no client closed, 0 lost, order kept and p99 ≤ 1.5× the floor's (worst runs); at 150 % no client closed and order kept. A publisher that the server pushes back on sends late (\"sent of due\" below 100 %): its messages are delayed, not shed, and the delay counts as latency from the intended send time.\n"
+        "\nTarget for neffos-rs: at ≤ 100 % no client closed, 0 lost, order kept and p99 ≤ 1.5× the floor's (worst runs); at 150 % no client closed and order kept. A publisher that the server pushes back on sends late (\"sent of due\" below 100 %): its messages are delayed, not shed, and the delay counts as latency from the intended send time. `{SHED}` is the same server with `OverloadPolicy::Shed` on the namespace (`neffos-bench-server --shed`): nobody is pushed back, a recipient over its outbound budget skips broadcasts (\"shed frames\", counted by the server; they are its losses), and its target is no client closed and order kept at every load.\n"
     )?;
     if !res.rss.is_empty() {
         writeln!(
@@ -609,6 +649,12 @@ mod tests {
         );
         assert_eq!(
             verdict(&point("neffos-rs", 1.5, 1.0, 0, 3), Some(&floor)),
+            "**missed**"
+        );
+        // Shedding loses (counted) at any load; closing a client still misses.
+        assert_eq!(verdict(&point(SHED, 1.0, 1e7, 500, 0), Some(&floor)), "met");
+        assert_eq!(
+            verdict(&point(SHED, 0.5, 1.0, 0, 1), Some(&floor)),
             "**missed**"
         );
     }

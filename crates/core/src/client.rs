@@ -287,7 +287,7 @@ impl Dialer {
             request: RequestInfo::default(),
             handlers: self.namespaces.clone(),
             config: self.config.clone(),
-            server: None,
+            server: crate::conn::Hub::client(),
         });
         if let Some(tracker) = &self.recovery {
             let _ = inner

@@ -113,7 +113,7 @@ fn rejected(ns: &NsConn, msg: &Message, e: ExtractError) -> BoxFuture<Outcome> {
         error = %e,
         "message rejected"
     );
-    if let Some(server) = &ns.conn().0.server {
+    if let Some(server) = ns.conn().0.server.shared() {
         server.stats.message_rejected();
     }
     let text = e.to_string();

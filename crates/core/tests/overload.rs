@@ -132,3 +132,73 @@ async fn a_stuck_client_among_healthy_ones_is_the_only_one_closed() {
     assert_eq!(ts.server.stats().budget_closes, 1);
     assert_eq!(neffos::testkit::panics(), 0);
 }
+
+/// The same flood on a namespace with `OverloadPolicy::Shed`: the publisher is never
+/// pushed back, no reader is closed, readers over their budget skip messages (counted),
+/// and what each reader gets is in the order sent. Every delivery is accounted for:
+/// received + shed = readers × messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shedding_namespace_skips_messages_for_readers_behind_and_keeps_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const READERS: usize = 20;
+    const MESSAGES: usize = 3000;
+    neffos::testkit::watch_panics();
+    let server = Server::builder(Namespaces::new().namespace(
+        "chat",
+        Events::new().on("chat", |ns, msg| async move { ns.broadcast_others(msg) }),
+    ))
+    .config(Config::default().outbound_budget(64 * 1024))
+    .overload("chat", neffos::OverloadPolicy::Shed)
+    .build();
+    let ts = serve(server).await.unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut tcp = small_window_client(ts.addr).await;
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let mut last: Option<usize> = None;
+            while let Some(frame) = next_text(&mut tcp).await {
+                let n: usize = frame[";chat;;chat;0;0;".len()..][..5].parse().unwrap();
+                if last.is_some_and(|l| n <= l) {
+                    return Err(format!("{n} after {last:?}"));
+                }
+                last = Some(n);
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let filler = "p".repeat(2000);
+    let mut flood = Vec::new();
+    for n in 0..MESSAGES {
+        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
+    }
+    publisher.write_all(&flood).await.unwrap();
+    let accounted = eventually(T, || {
+        received.load(Ordering::Relaxed) as u64 + ts.server.stats().shed_frames
+            == (READERS * MESSAGES) as u64
+    })
+    .await;
+    let stats = ts.server.stats();
+    eprintln!(
+        "measured: received {} shed {} {stats:?}",
+        received.load(Ordering::Relaxed),
+        stats.shed_frames
+    );
+    assert!(accounted, "every delivery received or counted as shed");
+    assert!(stats.shed_frames > 0, "the flood outran the readers");
+    assert_eq!(stats.publisher_pushbacks, 0, "nobody is pushed back");
+    assert_eq!(stats.slow_consumer_closes, 0);
+    for reader in readers {
+        if reader.is_finished() {
+            // A reader ends only when closed or on a message out of order.
+            panic!("a reader ended: {:?}", reader.await.unwrap());
+        }
+        reader.abort();
+    }
+    assert_eq!(neffos::testkit::panics(), 0);
+}

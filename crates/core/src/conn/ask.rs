@@ -107,13 +107,7 @@ impl ConnInner {
             },
             () = self.cancel.cancelled() => return Err(AskError::new(AskErrorKind::Closed, ask_context(&msg, &self.id))),
         };
-        if let Some(server) = &self.server {
-            server
-                .stats
-                .metrics
-                .ask_seconds
-                .record(started.elapsed().as_secs_f64());
-        }
+        self.server.ask_took(started.elapsed().as_secs_f64());
         match reply.error() {
             Some(text) => Err(self.ask_error(AskErrorKind::Remote, &msg, RemoteError::new(text))),
             None => Ok(reply),

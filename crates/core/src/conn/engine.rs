@@ -15,7 +15,7 @@ use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind,
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ConnInner, Role, close_code, pressure, system, writer};
+use super::{ConnInner, Count, Role, close_code, pressure, system, writer};
 use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
 use crate::recovery::PeerEnd;
@@ -99,9 +99,7 @@ pub(crate) async fn serve<R>(
         }
         inner.acknowledged.store(true, Ordering::Release);
     }
-    if let Some(server) = &inner.server {
-        server.connection_ready(&inner);
-    }
+    inner.server.ready(&inner);
     run_loop(&inner, stream, early).await;
 }
 
@@ -123,9 +121,8 @@ where
             },
             () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
         };
-        if let (Some(server), Some(Ok(WsIn::Text(b) | WsIn::Binary(b)))) = (&inner.server, &item) {
-            server.stats.metrics.frames_in.increment(1);
-            server.stats.metrics.bytes_in.increment(b.len() as u64);
+        if let Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) = &item {
+            inner.server.frame_read(b.len());
         }
         let (bytes, binary) = match item {
             Some(Ok(WsIn::Text(b))) => (b, false),
@@ -146,9 +143,7 @@ where
                 }
                 early_bytes += bytes.len();
                 if early_bytes > inner.config.inbound_budget {
-                    if let Some(server) = &inner.server {
-                        server.stats.budget_close();
-                    }
+                    inner.server.count(Count::BudgetClose);
                     return Err("too many bytes before the acknowledgement".into());
                 }
                 early.push_back(Incoming { bytes, binary });
@@ -313,10 +308,7 @@ where
             item = stream.next(), if can_read => {
                 last_seen = Instant::now();
                 if let Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) = &item {
-                    if let Some(server) = &inner.server {
-                        server.stats.metrics.frames_in.increment(1);
-                        server.stats.metrics.bytes_in.increment(b.len() as u64);
-                    }
+                    inner.server.frame_read(b.len());
                     if rate.as_mut().is_some_and(|r| !r.allow(last_seen)) {
                         inner.close(close_code::POLICY, "message rate exceeded");
                         break;
@@ -376,9 +368,7 @@ where
     // Boxed: the cleanup's state would otherwise be part of every connection's task.
     Box::pin(async {
         system::leave_all(inner).await;
-        if let Some(server) = &inner.server {
-            server.connection_closed(inner).await;
-        }
+        inner.server.closed(inner).await;
     })
     .await;
     inner.finished.cancel();
@@ -407,9 +397,7 @@ impl Pushback {
             return false;
         }
         let since = *self.since.get_or_insert_with(|| {
-            if let Some(server) = &inner.server {
-                server.stats.publisher_pushback();
-            }
+            inner.server.count(Count::PublisherPushback);
             Instant::now()
         });
         if since.elapsed() < inner.config.write_stall_timeout {
@@ -486,9 +474,7 @@ fn accept_frame(inner: &Arc<ConnInner>, opts: &DecodeOptions, frame: Incoming) -
         // As neffos does, an invalid frame is dropped and the connection stays open.
         Err(e) => {
             tracing::debug!(id = %inner.id, error = %e, "dropped an invalid frame");
-            if let Some(server) = &inner.server {
-                server.stats.invalid_frame();
-            }
+            inner.server.count(Count::InvalidFrame);
             Accepted::Consumed
         }
     }

@@ -3,6 +3,7 @@
 
 mod ask;
 pub(crate) mod engine;
+mod hub;
 mod latch;
 pub(crate) mod pressure;
 mod queue;
@@ -22,6 +23,7 @@ use neffos_protocol::{Frame, Message, NativeMode, events};
 use parking_lot::Mutex;
 
 pub(crate) use ask::{PendingAsks, ask_context};
+pub(crate) use hub::{Count, Hub};
 pub(crate) use latch::Latch;
 pub(crate) use queue::{Fill, Limits, OutQueue, PushError};
 pub(crate) use system::{force_connect, force_join};
@@ -32,7 +34,7 @@ use crate::error::{
     WriteErrorKind,
 };
 use crate::handler::Namespaces;
-use crate::server::{Server, ServerShared, Target};
+use crate::server::{Server, Target};
 use crate::transport::WsOut;
 
 /// Which side of the connection we are.
@@ -80,7 +82,7 @@ pub(crate) struct ConnInner {
     pub(crate) handlers: Arc<Namespaces>,
     pub(crate) config: Arc<Config>,
     pub(crate) native: NativeMode,
-    pub(crate) server: Option<Arc<ServerShared>>,
+    pub(crate) server: Hub,
     pub(crate) dropped_frames: AtomicU64,
     /// Recipients one of its handlers' broadcasts left behind: its reading pauses until
     /// they caught up ([`pressure`]).
@@ -111,7 +113,7 @@ pub(crate) struct NewConn {
     pub(crate) request: RequestInfo,
     pub(crate) handlers: Arc<Namespaces>,
     pub(crate) config: Arc<Config>,
-    pub(crate) server: Option<Arc<ServerShared>>,
+    pub(crate) server: Hub,
 }
 
 impl ConnInner {
@@ -221,10 +223,8 @@ impl ConnInner {
             _ => "slow consumer: outbound budget exceeded",
         };
         tracing::warn!(id = %self.id, reason, "closing a stuck client");
-        if !self.is_closed()
-            && let Some(server) = &self.server
-        {
-            server.stats.slow_consumer_close();
+        if !self.is_closed() {
+            self.server.count(Count::SlowConsumerClose);
         }
         self.close(close_code::POLICY, reason);
     }
@@ -439,7 +439,7 @@ impl Conn {
 
     /// The server this connection belongs to (server side).
     pub fn server(&self) -> Option<Server> {
-        self.0.server.clone().map(Server)
+        self.0.server.shared().cloned().map(Server)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use neffos_protocol::{Message, encode_empty_reply, events, known_errors};
 
-use super::{Conn, ConnInner, NsConn, Role};
+use super::{Conn, ConnInner, Count, NsConn, Role};
 use crate::error::{
     AskError, AskErrorKind, NamespaceError, NamespaceErrorKind, RemoteError, RoomError,
     RoomErrorKind,
@@ -234,8 +234,8 @@ fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
         std::collections::hash_map::Entry::Occupied(_) => false,
     };
     inner.namespaces_changed.notify_waiters();
-    if added && let Some(server) = &inner.server {
-        server.namespace_added(inner, ns);
+    if added {
+        inner.server.namespace_added(inner, ns);
     }
     added
 }
@@ -246,8 +246,8 @@ fn add_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         .lock()
         .get_mut(ns)
         .is_some_and(|rooms| rooms.insert(room.clone()));
-    if added && let Some(server) = &inner.server {
-        server.room_added(inner, ns, room);
+    if added {
+        inner.server.room_added(inner, ns, room);
     }
 }
 
@@ -257,8 +257,8 @@ fn remove_room(inner: &Arc<ConnInner>, ns: &ByteString, room: &ByteString) {
         .lock()
         .get_mut(ns)
         .is_some_and(|rooms| rooms.remove(room));
-    if removed && let Some(server) = &inner.server {
-        server.room_removed(inner, ns, room);
+    if removed {
+        inner.server.room_removed(inner, ns, room);
     }
 }
 
@@ -278,8 +278,8 @@ pub(crate) async fn leave_namespace(inner: &Arc<ConnInner>, ns: &ByteString) {
     }
     let removed = inner.namespaces.lock().remove(ns).is_some();
     inner.namespaces_changed.notify_waiters();
-    if removed && let Some(server) = &inner.server {
-        server.namespace_removed(inner, ns);
+    if removed {
+        inner.server.namespace_removed(inner, ns);
     }
 }
 
@@ -504,7 +504,5 @@ pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
 /// Counts a reply nobody waits for.
 pub(crate) fn late_reply(inner: &ConnInner, msg: &Message) {
     tracing::debug!(id = %inner.id, wait = %msg.wait, "reply without a waiter (late or unknown): dropped");
-    if let Some(server) = &inner.server {
-        server.stats.late_reply();
-    }
+    inner.server.count(Count::LateReply);
 }

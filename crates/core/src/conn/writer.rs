@@ -93,10 +93,7 @@ where
                     }
                 }
                 sink.flush().await?;
-                if let Some(server) = &inner.server {
-                    server.stats.metrics.frames_out.increment(frames);
-                    server.stats.metrics.bytes_out.increment(bytes);
-                }
+                inner.server.frames_written(frames, bytes);
             }
             _ = async { match ping.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => {
                 if inner.acknowledged.load(std::sync::atomic::Ordering::Acquire) {

@@ -245,7 +245,7 @@ pub(crate) fn attached_session(conn: &ConnInner) -> Option<Arc<ConnSession>> {
 
 /// The connection is registered: checkpoint it from now on and restore what it presented.
 pub(crate) fn on_ready(conn: &Arc<ConnInner>) {
-    let (Some(shared), Some(_)) = (&conn.server, attached_session(conn)) else {
+    let (Some(shared), Some(_)) = (conn.server.shared(), attached_session(conn)) else {
         return;
     };
     let Some(recovery) = &shared.recovery else {
@@ -281,7 +281,7 @@ pub(crate) fn after_namespace_connect(conn: &ConnInner, ns: &ByteString) {
     };
     let covered = conn
         .server
-        .as_ref()
+        .shared()
         .and_then(|s| s.recovery.as_ref())
         .is_some_and(|r| r.config.covers(ns));
     if covered && let Some(outcome) = session.signal() {

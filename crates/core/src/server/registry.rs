@@ -230,7 +230,7 @@ mod tests {
             request: RequestInfo::default(),
             handlers: Arc::new(Namespaces::new()),
             config: Arc::new(Config::default()),
-            server: None,
+            server: crate::conn::Hub::client(),
         })
     }
 

@@ -1,0 +1,225 @@
+//! Broadcasts: the local fan-out over the indexes (no lock held while it loops) and the
+//! publication to the exchanges for the other instances.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use neffos_protocol::{Envelope, EnvelopeKind, Message};
+
+use super::{Server, ServerShared, Target, registry};
+use crate::conn::{Fill, pressure};
+use crate::error::{BroadcastError, BroadcastErrorKind, ExchangeError, ExchangeErrorKind};
+use crate::exchange::Topic;
+use crate::transport::WsOut;
+
+impl Server {
+    /// Sends `msg` (its namespace and room are taken from `target`) to every recipient:
+    /// local ones directly, then one publication to the exchange for the other instances.
+    /// The frame is encoded once for all local recipients.
+    pub fn broadcast(&self, target: Target, mut msg: Message) -> Result<(), BroadcastError> {
+        msg.namespace = target.namespace.clone();
+        msg.room = target.room.clone().unwrap_or_default();
+        if !msg.binary && std::str::from_utf8(&msg.body).is_err() {
+            return Err(BroadcastError::new(
+                BroadcastErrorKind::InvalidText,
+                broadcast_context(&target, &msg),
+            ));
+        }
+        // A recording namespace: appended to its history first, then delivered.
+        if crate::recovery::submit(&self.0, &target, &msg) {
+            return Ok(());
+        }
+        self.0.deliver_local(&target, &msg);
+        if !self.0.exchanges.is_empty() {
+            let kind = if target.to.is_some() {
+                EnvelopeKind::Targeted
+            } else {
+                EnvelopeKind::Broadcast
+            };
+            let topic = match &target.to {
+                Some(id) => Topic::Conn(id.to_string()),
+                None => Topic::Namespace(target.namespace.to_string()),
+            };
+            let env = Envelope::new(
+                self.0.instance,
+                self.0.next_seq(),
+                kind,
+                target.envelope_target(),
+                &msg,
+            );
+            let payload = self.0.encode(&env).map_err(|e| {
+                e.into_kind(
+                    BroadcastErrorKind::Exchange,
+                    broadcast_context(&target, &msg),
+                )
+            })?;
+            self.0.publish(topic, payload);
+        }
+        Ok(())
+    }
+
+    /// Broadcasts `event` with `value` as a JSON body to `target` (see [`Self::broadcast`]).
+    ///
+    /// ```no_run
+    /// # fn run(server: neffos::Server) -> Result<(), neffos::BroadcastError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Notice<'a> { text: &'a str }
+    /// server.broadcast_json(neffos::Target::namespace("chat"), "notice", &Notice { text: "hi" })
+    /// # }
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn broadcast_json<T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast_as::<crate::body::Json<()>, T>(target, event, value)
+    }
+
+    /// Broadcasts `event` with `value` as a MessagePack body (binary frame) to `target`.
+    #[cfg(feature = "msgpack")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "msgpack")))]
+    pub fn broadcast_msgpack<T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast_as::<crate::body::MsgPack<()>, T>(target, event, value)
+    }
+
+    #[cfg(any(feature = "json", feature = "msgpack"))]
+    fn broadcast_as<F: crate::body::Format, T: serde::Serialize + ?Sized>(
+        &self,
+        target: Target,
+        event: &str,
+        value: &T,
+    ) -> Result<(), BroadcastError> {
+        let msg = crate::body::message::<F, T>(&target.namespace, event, value).map_err(|e| {
+            let context = broadcast_context(&target, &Message::new("", event, ""));
+            e.into_kind(BroadcastErrorKind::Encode, context)
+        })?;
+        self.broadcast(target, msg)
+    }
+}
+
+impl ServerShared {
+    pub(super) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(super) fn encode(&self, env: &Envelope) -> Result<Bytes, ExchangeError> {
+        env.encode().map(Bytes::from).map_err(|e| {
+            ExchangeError::new(ExchangeErrorKind::Encode, format!("encode {:?}", env.kind))
+                .with_source(e)
+        })
+    }
+
+    /// Publishes one encoded envelope on every exchange.
+    pub(crate) fn publish(&self, topic: Topic, payload: Bytes) {
+        self.stats
+            .metrics
+            .exchange_publishes
+            .increment(self.exchanges.len() as u64);
+        if let Some((last, rest)) = self.exchanges.split_last() {
+            for exchange in rest {
+                exchange.publish(topic.clone(), payload.clone());
+            }
+            last.publish(topic, payload);
+        }
+    }
+
+    /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per recipient.
+    pub(crate) fn deliver_local(&self, target: &Target, msg: &Message) -> usize {
+        self.deliver_local_at(target, msg, None)
+    }
+
+    /// [`Self::deliver_local`] for a broadcast recorded at `recorded` in its namespace's
+    /// history: connections with a session get it through their session.
+    pub(crate) fn deliver_local_at(
+        &self,
+        target: &Target,
+        msg: &Message,
+        recorded: Option<crate::recovery::Position>,
+    ) -> usize {
+        let out = WsOut::shared(msg.to_frame());
+        let mut tagged = None;
+        // The index lock is held only to take the recipients' list, never for the loop.
+        let members = {
+            let registry = self.registry.read();
+            match (&target.to, &target.room) {
+                (Some(id), _) => registry.by_id.get(&**id),
+                (None, Some(room)) => registry
+                    .by_room
+                    .get(&(target.namespace.clone(), room.clone())),
+                (None, None) => registry.by_ns.get(&target.namespace),
+            }
+            .map(registry::Members::snapshot)
+        };
+        let Some(members) = members else {
+            return 0;
+        };
+        let mut delivered = 0;
+        let mut lag = pressure::Lagging::default();
+        let shed_counter = self.shedding.get(&target.namespace);
+        let mut shed = 0u64;
+        for conn in members.iter() {
+            if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
+                continue;
+            }
+            // A targeted send must still respect the namespace/room filter.
+            if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
+                continue;
+            }
+            let sent = match (recorded, crate::recovery::attached_session(conn)) {
+                (Some(pos), Some(session)) => session.offer(conn, msg, pos, &out, &mut tagged),
+                _ if shed_counter.is_some() => match conn.enqueue_or_shed(out.clone()) {
+                    Ok(true) => Ok(Fill::Within),
+                    Ok(false) => {
+                        shed += 1;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                _ => conn.enqueue(out.clone()),
+            };
+            if let Ok(fill) = sent {
+                delivered += 1;
+                if fill != Fill::Within {
+                    lag.add(conn, fill);
+                }
+            }
+        }
+        if let Some(counter) = shed_counter
+            && shed > 0
+        {
+            self.stats.shed_frames.fetch_add(shed, Ordering::Relaxed);
+            counter.increment(shed);
+        }
+        // Recipients behind while they read: the publisher (if a handler broadcast) is
+        // pushed back instead of them being closed.
+        lag.note(delivered);
+        self.stats
+            .metrics
+            .broadcast_recipients
+            .record(delivered as f64);
+        delivered
+    }
+}
+
+/// `broadcast "event" to namespace "ns" [room "r"] [connection "id"]`.
+fn broadcast_context(target: &Target, msg: &Message) -> String {
+    let mut text = format!(
+        "broadcast {:?} to namespace {:?}",
+        &*msg.event, &*target.namespace
+    );
+    if let Some(room) = &target.room {
+        text.push_str(&format!(" room {:?}", &**room));
+    }
+    if let Some(id) = &target.to {
+        text.push_str(&format!(" connection {:?}", &**id));
+    }
+    text
+}
