@@ -125,6 +125,10 @@ pub struct Config {
     /// and of frames a client may send before its `M` acknowledgement request (past it:
     /// close 1008 "too many bytes before the acknowledgement"). Default 64 KiB.
     pub inbound_budget: usize,
+    /// Envelopes from other instances (through the exchanges) waiting to be handled: local
+    /// deliveries, Asks, replies. Past it, an exchange's reader does not wait: the envelope
+    /// is dropped and counted ([`Inbound::dropped`](crate::Inbound::dropped)). Default 16,384.
+    pub exchange_inbound_queue: usize,
     /// Bytes of the upgrade request kept with the connection: URI plus headers, the ones
     /// made from `X-Websocket-Header-*` query parameters included (each header counts its
     /// name, value and 32 bytes). Larger: 431 before the upgrade. Default 16 KiB.
@@ -178,6 +182,7 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::Close,
             inbound_queue: 64,
             inbound_budget: 64 * 1024,
+            exchange_inbound_queue: 16 * 1024,
             max_request_head: 16 * 1024,
             max_namespaces: 64,
             max_rooms: 1024,
@@ -232,6 +237,8 @@ setters! {
     slow_consumer: SlowConsumerPolicy,
     /// Sets [`Config::inbound_queue`].
     inbound_queue: usize,
+    /// Sets [`Config::exchange_inbound_queue`].
+    exchange_inbound_queue: usize,
     /// Sets [`Config::max_namespaces`].
     max_namespaces: usize,
     /// Sets [`Config::max_rooms`].

@@ -181,7 +181,7 @@ impl ServerBuilder {
                 .collect(),
         });
         if !shared.exchanges.is_empty() {
-            let (tx, rx) = Inbound::channel(shared.config.outbound_queue.max(4096));
+            let (tx, rx) = Inbound::channel(shared.config.exchange_inbound_queue.max(1));
             for (source, exchange) in shared.exchanges.iter().enumerate() {
                 exchange.start(shared.instance, Inbound::new(tx.clone(), source));
             }

@@ -1,11 +1,23 @@
 //! Envelopes arriving from the exchange: local delivery, Asks on behalf of another
 //! instance, and replies to our own cross-instance Asks.
+//!
+//! One task handles them all. Asks from other instances wait for the local client's reply
+//! in that task too (a set of futures polled beside the queue) rather than in one spawned
+//! task each; each connection's pending Asks are capped ([`Config::max_pending_asks`]), so
+//! the set is bounded by the connections.
+//!
+//! [`Config::max_pending_asks`]: crate::Config::max_pending_asks
 
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use neffos_protocol::{Envelope, EnvelopeKind, EnvelopeTarget};
 use tokio::sync::mpsc;
+
+use crate::conn::ConnInner;
+use crate::handler::BoxFuture;
 
 use super::{ServerShared, Target};
 use crate::exchange::Topic;
@@ -14,7 +26,15 @@ pub(crate) async fn run(
     shared: Weak<ServerShared>,
     mut rx: mpsc::Receiver<crate::exchange::Tagged>,
 ) {
-    while let Some((source, payload)) = rx.recv().await {
+    let mut asks: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
+    loop {
+        let (source, payload) = tokio::select! {
+            Some(()) = asks.next(), if !asks.is_empty() => continue,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -36,60 +56,32 @@ pub(crate) async fn run(
             relay(&shared, source, &env, &payload);
         }
         shared.stats.envelope_received();
-        handle(&shared, env);
+        if let Some(ask) = handle(&shared, env) {
+            asks.push(ask);
+        }
     }
 }
 
-fn handle(shared: &Arc<ServerShared>, env: Envelope) {
+/// Handles `env`; an Ask for a local connection comes back as the future that answers it.
+fn handle(shared: &Arc<ServerShared>, env: Envelope) -> Option<BoxFuture<()>> {
     match env.kind {
         EnvelopeKind::Broadcast | EnvelopeKind::Targeted => {
             let target = Target::from_envelope(&env.target);
             shared.deliver_local_at(&target, &env.to_message(), env.recorded);
         }
         EnvelopeKind::Ask => {
-            let Some(id) = env.target.conn.clone() else {
-                return;
-            };
+            let id = env.target.conn.clone()?;
             let conn = shared
                 .registry
                 .read()
                 .by_id
                 .get(id.as_str())
                 .and_then(|m| m.iter().next().cloned());
-            let Some(conn) = conn else {
-                return;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let timeout = shared.config.ask_timeout;
-                let (body, is_error) = match conn.ask(env.to_message(), timeout).await {
-                    Ok(reply) => (reply.body, false),
-                    Err(e) => match e.remote() {
-                        Some(text) => (Bytes::from(text.to_owned()), true),
-                        None => (Bytes::from(e.to_string()), true),
-                    },
-                };
-                let mut reply = Envelope::new(
-                    shared.instance,
-                    shared.next_seq(),
-                    EnvelopeKind::Reply,
-                    EnvelopeTarget::namespace(env.target.namespace.clone()),
-                    &neffos_protocol::Message::new(
-                        env.target.namespace.clone(),
-                        env.event.clone(),
-                        body,
-                    ),
-                );
-                reply.is_error = is_error;
-                reply.token = env.token;
-                if let Ok(bytes) = shared.encode(&reply) {
-                    shared.publish(Topic::Inbox(env.origin), bytes);
-                }
-            });
+            return Some(Box::pin(answer_ask(shared.clone(), conn?, env)));
         }
         EnvelopeKind::Reply => {
             let Some(token) = env.token else {
-                return;
+                return None;
             };
             let waiter = shared.remote_asks.lock().remove(&token);
             match waiter {
@@ -104,6 +96,32 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) {
         }
         EnvelopeKind::Cluster => crate::cluster::on_envelope(shared, &env),
         _ => {}
+    }
+    None
+}
+
+/// Asks local connection `conn` on behalf of another instance and publishes the reply (or
+/// the error) to that instance's inbox.
+async fn answer_ask(shared: Arc<ServerShared>, conn: Arc<ConnInner>, env: Envelope) {
+    let timeout = shared.config.ask_timeout;
+    let (body, is_error) = match conn.ask(env.to_message(), timeout).await {
+        Ok(reply) => (reply.body, false),
+        Err(e) => match e.remote() {
+            Some(text) => (Bytes::from(text.to_owned()), true),
+            None => (Bytes::from(e.to_string()), true),
+        },
+    };
+    let mut reply = Envelope::new(
+        shared.instance,
+        shared.next_seq(),
+        EnvelopeKind::Reply,
+        EnvelopeTarget::namespace(env.target.namespace.clone()),
+        &neffos_protocol::Message::new(env.target.namespace.clone(), env.event.clone(), body),
+    );
+    reply.is_error = is_error;
+    reply.token = env.token;
+    if let Ok(bytes) = shared.encode(&reply) {
+        shared.publish(Topic::Inbox(env.origin), bytes);
     }
 }
 
