@@ -80,9 +80,7 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) -> Option<BoxFuture<()>> {
             return Some(Box::pin(answer_ask(shared.clone(), conn?, env)));
         }
         EnvelopeKind::Reply => {
-            let Some(token) = env.token else {
-                return None;
-            };
+            let token = env.token?;
             let waiter = shared.remote_asks.lock().remove(&token);
             match waiter {
                 Some(tx) => {
