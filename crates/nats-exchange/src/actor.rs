@@ -44,6 +44,8 @@ pub(crate) enum Cmd {
     SubscribeRaw(String),
     /// Undoes one [`Cmd::SubscribeRaw`].
     UnsubscribeRaw(String),
+    /// Apply the interest changes waiting in [`Actor::interest`] (one wake-up for all).
+    Interest,
     /// Resolve once the broker processed everything queued before.
     Flush(oneshot::Sender<()>),
     /// Flush, close the connection, stop.
@@ -103,6 +105,8 @@ pub(crate) struct Actor {
     pub(crate) closed: Arc<Notify>,
     /// Go compatibility mode.
     pub(crate) go: Option<Arc<GoCompat>>,
+    /// Interest changes waiting, coalesced (shared with the exchange).
+    pub(crate) interest: Arc<crate::interest::Interest>,
 }
 
 struct Task {
@@ -173,6 +177,19 @@ impl Task {
             }
             Cmd::Subscribe(topic) => self.count(&topic, 1).await,
             Cmd::Unsubscribe(topic) => self.count(&topic, -1).await,
+            Cmd::Interest => {
+                for (key, delta) in self.a.interest.take() {
+                    let step = delta.signum();
+                    for _ in 0..delta.unsigned_abs() {
+                        match &key {
+                            crate::interest::Key::Topic(topic) => self.count(topic, step).await,
+                            crate::interest::Key::Subject(subject) => {
+                                self.count_subject(subject.clone(), step).await;
+                            }
+                        }
+                    }
+                }
+            }
             Cmd::PublishRaw(subject, payload) => {
                 self.a.queued.fetch_sub(1, Ordering::Relaxed);
                 self.publish_subject(subject, payload).await;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::actor::{Actor, Cmd, Timings};
 use crate::error::{Error, Result};
 use crate::gocompat::GoCompat;
+use crate::interest::{Interest, Key};
 use crate::options::{ConnectOptions, NatsEvent};
 use crate::subject::{DEFAULT_PREFIX, Subjects};
 
@@ -169,6 +170,7 @@ impl NatsExchangeBuilder {
         let client = options.connect(addrs).await.map_err(Error::connect)?;
         let id = Uuid::new_v4();
         let (tx, rx) = mpsc::unbounded_channel();
+        let interest = Arc::new(Interest::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let server = client
             .try_server_info()
@@ -190,6 +192,7 @@ impl NatsExchangeBuilder {
                 timings: self.timings,
                 closed,
                 go: go.clone(),
+                interest: interest.clone(),
             }
             .run(),
         );
@@ -202,6 +205,7 @@ impl NatsExchangeBuilder {
             stats,
             started: AtomicBool::new(false),
             go,
+            interest,
         })
     }
 }
@@ -374,6 +378,8 @@ pub struct NatsExchange {
     stats: Arc<ExchangeCounters>,
     started: AtomicBool,
     go: Option<Arc<GoCompat>>,
+    /// Interest changes waiting for the task, coalesced.
+    interest: Arc<Interest>,
 }
 
 impl fmt::Debug for NatsExchange {
@@ -439,7 +445,22 @@ impl NatsExchange {
     }
 
     fn send(&self, cmd: Cmd) -> bool {
-        self.tx.send(cmd).is_ok()
+        match cmd {
+            Cmd::Subscribe(topic) => self.change(Key::Topic(topic), 1),
+            Cmd::Unsubscribe(topic) => self.change(Key::Topic(topic), -1),
+            Cmd::SubscribeRaw(subject) => self.change(Key::Subject(subject), 1),
+            Cmd::UnsubscribeRaw(subject) => self.change(Key::Subject(subject), -1),
+            cmd => self.tx.send(cmd).is_ok(),
+        }
+    }
+
+    /// Records an interest change; the first one of an empty table wakes the task.
+    fn change(&self, key: Key, delta: i64) -> bool {
+        if self.interest.add(key, delta) {
+            self.tx.send(Cmd::Interest).is_ok()
+        } else {
+            !self.tx.is_closed()
+        }
     }
 
     /// Queues a publish within the queue's capacity; else drops and counts it.

@@ -143,6 +143,7 @@ mod exchange;
 mod gocompat;
 #[cfg(feature = "history")]
 mod history;
+mod interest;
 mod options;
 mod reconnect;
 mod subject;

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::backoff::Reconnected;
 use crate::channel::{Channels, DEFAULT_PREFIX};
+use crate::control::ControlSender;
 use crate::driver::redis::RedisDriver;
 use crate::driver::{Driver, Pushes};
 use crate::error::Result;
@@ -231,7 +232,7 @@ pub struct RedisExchange {
     channels: Channels,
     stats: Arc<ExchangeCounters>,
     publish_tx: mpsc::Sender<PubCmd>,
-    control_tx: mpsc::UnboundedSender<SubCmd>,
+    control_tx: ControlSender,
     inbound: Arc<OnceLock<Inbound>>,
     instance: OnceLock<Uuid>,
     spawn: Mutex<Option<Spawn>>,
@@ -297,7 +298,7 @@ impl RedisExchange {
         go: Option<Arc<GoCompat>>,
     ) -> RedisExchange {
         let (publish_tx, publish_rx) = mpsc::channel(options.queue_capacity.max(1));
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = crate::control::channel();
         let driver = Arc::new(driver);
         let (pub_conn, sub_conn) = match live {
             Some((p, s)) => (Some(p), Some(s)),

@@ -12,6 +12,7 @@ use neffos::Topic;
 use neffos::protocol::gocompat::{GoBridge, GoFrame, GoRoute, GoStats, Outbound};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::ControlSender;
 use crate::publisher::PubCmd;
 use crate::subscriber::SubCmd;
 
@@ -53,12 +54,7 @@ impl GoCompat {
 
     /// The server's interest in `topic` went 0→1 (`gained`) or 1→0: follow it on Go's
     /// channel too.
-    pub(crate) fn interest(
-        &self,
-        topic: &Topic,
-        gained: bool,
-        control: &mpsc::UnboundedSender<SubCmd>,
-    ) {
+    pub(crate) fn interest(&self, topic: &Topic, gained: bool, control: &ControlSender) {
         let Some(route) = Self::route_of(topic) else {
             return;
         };
@@ -78,7 +74,7 @@ impl GoCompat {
         &self,
         topic: &Topic,
         payload: &Bytes,
-        control: &mpsc::UnboundedSender<SubCmd>,
+        control: &ControlSender,
         publish: &mpsc::Sender<PubCmd>,
     ) -> bool {
         let to_go_inbox = matches!(topic, Topic::Inbox(id) if *id == self.bridge.origin());

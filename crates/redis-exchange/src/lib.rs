@@ -130,6 +130,7 @@ mod channel;
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
+mod control;
 mod driver;
 mod error;
 mod exchange;

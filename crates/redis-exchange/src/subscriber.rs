@@ -7,11 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use neffos::{ExchangeCounters, Inbound, Topic};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backoff::{Backoff, Reconnected};
 use crate::channel::Channels;
+use crate::control::ControlReceiver;
 use crate::driver::{Connection, Driver, Pushes};
 use crate::error::Result;
 use crate::exchange::{Live, Options};
@@ -50,7 +51,7 @@ pub(crate) struct Subscriber<D: Driver> {
     pub(crate) name: String,
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
     pub(crate) go: Option<Arc<GoCompat>>,
-    pub(crate) rx: mpsc::UnboundedReceiver<SubCmd>,
+    pub(crate) rx: ControlReceiver,
     pub(crate) conn: Option<Live<D::Conn>>,
     /// Shared with the instance's other connection (see [`Reconnected`]).
     pub(crate) reconnected: Reconnected,

@@ -304,7 +304,7 @@ pub struct RedisClusterExchange {
     stats: Arc<ExchangeCounters>,
     counters: Arc<ClusterCounters>,
     publish_tx: mpsc::Sender<PubCmd>,
-    control_tx: mpsc::UnboundedSender<SubCmd>,
+    control_tx: crate::control::ControlSender,
     inbound: Arc<OnceLock<Inbound>>,
     instance: OnceLock<Uuid>,
     spawn: Mutex<Option<Spawn>>,
@@ -387,7 +387,7 @@ impl RedisClusterExchange {
         let counters = Arc::new(ClusterCounters::default());
         let inbound = Arc::new(OnceLock::new());
         let (publish_tx, publish_rx) = mpsc::channel(options.queue_capacity.max(1));
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = crate::control::channel();
         let spawn: Spawn = {
             let topology = topology.clone();
             let channels = channels.clone();

@@ -75,7 +75,7 @@ pub(crate) struct ClusterSubscriber {
     pub(crate) inbound: Arc<OnceLock<Inbound>>,
     /// Drops duplicates and late copies, shared by the connections.
     pub(crate) dedup: Arc<Dedup>,
-    pub(crate) rx: mpsc::UnboundedReceiver<SubCmd>,
+    pub(crate) rx: crate::control::ControlReceiver,
 }
 
 struct State {
