@@ -6,11 +6,12 @@
 //!   the sustainable rate, in messages per second.
 //! - Then open loop (messages due on a fixed schedule, no window) at 50 %, 100 % and 150 %
 //!   of that rate, against the floor, neffos-rs (default `Config`: the publisher is pushed
-//!   back) and neffos-rs with `OverloadPolicy::Shed` on the namespace ([`SHED`]) in turns, three runs
-//!   each, each once on a quiet machine and once with a CPU hog: a process spinning on the
-//!   servers' CPU for [`HOG`] in the middle of the run.
-//! - Memory: neffos-rs and the floor, each a fresh process, offered 2× and 5× the rate;
-//!   the server's resident memory is sampled every 50 ms and the peak above its memory
+//!   back) and neffos-rs with `OverloadPolicy::Shed` on the namespace ([`SHED`]) in turns,
+//!   three runs each on fresh servers for every point, once on a quiet machine and once
+//!   with a CPU hog: a process spinning on the servers' CPU for [`HOG`] in the middle of the
+//!   run.
+//! - Memory: the three, each a fresh process, offered 2× and 5× the rate; the server's
+//!   resident memory is sampled every 50 ms and the peak above its memory
 //!   before the run is reported.
 //!
 //! Every run reports what was lost, how many clients the server closed (the load
@@ -351,11 +352,7 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
     ) -> Option<Target<'p>> {
         note(errors, "start", peers::start_peer(peer, cpus)).map(|server| Target { peer, server })
     }
-    let (Some(floor_t), Some(ours_t), Some(shed_t)) = (
-        started(floor, cpus, &mut errors),
-        started(ours, cpus, &mut errors),
-        started(&shedding, cpus, &mut errors),
-    ) else {
+    let Some(floor_t) = started(floor, cpus, &mut errors) else {
         out.errors = errors;
         return out;
     };
@@ -379,10 +376,20 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
         return out;
     };
     out.floor_rate = floor_rate;
+    drop(floor_t);
 
     let hog_cpus = cpus.map(str::to_owned);
     for hog in [false, true] {
         for load in LOADS {
+            // Fresh servers for every point: no state carried over, and a server's lifetime
+            // (`--lifetime-secs`, 600 s by default) never ends in the middle of the phase.
+            let (Some(floor_t), Some(ours_t), Some(shed_t)) = (
+                started(floor, cpus, &mut errors),
+                started(ours, cpus, &mut errors),
+                started(&shedding, cpus, &mut errors),
+            ) else {
+                continue;
+            };
             let mut points: Vec<OverloadPoint> = [&floor_t, &ours_t, &shed_t]
                 .iter()
                 .map(|t| OverloadPoint {
@@ -416,7 +423,6 @@ pub(super) fn run(list: &[Peer], plan: &Plan, cpus: Option<&str>) -> OverloadRes
             out.points.extend(points);
         }
     }
-    drop((floor_t, ours_t, shed_t));
 
     for load in RSS_LOADS {
         for peer in [floor, ours, &shedding] {
@@ -498,7 +504,7 @@ pub(super) fn render(res: &OverloadResults, md: &mut String) -> std::fmt::Result
     )?;
     writeln!(
         md,
-        "One sender → {CLIENTS} clients of the namespace, {} B, open loop (messages due on a fixed schedule, no window), {:.0} s per run, {} runs per point; the peers take turns. 100 % = the raw floor's sustainable rate, the median of its saturating runs: **{:.0} messages/s** ({} deliveries/s; runs: {}). With the hog, a process spins on the servers' CPU for {} s in the middle of each run. Setup: {}. Each cell is the **worst run** of its point.\n",
+        "One sender → {CLIENTS} clients of the namespace, {} B, open loop (messages due on a fixed schedule, no window), {:.0} s per run, {} runs per point on fresh servers; the peers take turns. 100 % = the raw floor's sustainable rate, the median of its saturating runs: **{:.0} messages/s** ({} deliveries/s; runs: {}). With the hog, a process spins on the servers' CPU for {} s in the middle of each run. Setup: {}. Each cell is the **worst run** of its point.\n",
         res.size,
         res.duration_s,
         res.repeats,

@@ -99,10 +99,10 @@ pub struct StatsSnapshot {
     /// Connections ever accepted.
     pub accepted: u64,
     /// Stuck clients closed: outbound queue far over its budget, or over it without write
-    /// progress ([`Config::outbound_budget`]).
+    /// progress ([`Config::outbound_budget`](crate::Config::outbound_budget)).
     pub slow_consumer_closes: u64,
     /// Connections closed or refused for going over a byte budget (outbound queue, frames
-    /// before the handshake, request head); see [`Config`].
+    /// before the handshake, request head); see [`Config`](crate::Config).
     pub budget_closes: u64,
     /// Times a publisher's reading was paused because its broadcast found recipients behind
     /// while they read (a quarter of them over their outbound budget, or one over twice it):
