@@ -931,6 +931,10 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
     let server_cpus = pin.then(|| "0".to_owned());
     let started = Instant::now();
     let root = args.root.canonicalize().context("the repository root")?;
+    // The servers' standard error, one file per start (a server that dies says why there).
+    let logs = root.join("target/bench/logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    peers::log_to(logs);
     let exe = std::env::current_exe()?;
     let programs = peers::Programs {
         bench_server: exe

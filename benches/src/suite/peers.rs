@@ -182,8 +182,39 @@ impl Drop for Running {
     }
 }
 
+/// Where the servers' standard error goes (set once by the suite: `target/bench/logs`).
+static LOG_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Servers started so far (numbers their log files).
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sends every server's standard error to a file of its own in `dir` (created if missing),
+/// so that a server that dies in the middle of a phase leaves its reason behind.
+pub(crate) fn log_to(dir: PathBuf) {
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = LOG_DIR.set(dir);
+    }
+}
+
+/// `program`'s standard error: a new file in the log directory, else nowhere.
+fn stderr_for(program: &Path) -> Stdio {
+    let Some(dir) = LOG_DIR.get() else {
+        return Stdio::null();
+    };
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match std::fs::File::create(dir.join(format!("{n:04}-{name}.log"))) {
+        Ok(file) => Stdio::from(file),
+        Err(_) => Stdio::null(),
+    }
+}
+
 /// Starts `program args` pinned to `cpus` (when given) and waits for `instances`
-/// `"listening"` lines on its output.
+/// `"listening"` lines on its output; its standard error goes to the log directory
+/// ([`log_to`]).
 pub(crate) fn start(
     program: &Path,
     args: &[String],
@@ -208,7 +239,7 @@ pub(crate) fn start(
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr_for(program))
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let stdin = child.stdin.take();
