@@ -666,7 +666,50 @@ fn render(
     root: &Path,
     md: &mut String,
 ) -> std::fmt::Result {
-    let clients = res.plan.fanout_clients;
+    title(res, md)?;
+    targets_table(res, md)?;
+    peers_table(res, md)?;
+    fanout_saturation(res, md)?;
+    latency_vs_load(res, md)?;
+    latency_same_load(res, md)?;
+    rooms(res, md)?;
+    asks(res, md)?;
+    churn(res, md)?;
+    idle_memory(res, md)?;
+
+    if let Some(o) = &res.overload {
+        super::overload::render(o, md)?;
+    }
+
+    // Across instances.
+    cluster_section(res, md)?;
+    if let Some(q) = &res.queries {
+        super::queries::render(q, md)?;
+    }
+    if let Some(r) = &res.recovery {
+        super::recovery::render(r, md)?;
+    }
+    if let Some(r) = &res.resume {
+        super::resume::render(r, md)?;
+    }
+    if let Some(shards) = &res.shards {
+        super::shards::render(shards, &[], md)?;
+    }
+
+    super::scaleout::render(&res.scale_out, md)?;
+
+    plots_section(plots, md)?;
+    errors_section(res, md)?;
+    if let Ok(analysis) = std::fs::read_to_string(root.join("docs/bench/analysis.md")) {
+        writeln!(md, "\n{}", analysis.trim_end())?;
+    }
+    machine_section(res, md)?;
+    method_section(res, md)?;
+    Ok(())
+}
+
+/// The title and what produced the file.
+fn title(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     writeln!(md, "# Benchmarks")?;
     writeln!(md)?;
     writeln!(
@@ -686,7 +729,11 @@ fn render(
             res.plan.duration
         )?;
     }
+    Ok(())
+}
 
+/// The targets and whether they were met.
+fn targets_table(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     writeln!(md, "\n## Targets\n")?;
     writeln!(md, "| target | measured | required | status |")?;
     writeln!(md, "|---|---|---|---|")?;
@@ -700,7 +747,11 @@ fn render(
             status(&t)
         )?;
     }
+    Ok(())
+}
 
+/// The peers and what they are built from.
+fn peers_table(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     writeln!(md, "\n## Peers\n")?;
     writeln!(md, "| peer | role | protocol | built from |")?;
     writeln!(md, "|---|---|---|---|")?;
@@ -724,8 +775,11 @@ fn render(
          The raw peers have no namespaces, rooms or Asks: every frame is broadcast to every other \
          connection."
     )?;
+    Ok(())
+}
 
-    // Fan-out saturation.
+/// Fan-out: the maximum sustainable rate per receiver count.
+fn fanout_saturation(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     let ours = res.peer(OURS);
     writeln!(md, "\n## Fan-out: maximum sustainable rate\n")?;
     writeln!(
@@ -794,8 +848,12 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    // Latency.
+/// Fan-out latency over the offered-load sweep.
+fn latency_vs_load(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let clients = res.plan.fanout_clients;
     writeln!(md, "\n## Fan-out latency versus offered load\n")?;
     writeln!(
         md,
@@ -831,8 +889,13 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    // Same load for everyone.
+/// Fan-out latency with every peer at the same load.
+fn latency_same_load(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let clients = res.plan.fanout_clients;
+    let ours = res.peer(OURS);
     writeln!(md, "\n## Fan-out latency at the same load\n")?;
     writeln!(
         md,
@@ -870,8 +933,13 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    // Rooms.
+/// Room fan-out.
+fn rooms(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let clients = res.plan.fanout_clients;
+    let ours = res.peer(OURS);
     writeln!(md, "\n## Room fan-out\n")?;
     writeln!(
         md,
@@ -907,8 +975,12 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    // Ask.
+/// Ask round trips.
+fn asks(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let ours = res.peer(OURS);
     writeln!(md, "\n## Ask round trips\n")?;
     writeln!(
         md,
@@ -942,8 +1014,12 @@ fn render(
         ours.and_then(|p| p.ask.as_ref()).map(|r| r.latency.p50_us),
         md,
     )?;
+    Ok(())
+}
 
-    // Churn.
+/// Connection churn.
+fn churn(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let ours = res.peer(OURS);
     writeln!(md, "\n## Connection churn\n")?;
     writeln!(
         md,
@@ -983,8 +1059,12 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    // Idle.
+/// Idle connections: server memory.
+fn idle_memory(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
+    let ours = res.peer(OURS);
     writeln!(md, "\n## Idle connections: server memory\n")?;
     writeln!(
         md,
@@ -1024,28 +1104,11 @@ fn render(
             )?;
         }
     }
+    Ok(())
+}
 
-    if let Some(o) = &res.overload {
-        super::overload::render(o, md)?;
-    }
-
-    // Across instances.
-    cluster_section(res, md)?;
-    if let Some(q) = &res.queries {
-        super::queries::render(q, md)?;
-    }
-    if let Some(r) = &res.recovery {
-        super::recovery::render(r, md)?;
-    }
-    if let Some(r) = &res.resume {
-        super::resume::render(r, md)?;
-    }
-    if let Some(shards) = &res.shards {
-        super::shards::render(shards, &[], md)?;
-    }
-
-    super::scaleout::render(&res.scale_out, md)?;
-
+/// The plots, with links to their PNG versions.
+fn plots_section(plots: &[plot::Plot], md: &mut String) -> std::fmt::Result {
     writeln!(md, "\n## Plots\n")?;
     for p in plots {
         writeln!(md, "**{}**\n", p.title)?;
@@ -1054,7 +1117,11 @@ fn render(
             writeln!(md, "(PNG: [{png}]({png}))\n")?;
         }
     }
+    Ok(())
+}
 
+/// Errors the runs reported (at most 30).
+fn errors_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     let errors: Vec<_> = res
         .peers
         .iter()
@@ -1074,11 +1141,11 @@ fn render(
             writeln!(md, "- {peer}: {e}")?;
         }
     }
+    Ok(())
+}
 
-    if let Ok(analysis) = std::fs::read_to_string(root.join("docs/bench/analysis.md")) {
-        writeln!(md, "\n{}", analysis.trim_end())?;
-    }
-
+/// The machine and the versions measured.
+fn machine_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     writeln!(md, "\n## Machine and versions\n")?;
     let m = &res.machine;
     writeln!(md, "| | |\n|---|---|")?;
@@ -1096,7 +1163,11 @@ fn render(
     for (name, version) in &res.versions.0 {
         writeln!(md, "| {name} | {version} |")?;
     }
+    Ok(())
+}
 
+/// How the suite measures.
+fn method_section(res: &SuiteResults, md: &mut String) -> std::fmt::Result {
     writeln!(md, "\n## Method\n")?;
     writeln!(
         md,
