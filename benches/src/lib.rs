@@ -1,11 +1,8 @@
-//! Benchmarks of neffos-rs: the criterion benches live in `benches/`; this library holds
-//! their shared fixtures, the load generator ([`loadgen`], binary `neffos-loadgen`), the
-//! bench server ([`server`], binary `neffos-bench-server`) and the side-by-side suite
-//! behind `cargo xtask bench` ([`suite`]).
-
-pub mod loadgen;
-pub mod server;
-pub mod suite;
+//! Criterion benchmarks of neffos-rs (`cargo bench -p neffos-benches`): the codec, the
+//! in-process fan-out (with and without a stuck client) and join/leave latency under
+//! broadcasts, in `benches/`. This library holds their shared fixtures. The load generator,
+//! the bench server and the side-by-side suite are the `neffos-bench-tools` package
+//! (`crates/bench-tools`).
 
 use bytes::Bytes;
 use neffos_protocol::Message;

@@ -2,7 +2,7 @@
 //! `neffos-loadgen suite`, which writes `BENCHMARKS.md` and the plots under `docs/bench/`.
 //!
 //! Built here:
-//! - `neffos-loadgen` and `neffos-bench-server` (package `neffos-benches`, release), with
+//! - `neffos-loadgen` and `neffos-bench-server` (package `neffos-bench-tools`, release), with
 //!   the `redis` and `nats` features when the exchanges build (else without: the Redis and
 //!   NATS cluster runs of neffos-rs are then reported as not measured);
 //! - the socketioxide and fastwebsockets peers, each its own workspace under
@@ -39,7 +39,7 @@ fn build_ours(root: &Path) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "neffos-benches",
+        "neffos-bench-tools",
         "--bins",
         "--features",
         "redis,nats",
@@ -51,7 +51,7 @@ fn build_ours(root: &Path) -> Result<()> {
     run(
         root,
         "cargo",
-        &["build", "--release", "-p", "neffos-benches", "--bins"],
+        &["build", "--release", "-p", "neffos-bench-tools", "--bins"],
     )
 }
 
@@ -143,10 +143,14 @@ fn build_before(root: &Path, target: &Path, rev: &str) -> Result<(PathBuf, Strin
     let manifest = manifest.to_string_lossy();
     let target_dir = dir.join("target");
     let target_arg = target_dir.to_string_lossy();
-    // Older revisions may lack a feature: the richest build that works.
-    let built = [Some("redis,nats"), Some("redis"), None]
+    // Older revisions may lack a feature, and before the tools had their own package the
+    // bench server was in `neffos-benches`: the richest build that works.
+    let built = ["neffos-bench-tools", "neffos-benches"]
         .into_iter()
-        .any(|features| {
+        .flat_map(|package| {
+            [Some("redis,nats"), Some("redis"), None].map(|features| (package, features))
+        })
+        .any(|(package, features)| {
             let mut args = vec![
                 "build",
                 "--release",
@@ -155,7 +159,7 @@ fn build_before(root: &Path, target: &Path, rev: &str) -> Result<(PathBuf, Strin
                 "--target-dir",
                 &target_arg,
                 "-p",
-                "neffos-benches",
+                package,
                 "--bin",
                 "neffos-bench-server",
             ];

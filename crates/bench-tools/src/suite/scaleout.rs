@@ -27,7 +27,7 @@
 //!    and the time until the last of the clients got it; then stops every process it started
 //!    (the guards kill them on success and on failure).
 //!
-//! Run it alone (after `cargo build --release -p neffos-benches --features redis,nats --bins`):
+//! Run it alone (after `cargo build --release -p neffos-bench-tools --features redis,nats --bins`):
 //!
 //! ```sh
 //! target/release/neffos-loadgen suite --only-scale-out

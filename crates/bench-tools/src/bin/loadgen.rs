@@ -18,15 +18,15 @@
 //! neffos-loadgen suite --only-scale-out
 //! ```
 //!
-//! See `neffos_benches::loadgen` for what is measured and how.
+//! See `neffos_bench_tools::loadgen` for what is measured and how.
 #![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use neffos_benches::loadgen::{self, Scenario, Spec};
-use neffos_benches::suite::{self, ReportArgs, SuiteArgs};
+use neffos_bench_tools::loadgen::{self, Scenario, Spec};
+use neffos_bench_tools::suite::{self, ReportArgs, SuiteArgs};
 
 #[derive(Parser)]
 #[command(about = "neffos-rs load generator and side-by-side benchmark suite")]

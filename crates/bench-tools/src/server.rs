@@ -325,7 +325,7 @@ async fn exchange_for(
         #[cfg(not(feature = "redis"))]
         ExchangeKind::Redis | ExchangeKind::RedisCluster => {
             bail!(
-                "--exchange redis and redis-cluster need the `redis` cargo feature of neffos-benches"
+                "--exchange redis and redis-cluster need the `redis` cargo feature of neffos-bench-tools"
             )
         }
         #[cfg(feature = "nats")]
@@ -338,7 +338,7 @@ async fn exchange_for(
         )),
         #[cfg(not(feature = "nats"))]
         ExchangeKind::Nats => {
-            bail!("--exchange nats needs the `nats` cargo feature of neffos-benches")
+            bail!("--exchange nats needs the `nats` cargo feature of neffos-bench-tools")
         }
     };
     Ok((exchange, None))

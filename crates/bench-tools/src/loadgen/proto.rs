@@ -2,7 +2,7 @@
 //! rooms), the frame a sender emits for a fan-out, the frame of an Ask, and the keep-alive
 //! answers a receiver owes.
 //!
-//! Every peer exposes the same behaviour (see `benches/src/server.rs`): namespace `bench`;
+//! Every peer exposes the same behaviour (see `crates/bench-tools/src/server.rs`): namespace `bench`;
 //! event `fanout` broadcasts `msg` with the same body to every other connection of the
 //! namespace or of the sender's room; event `ask` replies with the same body. neffos-rs
 //! also has event `ask-peer` (body `<connection ID>|<rest>`): the server Asks that
