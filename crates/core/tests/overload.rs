@@ -30,6 +30,17 @@ async fn start(config: Config) -> TestServer {
     serve(server).await.unwrap()
 }
 
+/// `messages` pipelined `chat` events, numbered from 0 in their first 5 bytes and padded to
+/// `len` more bytes.
+fn flood(messages: usize, len: usize) -> Vec<u8> {
+    let filler = "f".repeat(len);
+    let mut flood = Vec::new();
+    for n in 0..messages {
+        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
+    }
+    flood
+}
+
 /// A client with a small receive buffer, so that the server's queue is what fills when
 /// it reads slower than it is sent to.
 async fn small_window_client(addr: SocketAddr) -> TcpStream {
@@ -68,11 +79,7 @@ async fn a_flooding_publisher_is_pushed_back_instead_of_closing_its_readers() {
         }));
     }
     let mut publisher = wire::acked(ts.addr, "chat").await;
-    let filler = "p".repeat(2000);
-    let mut flood = Vec::new();
-    for n in 0..MESSAGES {
-        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
-    }
+    let flood = flood(MESSAGES, 2000);
     let publishing = tokio::spawn(async move {
         publisher.write_all(&flood).await.unwrap();
         publisher
@@ -118,11 +125,7 @@ async fn a_stuck_client_among_healthy_ones_is_the_only_one_closed() {
         }));
     }
     let mut publisher = wire::acked(ts.addr, "chat").await;
-    let filler = "s".repeat(4000);
-    let mut flood = Vec::new();
-    for n in 0..MESSAGES {
-        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
-    }
+    let flood = flood(MESSAGES, 4000);
     publisher.write_all(&flood).await.unwrap();
     for reader in readers {
         let got = tokio::time::timeout(T, reader).await.unwrap().unwrap();
@@ -172,11 +175,7 @@ async fn a_shedding_namespace_skips_messages_for_readers_behind_and_keeps_order(
         }));
     }
     let mut publisher = wire::acked(ts.addr, "chat").await;
-    let filler = "p".repeat(2000);
-    let mut flood = Vec::new();
-    for n in 0..MESSAGES {
-        flood.extend_from_slice(&text(format!(";chat;;chat;0;0;{n:05}{filler}")));
-    }
+    let flood = flood(MESSAGES, 2000);
     publisher.write_all(&flood).await.unwrap();
     let accounted = eventually(T, || {
         received.load(Ordering::Relaxed) as u64 + ts.server.stats().shed_frames

@@ -11,6 +11,7 @@
 //! [`Cmd::Interest`]: crate::actor::Cmd::Interest
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use neffos::Topic;
 use parking_lot::Mutex;
@@ -34,10 +35,16 @@ impl Interest {
     pub(crate) fn add(&self, key: Key, delta: i64) -> bool {
         let mut table = self.0.lock();
         let was_empty = table.is_empty();
-        let entry = table.entry(key.clone()).or_insert(0);
-        *entry += delta;
-        if *entry == 0 {
-            table.remove(&key);
+        match table.entry(key) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += delta;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(delta);
+            }
         }
         was_empty && !table.is_empty()
     }

@@ -9,6 +9,7 @@
 //! queued after them, then the close.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use neffos::Topic;
@@ -42,10 +43,16 @@ impl Pending {
     }
 
     fn count(&mut self, key: Key, delta: i64) {
-        let entry = self.deltas.entry(key.clone()).or_insert(0);
-        *entry += delta;
-        if *entry == 0 {
-            self.deltas.remove(&key);
+        match self.deltas.entry(key) {
+            Entry::Occupied(mut e) => {
+                *e.get_mut() += delta;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(delta);
+            }
         }
     }
 }
@@ -124,23 +131,6 @@ impl ControlReceiver {
         }
     }
 
-    /// The next command; `None` once the sender is gone and everything was taken.
-    pub(crate) async fn recv(&mut self) -> Option<SubCmd> {
-        let mut buf = Vec::with_capacity(1);
-        if self.recv_many(&mut buf, 1).await == 0 {
-            return None;
-        }
-        let first = buf.remove(0);
-        // Whatever else was taken goes back in front, in the same meaning.
-        if !buf.is_empty() {
-            let mut pending = self.0.pending.lock();
-            for cmd in buf.into_iter().rev() {
-                put_back(&mut pending, cmd);
-            }
-        }
-        Some(first)
-    }
-
     /// Takes nothing more; later sends are refused.
     pub(crate) fn close(&mut self) {
         let mut pending = self.0.pending.lock();
@@ -184,18 +174,6 @@ fn take(pending: &mut Pending, buf: &mut Vec<SubCmd>, limit: usize) {
         if let Some(done) = pending.close.take() {
             buf.push(SubCmd::Close(done));
         }
-    }
-}
-
-/// Undoes [`take`] for one command.
-fn put_back(pending: &mut Pending, cmd: SubCmd) {
-    match cmd {
-        SubCmd::Subscribe(topic) => pending.count(Key::Topic(topic), 1),
-        SubCmd::Unsubscribe(topic) => pending.count(Key::Topic(topic), -1),
-        SubCmd::SubscribeChannel(channel) => pending.count(Key::Channel(channel), 1),
-        SubCmd::UnsubscribeChannel(channel) => pending.count(Key::Channel(channel), -1),
-        SubCmd::Flush(done) => pending.flushes.insert(0, done),
-        SubCmd::Close(done) => pending.close = Some(done),
     }
 }
 
@@ -247,13 +225,15 @@ mod tests {
         let (tx, mut rx) = channel();
         tx.send(SubCmd::Subscribe(topic(1))).unwrap();
         drop(tx);
-        assert!(matches!(rx.recv().await, Some(SubCmd::Subscribe(_))));
-        assert!(rx.recv().await.is_none());
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 8).await, 1);
+        assert!(matches!(buf[0], SubCmd::Subscribe(_)));
+        assert_eq!(rx.recv_many(&mut buf, 8).await, 0);
 
         let (tx, mut rx) = channel();
         rx.close();
         assert!(tx.send(SubCmd::Subscribe(topic(1))).is_err());
-        assert!(rx.recv().await.is_none());
+        assert_eq!(rx.recv_many(&mut buf, 8).await, 0);
 
         // A receiver dropped with a flush waiting: its caller stops waiting.
         let (tx, rx) = channel();
@@ -262,21 +242,5 @@ mod tests {
         drop(rx);
         assert!(wait.await.is_err());
         assert!(tx.send(SubCmd::Subscribe(topic(1))).is_err());
-    }
-
-    #[tokio::test]
-    async fn recv_puts_back_what_it_did_not_return() {
-        let (tx, mut rx) = channel();
-        tx.send(SubCmd::SubscribeChannel("a".into())).unwrap();
-        tx.send(SubCmd::SubscribeChannel("a".into())).unwrap();
-        let (done, _wait) = oneshot::channel();
-        tx.send(SubCmd::Flush(done)).unwrap();
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            got.push(rx.recv().await.unwrap());
-        }
-        assert!(matches!(&got[0], SubCmd::SubscribeChannel(c) if c == "a"));
-        assert!(matches!(&got[1], SubCmd::SubscribeChannel(c) if c == "a"));
-        assert!(matches!(got[2], SubCmd::Flush(_)));
     }
 }

@@ -134,18 +134,26 @@ impl<D: Driver> State<D> {
                 biased;
                 () = lost.notified() => self.lose("connection closed"),
                 n = self.s.rx.recv_many(&mut buf, 1024) => {
-                    if n == 0 {
+                    if let Flow::Stop = self.apply_taken(n, &mut buf) {
                         return;
-                    }
-                    for cmd in buf.drain(..) {
-                        if let Flow::Stop = self.apply(cmd) {
-                            return;
-                        }
                     }
                 }
                 () = tick => self.health_check().await,
             }
         }
+    }
+
+    /// Applies the `n` commands just taken into `buf` (0: the exchange is gone).
+    fn apply_taken(&mut self, n: usize, buf: &mut Vec<SubCmd>) -> Flow {
+        if n == 0 {
+            return Flow::Stop;
+        }
+        for cmd in buf.drain(..) {
+            if let Flow::Stop = self.apply(cmd) {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
     }
 
     /// Updates the table (no I/O).
@@ -272,16 +280,16 @@ impl<D: Driver> State<D> {
                     tracing::warn!(error = %e, retry_in = ?delay, "Redis subscriber cannot connect");
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);
+                    let mut buf = Vec::new();
                     loop {
                         tokio::select! {
                             () = &mut sleep => break,
                             Ok(()) = others.changed() => break,
-                            cmd = self.s.rx.recv() => match cmd {
-                                None => return Flow::Stop,
-                                Some(cmd) => if let Flow::Stop = self.apply(cmd) {
+                            n = self.s.rx.recv_many(&mut buf, 1024) => {
+                                if let Flow::Stop = self.apply_taken(n, &mut buf) {
                                     return Flow::Stop;
-                                },
-                            },
+                                }
+                            }
                         }
                     }
                 }

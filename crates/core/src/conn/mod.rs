@@ -175,23 +175,13 @@ impl ConnInner {
         }
         match self.queue.try_push(out) {
             Ok(fill) => Ok(fill),
-            Err(PushError::Closed) => Err(WriteErrorKind::Closed),
-            Err(stuck) => match self.config.slow_consumer {
-                SlowConsumerPolicy::DropMessage => {
-                    self.dropped_frames.fetch_add(1, Ordering::Relaxed);
-                    Ok(Fill::Over)
-                }
-                _ => {
-                    self.close_stuck(stuck);
-                    Err(WriteErrorKind::Closed)
-                }
-            },
+            Err(refused) => self.refused(refused).map(|()| Fill::Over),
         }
     }
 
     /// Queues a broadcast frame of a namespace with [`OverloadPolicy::Shed`]: over the
-    /// budget the frame is skipped for this connection (`Ok(false)`, counted by the caller)
-    /// instead of pushing back on the publisher; a stuck client gets the slow-consumer
+    /// budget the frame is skipped for this connection (`Ok(false)`, counted by the caller as
+    /// shed) instead of pushing back on the publisher; a stuck client gets the slow-consumer
     /// policy as with [`Self::enqueue`].
     ///
     /// [`OverloadPolicy::Shed`]: crate::OverloadPolicy::Shed
@@ -202,17 +192,24 @@ impl ConnInner {
         match self.queue.try_push_or_shed(out) {
             Ok(()) => Ok(true),
             Err(PushError::Shed) => Ok(false),
-            Err(PushError::Closed) => Err(WriteErrorKind::Closed),
-            Err(stuck) => match self.config.slow_consumer {
-                SlowConsumerPolicy::DropMessage => {
-                    self.dropped_frames.fetch_add(1, Ordering::Relaxed);
-                    Ok(false)
-                }
-                _ => {
-                    self.close_stuck(stuck);
-                    Err(WriteErrorKind::Closed)
-                }
-            },
+            // Dropped by the slow-consumer policy: counted there, not as shed.
+            Err(refused) => self.refused(refused).map(|()| true),
+        }
+    }
+
+    /// A frame the queue refused: closed, or a stuck client under the slow-consumer policy
+    /// (`Ok`: the frame was dropped and counted; `Err`: the connection is closed).
+    fn refused(&self, why: PushError) -> Result<(), WriteErrorKind> {
+        match (why, self.config.slow_consumer) {
+            (PushError::Closed, _) => Err(WriteErrorKind::Closed),
+            (_, SlowConsumerPolicy::DropMessage) => {
+                self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            (stuck, _) => {
+                self.close_stuck(stuck);
+                Err(WriteErrorKind::Closed)
+            }
         }
     }
 
