@@ -168,11 +168,11 @@ impl Upgrade {
         // the connection's whole life.
         ws.on_upgrade(move |socket| {
             let request = detach(&parts, remote_addr);
-            let (stream, sink) = axum_ws::split(socket);
+            let socket = axum_ws::socket(socket);
             // `map`, not `async move { serve.await }`: an async block would hold the
             // future twice (once captured, once being awaited).
             server
-                .serve_socket(request, Some(parts), stream, sink, extensions)
+                .serve_socket(request, Some(parts), socket, extensions)
                 .map(move |()| drop(admission))
         })
     }

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
+use crate::conn::link::Link;
 use crate::conn::{Conn, ConnInner, NewConn, NsConn, RequestInfo, Role, engine};
 use crate::error::{
     BoxError, DialError, DialErrorKind, NamespaceError, NamespaceErrorKind, WaitError,
@@ -263,21 +264,14 @@ impl Dialer {
             DialError::new(DialErrorKind::Timeout, context)
         })?
         .map_err(|e| DialError::new(DialErrorKind::Transport, context()).with_source(e))?;
-        let (mut stream, sink) = tungstenite_ws::split(socket);
+        let mut link = Link::new(tungstenite_ws::socket(socket));
 
         let native_only = self.namespaces.native_mode() == neffos_protocol::NativeMode::Only;
         // The handshake runs before the connection exists: the ID comes with `A<id>`.
-        let (sink, id) = if native_only {
-            (sink, String::new())
+        let id = if native_only {
+            String::new()
         } else {
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let handshake_writer = tokio::spawn(forward_handshake(sink, rx));
-            let id = engine::client_handshake(&mut stream, &tx, config.handshake_timeout).await;
-            drop(tx);
-            let sink = handshake_writer.await.map_err(|e| {
-                DialError::new(DialErrorKind::Transport, context()).with_source(e)
-            })??;
-            (sink, id?)
+            engine::client_handshake(&mut link, config.handshake_timeout).await?
         };
 
         let inner = ConnInner::new(NewConn {
@@ -298,12 +292,7 @@ impl Dialer {
         if native_only {
             engine::connect_native(&inner);
         }
-        let writer = engine::spawn_writer(&inner, sink);
-        let reader_inner = inner.clone();
-        tokio::spawn(async move {
-            engine::run_loop(&reader_inner, stream, Default::default()).await;
-            let _ = writer.await;
-        });
+        tokio::spawn(engine::run(inner.clone(), link));
         Ok(Conn(inner))
     }
 }
@@ -371,23 +360,6 @@ async fn supervise(shared: std::sync::Weak<ClientShared>, dialer: Dialer, policy
 }
 
 /// Writes the handshake frames, then hands the sink back.
-async fn forward_handshake<W>(
-    mut sink: W,
-    mut rx: tokio::sync::mpsc::Receiver<crate::transport::WsOut>,
-) -> Result<W, DialError>
-where
-    W: futures_util::Sink<crate::transport::WsOut, Error = crate::transport::TransportError>
-        + Unpin,
-{
-    use futures_util::SinkExt;
-    while let Some(item) = rx.recv().await {
-        sink.send(item).await.map_err(|e| {
-            DialError::new(DialErrorKind::Transport, "neffos handshake: write").with_source(e)
-        })?;
-    }
-    Ok(sink)
-}
-
 #[derive(Debug)]
 struct ClientShared {
     current: RwLock<Conn>,

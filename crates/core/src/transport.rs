@@ -2,8 +2,12 @@
 //! Adapters for axum's socket (server) and tokio-tungstenite (client) map to these types.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::{Sink, Stream};
 use neffos_protocol::Frame;
 
 /// An incoming WebSocket message.
@@ -99,50 +103,138 @@ fn tungstenite_cause(e: &tungstenite::Error) -> Cause {
 
 impl std::error::Error for TransportError {}
 
-/// Maps every error of a sink into [`TransportError`]. (`SinkExt::sink_map_err` and
-/// `sink_err_into` map only the first error and panic on a second one, which a writer
-/// closing after a failed flush does hit.)
-#[derive(Debug)]
-pub(crate) struct ErrInto<S>(pub(crate) S);
+/// A WebSocket as the connection's one task drives it: a stream of incoming frames and a
+/// sink for outgoing ones in one value, so reading and writing need no lock between them.
+pub(crate) trait Socket:
+    Stream<Item = Result<WsIn, TransportError>>
+    + Sink<WsOut, Error = TransportError>
+    + Send
+    + Unpin
+    + 'static
+{
+}
 
-impl<S, Item> futures_util::Sink<Item> for ErrInto<S>
+impl<T> Socket for T where
+    T: Stream<Item = Result<WsIn, TransportError>>
+        + Sink<WsOut, Error = TransportError>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// A WebSocket library's socket (`S`, carrying its message type `M`) seen as a [`Socket`]:
+/// its messages and errors mapped on the way, every error of the sink included
+/// (`SinkExt::sink_map_err` maps only the first and panics on a second, which a closing
+/// connection does hit).
+pub(crate) struct Mapped<S, M> {
+    socket: S,
+    message: PhantomData<fn(M) -> M>,
+}
+
+impl<S, M> Mapped<S, M> {
+    pub(crate) fn new(socket: S) -> Self {
+        Mapped {
+            socket,
+            message: PhantomData,
+        }
+    }
+}
+
+/// How one WebSocket library's messages map to the engine's frames.
+pub(crate) trait Codec: Sized {
+    fn incoming(self) -> WsIn;
+    fn outgoing(out: WsOut) -> Result<Self, TransportError>;
+}
+
+impl<S, M, E> Stream for Mapped<S, M>
 where
-    S: futures_util::Sink<Item> + Unpin,
-    S::Error: Into<TransportError>,
+    S: Stream<Item = Result<M, E>> + Unpin,
+    M: Codec,
+    E: Into<TransportError>,
+{
+    type Item = Result<WsIn, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.socket)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map(M::incoming).map_err(Into::into)))
+    }
+}
+
+impl<S, M, E> Sink<WsOut> for Mapped<S, M>
+where
+    S: Sink<M, Error = E> + Unpin,
+    M: Codec,
+    E: Into<TransportError>,
 {
     type Error = TransportError;
 
-    fn poll_ready(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::pin::Pin::new(&mut self.0)
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.socket)
             .poll_ready(cx)
             .map_err(Into::into)
     }
 
-    fn start_send(mut self: std::pin::Pin<&mut Self>, item: Item) -> Result<(), Self::Error> {
-        std::pin::Pin::new(&mut self.0)
-            .start_send(item)
+    fn start_send(mut self: Pin<&mut Self>, item: WsOut) -> Result<(), Self::Error> {
+        let message = M::outgoing(item)?;
+        Pin::new(&mut self.socket)
+            .start_send(message)
             .map_err(Into::into)
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::pin::Pin::new(&mut self.0)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.socket)
             .poll_flush(cx)
             .map_err(Into::into)
     }
 
-    fn poll_close(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::pin::Pin::new(&mut self.0)
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.socket)
             .poll_close(cx)
             .map_err(Into::into)
+    }
+}
+
+/// A separate stream and sink as one [`Socket`] (in-process connections).
+pub(crate) struct Duplex<R, W> {
+    pub(crate) stream: R,
+    pub(crate) sink: W,
+}
+
+impl<R, W> Stream for Duplex<R, W>
+where
+    R: Stream + Unpin,
+    W: Unpin,
+{
+    type Item = R::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
+
+impl<R, W, Item> Sink<Item> for Duplex<R, W>
+where
+    R: Unpin,
+    W: Sink<Item> + Unpin,
+{
+    type Error = W::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Item) -> Result<(), Self::Error> {
+        Pin::new(&mut self.sink).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.sink).poll_close(cx)
     }
 }
 
@@ -174,94 +266,84 @@ impl From<tungstenite::Error> for TransportError {
 #[cfg(feature = "axum")]
 pub(crate) mod axum_ws {
     use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-    use futures_util::{Sink, SinkExt, Stream, StreamExt, future};
 
-    use super::{TransportError, WsIn, WsOut};
+    use super::{Codec, Mapped, TransportError, WsIn, WsOut};
 
-    pub(crate) fn split(
-        socket: WebSocket,
-    ) -> (
-        impl Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
-        impl Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
-    ) {
-        let (sink, stream) = socket.split();
-        let stream = stream.map(|item| match item {
-            Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
-            Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
-            Ok(Message::Ping(_) | Message::Pong(_)) => Ok(WsIn::Control),
-            Ok(Message::Close(frame)) => Ok(WsIn::Close(frame.map(|f| f.code))),
-            Err(e) => Err(TransportError::from(e)),
-        });
-        let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_axum(out)));
-        (stream, sink)
+    /// axum's upgraded WebSocket as the engine's socket.
+    pub(crate) fn socket(socket: WebSocket) -> Mapped<WebSocket, Message> {
+        Mapped::new(socket)
     }
 
-    fn to_axum(out: WsOut) -> Result<Message, TransportError> {
-        Ok(match out {
-            WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
-            WsOut::Frame(f) => Message::Text(
-                Utf8Bytes::try_from(f.bytes)
-                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
-            ),
-            WsOut::Text(text) => Message::Text(text),
-            WsOut::Ping => Message::Ping(bytes::Bytes::new()),
-            WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
-        })
+    impl Codec for Message {
+        fn incoming(self) -> WsIn {
+            match self {
+                Message::Text(t) => WsIn::Text(t.into()),
+                Message::Binary(b) => WsIn::Binary(b),
+                Message::Ping(_) | Message::Pong(_) => WsIn::Control,
+                Message::Close(frame) => WsIn::Close(frame.map(|f| f.code)),
+            }
+        }
+
+        fn outgoing(out: WsOut) -> Result<Self, TransportError> {
+            Ok(match out {
+                WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
+                WsOut::Frame(f) => Message::Text(
+                    Utf8Bytes::try_from(f.bytes)
+                        .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
+                ),
+                WsOut::Text(text) => Message::Text(text),
+                WsOut::Ping => Message::Ping(bytes::Bytes::new()),
+                WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })),
+            })
+        }
     }
 }
 
 #[cfg(feature = "client")]
 pub(crate) mod tungstenite_ws {
-    use futures_util::{Sink, SinkExt, Stream, StreamExt, future};
-    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-    use super::{TransportError, WsIn, WsOut};
+    use super::{Codec, Mapped, TransportError, WsIn, WsOut};
 
-    pub(crate) fn split<S>(
-        socket: WebSocketStream<S>,
-    ) -> (
-        impl Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
-        impl Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
-    )
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let (sink, stream) = socket.split();
-        let stream = stream.map(|item| match item {
-            Ok(Message::Text(t)) => Ok(WsIn::Text(t.into())),
-            Ok(Message::Binary(b)) => Ok(WsIn::Binary(b)),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(WsIn::Control),
-            Ok(Message::Close(frame)) => Ok(WsIn::Close(frame.map(|f| u16::from(f.code)))),
-            Err(e) => Err(TransportError::from(e)),
-        });
-        let sink = super::ErrInto(sink).with(|out: WsOut| future::ready(to_tungstenite(out)));
-        (stream, sink)
+    /// tokio-tungstenite's client WebSocket as the engine's socket.
+    pub(crate) fn socket<S>(socket: WebSocketStream<S>) -> Mapped<WebSocketStream<S>, Message> {
+        Mapped::new(socket)
     }
 
-    fn to_tungstenite(out: WsOut) -> Result<Message, TransportError> {
-        Ok(match out {
-            WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
-            WsOut::Frame(f) => Message::Text(
-                Utf8Bytes::try_from(f.bytes)
-                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
-            ),
-            #[cfg(feature = "axum")]
-            WsOut::Text(text) => Message::Text(
-                Utf8Bytes::try_from(bytes::Bytes::from(text))
-                    .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
-            ),
-            WsOut::Ping => Message::Ping(bytes::Bytes::new()),
-            WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            })),
-        })
+    impl Codec for Message {
+        fn incoming(self) -> WsIn {
+            match self {
+                Message::Text(t) => WsIn::Text(t.into()),
+                Message::Binary(b) => WsIn::Binary(b),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => WsIn::Control,
+                Message::Close(frame) => WsIn::Close(frame.map(|f| u16::from(f.code))),
+            }
+        }
+
+        fn outgoing(out: WsOut) -> Result<Self, TransportError> {
+            Ok(match out {
+                WsOut::Frame(f) if f.binary => Message::Binary(f.bytes),
+                WsOut::Frame(f) => Message::Text(
+                    Utf8Bytes::try_from(f.bytes)
+                        .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
+                ),
+                #[cfg(feature = "axum")]
+                WsOut::Text(text) => Message::Text(
+                    Utf8Bytes::try_from(bytes::Bytes::from(text))
+                        .map_err(|_| TransportError::other("text frame is not UTF-8"))?,
+                ),
+                WsOut::Ping => Message::Ping(bytes::Bytes::new()),
+                WsOut::Close(code, reason) => Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })),
+            })
+        }
     }
 }

@@ -9,17 +9,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::OptionFuture;
-use futures_util::{Sink, Stream, StreamExt};
 use neffos_protocol::handshake::{self, ClientHello, ServerAck};
 use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind, decode};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ConnInner, Count, Role, close_code, pressure, system, writer};
+use super::link::{Event, Link};
+use super::{ConnInner, Count, Role, close_code, pressure, system};
 use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
 use crate::recovery::PeerEnd;
-use crate::transport::{Cause, TransportError, WsIn, WsOut};
+use crate::transport::{Cause, Socket, TransportError, WsIn, WsOut};
 
 /// How often a pushed-back publisher looks whether the server caught up.
 const PUSHBACK_RECHECK: Duration = Duration::from_millis(5);
@@ -37,46 +36,92 @@ fn decode_options(inner: &ConnInner) -> DecodeOptions {
         .native(inner.native)
 }
 
-/// Spawns the writer task. (No tracing span on it: entering one on every poll cost 3.5 %
-/// of the fan-out CPU, and the writer's few log lines carry the connection ID.)
-pub(crate) fn spawn_writer<W>(inner: &Arc<ConnInner>, sink: W) -> tokio::task::JoinHandle<()>
-where
-    W: Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
-{
-    tokio::spawn(writer::run(inner.clone(), sink))
+/// Server side: wait for `M` (queueing early frames), run the server's accept hook, answer
+/// `A<id>` or `H<reason>`, then serve the connection until it closes and send the close
+/// frame. `accept` is `None` when the connection is refused already (its close reason set).
+///
+/// A plain function returning an `async move` block that only borrows `link`: an `async fn`
+/// (or a callee taking `link` by value) would keep another copy of the socket in the
+/// connection's task for its whole life.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve<S: Socket>(
+    inner: Arc<ConnInner>,
+    mut link: Link<S>,
+    accept: Option<BoxFuture<Result<(), String>>>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut early = VecDeque::new();
+        if let Some(accept) = accept
+            && handshake(&inner, &mut link, accept, &mut early).await
+        {
+            inner.server.ready(&inner);
+            run_loop(&inner, &mut link, early).await;
+            finish(&inner, link).await;
+        } else {
+            inner.cancel.cancel();
+            Box::pin(link.close(&inner)).await;
+        }
+    }
 }
 
-/// Server side: wait for `M` (queueing early frames), run the server's accept hook, answer
-/// `A<id>` or `H<reason>`, then serve the connection until it closes.
-pub(crate) async fn serve<R>(
+/// Client side: serves the connection (acknowledged already) until it closes.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn run<S: Socket>(
     inner: Arc<ConnInner>,
-    mut stream: R,
+    mut link: Link<S>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        run_loop(&inner, &mut link, VecDeque::new()).await;
+        finish(&inner, link).await;
+    }
+}
+
+/// Sends the close frame while the indexes are cleaned up; `finished` does not wait for a
+/// peer that takes its time to read the close frame. Boxed: its state (and the socket,
+/// moved here) would otherwise take room in every connection's task.
+fn finish<'a, S: Socket>(
+    inner: &'a Arc<ConnInner>,
+    link: Link<S>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let cleanup = async {
+            system::leave_all(inner).await;
+            inner.server.closed(inner).await;
+            inner.finished.cancel();
+        };
+        tokio::join!(cleanup, link.close(inner));
+    })
+}
+
+/// The server's side of the handshake; false if the connection is refused (its close
+/// reason set).
+async fn handshake<S: Socket>(
+    inner: &Arc<ConnInner>,
+    link: &mut Link<S>,
     accept: BoxFuture<Result<(), String>>,
-) where
-    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
-{
-    let mut early = VecDeque::new();
+    early: &mut VecDeque<Incoming>,
+) -> bool {
     if inner.native == NativeMode::Only {
         inner.acknowledged.store(true, Ordering::Release);
-        if let Err(reason) = accept.await {
+        if let Err(reason) = writing_while(inner, link, accept).await {
             inner.close(close_code::POLICY, reason);
-            return;
+            return false;
         }
-        system::connect_native(&inner);
+        system::connect_native(inner);
     } else {
-        match read_ack_request(&inner, &mut stream, &mut early).await {
+        match read_ack_request(inner, link, early).await {
             Ok(()) => {}
             Err(reason) => {
                 inner.close(close_code::POLICY, reason);
-                return;
+                return false;
             }
         }
-        if let Err(reason) = accept.await {
+        if let Err(reason) = writing_while(inner, link, accept).await {
             let _ = inner.enqueue(WsOut::Frame(neffos_protocol::Frame::text(
                 handshake::encode_reject(&reason),
             )));
             inner.close(close_code::POLICY, reason);
-            return;
+            return false;
         }
         let accept_frame = match handshake::encode_accept(&inner.id) {
             Ok(frame) => frame,
@@ -86,7 +131,7 @@ pub(crate) async fn serve<R>(
                     handshake::encode_reject("internal error"),
                 )));
                 inner.close(close_code::POLICY, "invalid connection ID");
-                return;
+                return false;
             }
         };
         // `A<id>` is the very first frame; nothing can be queued before it because writes
@@ -95,28 +140,47 @@ pub(crate) async fn serve<R>(
             .enqueue(WsOut::Frame(neffos_protocol::Frame::text(accept_frame)))
             .is_err()
         {
-            return;
+            return false;
         }
         inner.acknowledged.store(true, Ordering::Release);
     }
-    inner.server.ready(&inner);
-    run_loop(&inner, stream, early).await;
+    true
 }
 
-async fn read_ack_request<R>(
+/// Awaits `fut` (the accept hook) while the socket writes what is queued: a native-only
+/// connection is acknowledged before its hook runs, and the hook may write. Fails with
+/// the reason when the connection closes meanwhile.
+async fn writing_while<S: Socket>(
+    inner: &ConnInner,
+    link: &mut Link<S>,
+    fut: BoxFuture<Result<(), String>>,
+) -> Result<(), String> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
+            result = &mut fut => return result,
+            event = link.next(inner, false) => match event {
+                Event::WriteFailed(_) | Event::Drained => return Err("closed during handshake".into()),
+                Event::Read(_) => {}
+            },
+        }
+    }
+}
+
+async fn read_ack_request<S: Socket>(
     inner: &Arc<ConnInner>,
-    stream: &mut R,
+    link: &mut Link<S>,
     early: &mut VecDeque<Incoming>,
-) -> Result<(), String>
-where
-    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
-{
+) -> Result<(), String> {
     let deadline = Instant::now() + inner.config.handshake_timeout;
     let mut early_bytes = 0usize;
     loop {
         let item = tokio::select! {
-            item = tokio::time::timeout_at(deadline, stream.next()) => match item {
-                Ok(item) => item,
+            event = tokio::time::timeout_at(deadline, link.next(inner, true)) => match event {
+                Ok(Event::Read(item)) => item,
+                Ok(Event::WriteFailed(_) | Event::Drained) => return Err("closed during handshake".into()),
                 Err(_) => return Err("handshake timeout: no acknowledgement request".into()),
             },
             () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
@@ -159,23 +223,28 @@ where
 }
 
 /// Client side: send `M` and wait for `A<id>` or `H<reason>`. Returns the ID.
-pub(crate) async fn client_handshake<R>(
-    stream: &mut R,
-    tx: &mpsc::Sender<WsOut>,
+pub(crate) async fn client_handshake<S: Socket>(
+    link: &mut Link<S>,
     timeout: std::time::Duration,
-) -> Result<String, DialError>
-where
-    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
-{
-    tx.send(WsOut::Frame(neffos_protocol::Frame::text(
-        handshake::ack_request(),
-    )))
-    .await
-    .map_err(|_| DialError::new(DialErrorKind::Transport, "neffos handshake: writer gone"))?;
+) -> Result<String, DialError> {
     let deadline = Instant::now() + timeout;
     let context = "neffos handshake";
+    tokio::time::timeout_at(
+        deadline,
+        link.send(WsOut::Frame(neffos_protocol::Frame::text(
+            handshake::ack_request(),
+        ))),
+    )
+    .await
+    .map_err(|_| {
+        DialError::new(
+            DialErrorKind::Timeout,
+            format!("{context}: write timed out"),
+        )
+    })?
+    .map_err(|e| DialError::new(DialErrorKind::Transport, context).with_source(e))?;
     loop {
-        let item = tokio::time::timeout_at(deadline, stream.next())
+        let item = tokio::time::timeout_at(deadline, link.read())
             .await
             .map_err(|_| {
                 DialError::new(
@@ -257,11 +326,12 @@ fn route_client_reply(inner: &ConnInner, msg: Message) -> Route {
     }
 }
 
-/// Reads until the connection closes, handling queued frames first.
-pub(crate) async fn run_loop<R>(inner: &Arc<ConnInner>, mut stream: R, early: VecDeque<Incoming>)
-where
-    R: Stream<Item = Result<WsIn, TransportError>> + Send + Unpin,
-{
+/// Serves the connection until it closes, handling queued frames first.
+async fn run_loop<S: Socket>(
+    inner: &Arc<ConnInner>,
+    link: &mut Link<S>,
+    early: VecDeque<Incoming>,
+) {
     let opts = decode_options(inner);
     // Messages read while a handler runs; empty (and unallocated) in the common case where
     // each message is handled before the next arrives.
@@ -274,16 +344,11 @@ where
             Accepted::Close => break,
         }
     }
-    let idle = inner.config.idle_timeout;
     let mut last_seen = Instant::now();
-    // One timer for the connection's life, pushed back lazily when it fires: re-arming a
-    // timer on every frame would cost a timer-wheel update per message.
-    // (Never polled without an idle timeout.)
-    let idle_timer =
-        tokio::time::sleep_until(last_seen + idle.unwrap_or(Duration::from_secs(3600)));
-    tokio::pin!(idle_timer);
-    let cancelled = inner.cancel.cancelled();
-    tokio::pin!(cancelled);
+    let mut clock = Clock::new(inner, last_seen);
+    // Inline in the task's state, not boxed.
+    let sleep = tokio::time::sleep_until(clock.next(last_seen).unwrap_or(last_seen));
+    tokio::pin!(sleep);
     let mut rate = inner.config.max_messages_per_second.map(RateLimit::new);
     let mut pushback = Pushback::default();
     let mut current: Option<BoxFuture<()>> = None;
@@ -297,15 +362,23 @@ where
             current = Some(dispatch(inner, msg));
         }
         // Within both inbound limits and not pushed back, or reading pauses and TCP pushes
-        // back on the client.
+        // back on the client. (Writing goes on either way.)
         let can_read = pending.messages.len() < inner.config.inbound_queue
             && pending.bytes < inner.config.inbound_budget
             && !pushed_back;
         tokio::select! {
             biased;
-            () = &mut cancelled => break,
+            () = std::future::poll_fn(|cx| inner.cancel.poll_owner(cx)) => break,
             Some(()) = OptionFuture::from(current.as_mut()) => current = None,
-            item = stream.next(), if can_read => {
+            event = link.next(inner, can_read) => {
+                let item = match event {
+                    Event::Read(item) => item,
+                    Event::WriteFailed(e) => {
+                        tracing::debug!(id = %inner.id, error = %e, "write failed; dropping the connection");
+                        break;
+                    }
+                    Event::Drained => break,
+                };
                 last_seen = Instant::now();
                 if let Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) = &item {
                     inner.server.frame_read(b.len());
@@ -347,31 +420,83 @@ where
                     Accepted::Close => break,
                 }
             }
-            () = tokio::time::sleep(PUSHBACK_RECHECK), if pushed_back => {}
-            () = &mut idle_timer, if idle.is_some() => {
-                let deadline = last_seen + idle.unwrap_or_default();
-                if deadline > Instant::now() {
-                    idle_timer.as_mut().reset(deadline);
-                    continue;
+            // Boxed, and only while pushed back: a timer inline in the task's state would
+            // cost every connection its size.
+            Some(()) = OptionFuture::from(pushed_back.then(|| Box::pin(tokio::time::sleep(PUSHBACK_RECHECK)))) => {}
+            () = sleep.as_mut(), if clock.armed() => match clock.fired(sleep.as_mut(), last_seen) {
+                Tick::Ping => link.ping(),
+                Tick::Idle => {
+                    inner.close(close_code::GOING_AWAY, "idle timeout");
+                    break;
                 }
-                inner.close(close_code::GOING_AWAY, "idle timeout");
-                break;
-            }
+                Tick::Nothing => {}
+            },
         }
     }
-    // Let a handler that was running finish its cleanup-free part? No: drop it, the
-    // connection is gone; its Asks fail with ConnectionClosed.
+    // The connection is gone: a handler still running is dropped, its Asks fail with
+    // ConnectionClosed.
     drop(current);
     inner.cancel.cancel();
     inner.asks.clear();
     *inner.last_namespaces.lock() = inner.namespaces.lock().clone();
-    // Boxed: the cleanup's state would otherwise be part of every connection's task.
-    Box::pin(async {
-        system::leave_all(inner).await;
-        inner.server.closed(inner).await;
-    })
-    .await;
-    inner.finished.cancel();
+}
+
+/// When the connection's one timer fires: the next ping or the idle timeout, whichever is
+/// due first. (Re-armed lazily when it fires: re-arming on every frame would cost a
+/// timer-wheel update per message.)
+struct Clock {
+    ping: Option<(Instant, Duration)>,
+    idle: Option<Duration>,
+}
+
+/// What the timer's firing meant.
+enum Tick {
+    Ping,
+    Idle,
+    Nothing,
+}
+
+impl Clock {
+    fn new(inner: &ConnInner, now: Instant) -> Self {
+        Clock {
+            ping: inner.config.ping_interval.map(|every| (now + every, every)),
+            idle: inner.config.idle_timeout,
+        }
+    }
+
+    /// Whether there is anything to wait for (the timer is never polled otherwise).
+    fn armed(&self) -> bool {
+        self.ping.is_some() || self.idle.is_some()
+    }
+
+    /// The next deadline.
+    fn next(&self, last_seen: Instant) -> Option<Instant> {
+        let idle = self.idle.map(|idle| last_seen + idle);
+        match (self.ping.map(|(at, _)| at), idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        }
+    }
+
+    fn fired(&mut self, sleep: std::pin::Pin<&mut tokio::time::Sleep>, last_seen: Instant) -> Tick {
+        let now = Instant::now();
+        let tick = if self.idle.is_some_and(|idle| last_seen + idle <= now) {
+            Tick::Idle
+        } else if let Some((at, every)) = self.ping.as_mut()
+            && *at <= now
+        {
+            // Missed pings are not made up for: the next one is an interval from now.
+            *at = now + *every;
+            Tick::Ping
+        } else {
+            Tick::Nothing
+        };
+        if let Some(next) = self.next(last_seen) {
+            sleep.reset(next);
+        }
+        tick
+    }
 }
 
 /// Runs the handlers of `msg`, watching whether they broadcast under pressure.
@@ -512,5 +637,57 @@ impl RateLimit {
         } else {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::transport::{Duplex, TransportError};
+
+    /// A socket of a known, large size.
+    #[allow(dead_code)] // its size is the point
+    struct Padded([u8; 1000]);
+
+    impl futures_util::Sink<WsOut> for Padded {
+        type Error = TransportError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: WsOut) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The connection's task holds its socket once, and little besides (every idle
+    /// connection pays for it).
+    #[test]
+    fn the_connection_task_holds_its_socket_once() {
+        let server = crate::Server::builder(crate::Namespaces::new()).build();
+        let socket = || Duplex {
+            stream: futures_util::stream::pending::<Result<WsIn, TransportError>>(),
+            sink: Padded([0; 1000]),
+        };
+        let link = std::mem::size_of_val(&Link::new(socket()));
+        let task = server.serve_socket(
+            crate::conn::RequestInfo::default(),
+            None,
+            socket(),
+            http::Extensions::new(),
+        );
+        let task = std::mem::size_of_val(&task);
+        assert!(
+            task < 2 * link && task - link <= 1024,
+            "the connection's future is {task} B with a {link} B socket"
+        );
     }
 }

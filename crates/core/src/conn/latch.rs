@@ -6,13 +6,18 @@
 //! both inline, do the same job without the lock or the allocation.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub(crate) struct Latch {
     set: AtomicBool,
     notify: Notify,
+    /// The one task that polls the latch on every wake-up (the connection's own): an atomic
+    /// slot, where polling a `Notify` waiter takes its lock each time.
+    owner: AtomicWaker,
 }
 
 impl Latch {
@@ -24,11 +29,24 @@ impl Latch {
     pub(crate) fn cancel(&self) {
         if !self.set.swap(true, Ordering::AcqRel) {
             self.notify.notify_waiters();
+            self.owner.wake();
         }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.set.load(Ordering::Acquire)
+    }
+
+    /// Ready once [`Latch::cancel`] was called. For one task only (the last to poll is
+    /// woken); others use [`Latch::cancelled`].
+    pub(crate) fn poll_owner(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a `cancel` after the check wakes us.
+        self.owner.register(cx.waker());
+        if self.is_cancelled() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Resolves once [`Latch::cancel`] was called (at once if it was already).

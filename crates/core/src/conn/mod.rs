@@ -1,16 +1,16 @@
 //! One connection, from either side: its state, its handles ([`Conn`], [`NsConn`],
-//! [`Room`]) and its engine (reader/dispatcher and writer tasks).
+//! [`Room`]) and its engine (one task: reader, dispatcher and writer).
 
 mod ask;
 pub(crate) mod engine;
 mod hub;
 mod latch;
+pub(crate) mod link;
+mod ns_table;
 pub(crate) mod pressure;
 mod queue;
 mod system;
-mod writer;
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,8 +62,7 @@ pub(crate) struct RequestInfo {
     pub(crate) remote_addr: Option<SocketAddr>,
 }
 
-/// Connected namespaces and their joined rooms.
-pub(crate) type NsTable = HashMap<ByteString, HashSet<ByteString>>;
+pub(crate) use ns_table::NsTable;
 
 pub(crate) struct ConnInner {
     /// Unique per process; IDs need not be unique (several tabs of one user may share one).
@@ -131,7 +130,7 @@ impl ConnInner {
             cancel: Latch::new(),
             close_reason: Mutex::new(None),
             acknowledged: AtomicBool::new(false),
-            namespaces: Mutex::new(HashMap::new()),
+            namespaces: Mutex::new(NsTable::default()),
             asks: PendingAsks::new(new.config.max_pending_asks),
             extensions: Mutex::new(http::Extensions::new()),
             request: new.request,
@@ -142,7 +141,7 @@ impl ConnInner {
             dropped_frames: AtomicU64::new(0),
             laggards: Mutex::new(Vec::new()),
             namespaces_changed: tokio::sync::Notify::new(),
-            last_namespaces: Mutex::new(HashMap::new()),
+            last_namespaces: Mutex::new(NsTable::default()),
             finished: Latch::new(),
             recovery: std::sync::OnceLock::new(),
         })
@@ -287,7 +286,7 @@ impl ConnInner {
             || event == events::ON_ROOM_LEAVE;
         if !bypass_ns && !msg.is_native {
             let table = self.namespaces.lock();
-            let Some(rooms) = table.get(&*msg.namespace) else {
+            let Some(rooms) = table.get(&msg.namespace) else {
                 return Err(WriteErrorKind::NamespaceNotConnected);
             };
             if !msg.room.is_empty() && !bypass_room && !rooms.contains(&*msg.room) {
@@ -575,7 +574,7 @@ impl NsConn {
     pub fn room(&self, name: &str) -> Option<Room> {
         let table = self.conn.0.namespaces.lock();
         table
-            .get(&*self.ns)
+            .get(&self.ns)
             .and_then(|rooms| rooms.get(name))
             .map(|r| Room {
                 ns: self.clone(),
@@ -587,7 +586,7 @@ impl NsConn {
     pub fn rooms(&self) -> Vec<String> {
         let table = self.conn.0.namespaces.lock();
         table
-            .get(&*self.ns)
+            .get(&self.ns)
             .map(|rooms| rooms.iter().map(|r| r.to_string()).collect())
             .unwrap_or_default()
     }

@@ -81,6 +81,15 @@ struct State {
 }
 
 impl State {
+    fn push(&mut self, item: WsOut) {
+        // The first frame gets one slot, not the four of a vector's first growth: most
+        // connections hold at most one frame at a time for most of their life.
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(1);
+        }
+        self.items.push_back(item);
+    }
+
     fn stalled(&self, stall: Duration, now: Instant) -> bool {
         self.progress
             .is_some_and(|at| now.saturating_duration_since(at) >= stall)
@@ -147,7 +156,7 @@ impl OutQueue {
                 Fill::Within
             };
             state.bytes = bytes;
-            state.items.push_back(item);
+            state.push(item);
             fill
         };
         self.writer.wake();
@@ -179,7 +188,7 @@ impl OutQueue {
                 return Err(PushError::Shed);
             }
             state.bytes = bytes;
-            state.items.push_back(item);
+            state.push(item);
         }
         self.writer.wake();
         Ok(())
@@ -215,7 +224,7 @@ impl OutQueue {
                     if state.bytes > self.limits.budget {
                         state.progress.get_or_insert_with(Instant::now);
                     }
-                    state.items.push_back(item);
+                    state.push(item);
                     drop(state);
                     self.writer.wake();
                     return Ok(());
@@ -249,11 +258,13 @@ impl OutQueue {
     }
 
     /// The next frame, waiting for one; `None` once closed and empty.
+    #[cfg(test)]
     pub(crate) async fn pop(&self) -> Option<WsOut> {
         std::future::poll_fn(|cx| self.poll_pop(cx)).await
     }
 
     /// The next frame if one is queued.
+    #[cfg(test)]
     pub(crate) fn try_pop(&self) -> Option<WsOut> {
         let mut state = self.state.lock();
         self.pop_locked(&mut state)

@@ -226,13 +226,7 @@ async fn reply_leave(inner: &Arc<ConnInner>, msg: Message) {
 fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
     // Not `insert`: a namespace connected twice (the peer's request and our own, racing)
     // keeps the rooms joined in between.
-    let added = match inner.namespaces.lock().entry(ns.clone()) {
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            slot.insert(Default::default());
-            true
-        }
-        std::collections::hash_map::Entry::Occupied(_) => false,
-    };
+    let added = inner.namespaces.lock().add(ns.clone());
     inner.namespaces_changed.notify_waiters();
     if added {
         inner.server.namespace_added(inner, ns);

@@ -32,10 +32,11 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::config::{Config, OverloadPolicy};
+use crate::conn::link::Link;
 use crate::conn::{Conn, ConnInner, NewConn, RequestInfo, Role, close_code, engine};
 use crate::exchange::{Exchange, Topic};
 use crate::handler::{BoxFuture, Namespaces};
-use crate::transport::{TransportError, WsIn, WsOut};
+use crate::transport::Socket;
 use registry::{Interest, Registry};
 
 type OnConnect = Arc<dyn Fn(Conn) -> BoxFuture<Result<(), String>> + Send + Sync>;
@@ -165,18 +166,13 @@ impl Server {
     /// Everything that is needed only to set up (the request head, the sink, which the
     /// writer task takes) is consumed before the future is built, so the long-lived task
     /// does not carry it.
-    pub(crate) fn serve_socket<R, W>(
+    pub(crate) fn serve_socket<S: Socket>(
         &self,
         request: RequestInfo,
         parts: Option<Box<http::request::Parts>>,
-        stream: R,
-        sink: W,
+        socket: S,
         extensions: http::Extensions,
-    ) -> impl Future<Output = ()> + Send + use<R, W>
-    where
-        R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
-        W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
-    {
+    ) -> impl Future<Output = ()> + Send + use<S> {
         let presented = crate::recovery::presentation(&self.0, &request, parts.as_deref());
         let generated = match (&self.0.id_generator, &parts) {
             (Some(generate), Some(parts)) => generate(parts),
@@ -186,7 +182,7 @@ impl Server {
         drop(parts);
         match presented {
             None => futures_util::future::Either::Left(
-                self.serve_as(generated, None, request, stream, sink, extensions),
+                self.serve_as(generated, None, request, socket, extensions),
             ),
             // A presented session: its connection ID comes from the store.
             Some(presented) => {
@@ -195,7 +191,7 @@ impl Server {
                     let (id, session) =
                         crate::recovery::claim(&server.0, presented, generated).await;
                     server
-                        .serve_as(id, Some(session), request, stream, sink, extensions)
+                        .serve_as(id, Some(session), request, socket, extensions)
                         .await;
                 }))
             }
@@ -203,19 +199,14 @@ impl Server {
     }
 
     /// [`Self::serve_socket`] once the connection ID is known.
-    fn serve_as<R, W>(
+    fn serve_as<S: Socket>(
         &self,
         id: String,
         session: Option<Arc<crate::recovery::ConnSession>>,
         request: RequestInfo,
-        stream: R,
-        sink: W,
+        socket: S,
         extensions: http::Extensions,
-    ) -> impl Future<Output = ()> + Send + use<R, W>
-    where
-        R: futures_util::Stream<Item = Result<WsIn, TransportError>> + Send + Unpin + 'static,
-        W: futures_util::Sink<WsOut, Error = TransportError> + Send + Unpin + 'static,
-    {
+    ) -> impl Future<Output = ()> + Send + use<S> {
         let inner = ConnInner::new(NewConn {
             key: self.0.next_key.fetch_add(1, Ordering::Relaxed),
             id: ByteString::from(id),
@@ -229,7 +220,7 @@ impl Server {
         if let Some(session) = session {
             crate::recovery::attach(&inner, session);
         }
-        let writer = engine::spawn_writer(&inner, sink);
+        let link = Link::new(socket);
         let accept: Option<BoxFuture<Result<(), String>>> = if self.is_shutting_down() {
             inner.close(close_code::GOING_AWAY, "server shutting down");
             None
@@ -239,14 +230,13 @@ impl Server {
                 None => Box::pin(async { Ok(()) }),
             })
         };
-        async move {
-            if let Some(accept) = accept {
-                let span = tracing::debug_span!("neffos_conn", id = %inner.id, key = inner.key);
-                tracing::Instrument::instrument(engine::serve(inner.clone(), stream, accept), span)
-                    .await;
-            }
-            inner.cancel.cancel();
-            let _ = writer.await;
+        let span = tracing::debug_span!("neffos_conn", id = %inner.id, key = inner.key);
+        let served = engine::serve(inner, link, accept);
+        // The span is entered on every poll, writes included: only when someone records it.
+        if span.is_disabled() {
+            futures_util::future::Either::Left(served)
+        } else {
+            futures_util::future::Either::Right(tracing::Instrument::instrument(served, span))
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::Server;
 use crate::conn::RequestInfo;
-use crate::transport::{TransportError, WsIn, WsOut};
+use crate::transport::{Duplex, TransportError, WsIn, WsOut};
 
 /// The client end of an in-process connection (see [`connect`]). Dropping it closes the
 /// connection.
@@ -64,8 +64,7 @@ pub fn connect(server: &Server, capacity: usize) -> LocalPeer {
     let served = server.serve_socket(
         RequestInfo::default(),
         None,
-        stream,
-        sink,
+        Duplex { stream, sink },
         http::Extensions::new(),
     );
     tokio::spawn(served);

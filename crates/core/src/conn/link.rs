@@ -1,0 +1,207 @@
+//! The connection's socket, owned by the connection's one task: it reads when the engine
+//! asks for a frame, and meanwhile writes whatever the outbound queue holds (several frames
+//! before one flush) and the pings that are due. At the end it sends the close frame.
+//!
+//! One task instead of a reader and a writer task sharing the socket: no lock around the
+//! socket (`futures`' `BiLock`, 400 B per connection and a lock round per write), no second
+//! task (768 B), and reading and writing cannot wait for each other.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::SinkExt;
+
+use super::ConnInner;
+use crate::transport::{Socket, TransportError, WsIn, WsOut};
+
+/// Frames written before a flush (and before the task gives others a turn) when the queue
+/// holds many.
+const MAX_BATCH: usize = 64;
+
+/// What the socket has for the engine.
+pub(crate) enum Event {
+    /// A frame or error read (`None`: the peer closed the TCP connection).
+    Read(Option<Result<WsIn, TransportError>>),
+    /// A write failed: the connection is gone.
+    WriteFailed(TransportError),
+    /// The outbound queue was closed and everything in it is written.
+    Drained,
+}
+
+pub(crate) struct Link<S> {
+    socket: S,
+    /// A frame taken from the queue and not yet accepted by the sink: written before
+    /// anything else, so the peer gets every frame up to the close frame without a gap.
+    held: Option<WsOut>,
+    /// A ping is due; sent before the next queued frame.
+    ping_due: bool,
+    /// Something was handed to the sink since the last flush.
+    unflushed: bool,
+    /// Data frames and their bytes handed to the sink since the last flush.
+    written: (u64, u64),
+    /// A write failed; nothing more is written, not even the close frame.
+    failed: bool,
+}
+
+impl<S: Socket> Link<S> {
+    pub(crate) fn new(socket: S) -> Self {
+        Link {
+            socket,
+            held: None,
+            ping_due: false,
+            unflushed: false,
+            written: (0, 0),
+            failed: false,
+        }
+    }
+
+    /// Writes what is queued and, if `read`, waits for the next incoming frame.
+    pub(crate) async fn next(&mut self, inner: &ConnInner, read: bool) -> Event {
+        std::future::poll_fn(|cx| {
+            match self.poll_write(inner, cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Event::Drained),
+                Poll::Ready(Err(e)) => {
+                    self.failed = true;
+                    return Poll::Ready(Event::WriteFailed(e));
+                }
+                Poll::Pending => {}
+            }
+            if read {
+                Pin::new(&mut self.socket).poll_next(cx).map(Event::Read)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Sends a ping before the next queued frame.
+    pub(crate) fn ping(&mut self) {
+        self.ping_due = true;
+    }
+
+    /// Writes one frame at once (the client's handshake, before the queue is in use).
+    pub(crate) async fn send(&mut self, item: WsOut) -> Result<(), TransportError> {
+        self.socket.send(item).await
+    }
+
+    /// Reads the next frame, writing nothing (the client's handshake).
+    pub(crate) async fn read(&mut self) -> Option<Result<WsIn, TransportError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.socket).poll_next(cx)).await
+    }
+
+    /// Writes queued frames until the queue is empty (`Pending`, woken by the next frame or
+    /// by the socket) or closed and written (`Ready(Ok)`).
+    fn poll_write(
+        &mut self,
+        inner: &ConnInner,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        if self.failed {
+            return Poll::Pending;
+        }
+        let mut batch = 0;
+        loop {
+            if self.held.is_some() {
+                ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
+                if let Some(item) = self.held.take() {
+                    if let Some(len) = item.data_len() {
+                        self.written.0 += 1;
+                        self.written.1 += len as u64;
+                    }
+                    self.unflushed = true;
+                    Pin::new(&mut self.socket).start_send(item)?;
+                }
+            }
+            if batch == MAX_BATCH {
+                // Flush this batch and give the connection's other work (and other tasks)
+                // a turn before the next.
+                ready!(self.poll_flush(inner, cx))?;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            batch += 1;
+            if std::mem::take(&mut self.ping_due) {
+                if inner
+                    .acknowledged
+                    .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    self.held = Some(WsOut::Ping);
+                }
+                continue;
+            }
+            match inner.queue.poll_pop(cx) {
+                Poll::Ready(Some(item)) => self.held = Some(item),
+                Poll::Ready(None) => {
+                    ready!(self.poll_flush(inner, cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => {
+                    ready!(self.poll_flush(inner, cx))?;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Flushes what was handed to the sink since the last flush, and counts it.
+    fn poll_flush(
+        &mut self,
+        inner: &ConnInner,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        if !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(Pin::new(&mut self.socket).poll_flush(cx))?;
+        self.unflushed = false;
+        let (frames, bytes) = std::mem::take(&mut self.written);
+        if frames > 0 {
+            inner.server.frames_written(frames, bytes);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Closes the connection's end: refuses further frames, writes what was queued before
+    /// (e.g. the `H` refusal), then the close frame with the connection's close reason,
+    /// all within the close timeout. Nothing after a failed write.
+    pub(crate) async fn close(mut self, inner: &ConnInner) {
+        inner.queue.close();
+        if self.failed {
+            return;
+        }
+        let (code, reason) = inner
+            .close_reason()
+            .unwrap_or((super::close_code::NORMAL, String::new()));
+        let graceful = async {
+            loop {
+                match self.next(inner, false).await {
+                    Event::Drained => break,
+                    Event::WriteFailed(_) => return Ok(()),
+                    Event::Read(_) => {}
+                }
+            }
+            // After the peer's close frame tungstenite has queued its own reply and refuses
+            // ours; `close` still flushes that reply, so errors here are not the end.
+            let _ = self
+                .socket
+                .feed(WsOut::Close(code, truncate(reason, 123)))
+                .await;
+            let _ = self.socket.flush().await;
+            self.socket.close().await
+        };
+        let _ = tokio::time::timeout(inner.config.close_timeout, graceful).await;
+    }
+}
+
+/// A close reason may hold at most 123 bytes; cut on a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
