@@ -197,11 +197,13 @@ where
 }
 
 /// A separate stream and sink as one [`Socket`] (in-process connections).
+#[cfg(any(test, feature = "testkit"))]
 pub(crate) struct Duplex<R, W> {
     pub(crate) stream: R,
     pub(crate) sink: W,
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl<R, W> Stream for Duplex<R, W>
 where
     R: Stream + Unpin,
@@ -214,6 +216,7 @@ where
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl<R, W, Item> Sink<Item> for Duplex<R, W>
 where
     R: Unpin,

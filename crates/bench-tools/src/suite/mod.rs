@@ -978,27 +978,18 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
         .collect();
     if args.only_queries {
         let res = queries::run(&programs, server_cpus.as_deref(), args.query_connections);
-        let out_dir = root.join("target/bench");
-        std::fs::create_dir_all(&out_dir)?;
-        let json = out_dir.join("queries.json");
-        std::fs::write(&json, serde_json::to_string_pretty(&res)?)?;
-        let mut md = String::new();
-        queries::render(&res, &mut md)?;
-        std::fs::write(out_dir.join("queries.md"), &md)?;
-        eprintln!("\n{md}");
-        eprintln!(
-            "results: {} ({:.0} s; BENCHMARKS.md not written)",
-            json.display(),
-            started.elapsed().as_secs_f64()
-        );
-        return Ok(());
+        return write_phase(&root, "queries", &res, queries::render, started);
     }
     if args.only_recovery {
         let res = recovery::run(&programs, &plan, server_cpus.as_deref(), args.quick);
-        return recovery::write_alone(&res, &root);
+        return write_phase(&root, "recovery", &res, recovery::render, started);
     }
     if args.only_resume {
-        return resume::write_alone(&resume::run(&programs, server_cpus.as_deref()), &root);
+        return resume::write_alone(
+            &resume::run(&programs, server_cpus.as_deref()),
+            &root,
+            started,
+        );
     }
     if args.only_shards {
         let res = shards::run(&programs, server_cpus.as_deref(), args.quick);
@@ -1085,11 +1076,11 @@ pub fn run(args: &SuiteArgs) -> anyhow::Result<()> {
 
 /// Writes a single phase's results (`target/bench/<name>.json`) and its section
 /// (`target/bench/<name>.md`, and standard error); BENCHMARKS.md is left alone.
-fn write_phase<T: Serialize>(
+pub(super) fn write_phase<T: Serialize>(
     root: &Path,
     name: &str,
     res: &T,
-    render: fn(&T, &mut String) -> std::fmt::Result,
+    render: impl FnOnce(&T, &mut String) -> std::fmt::Result,
     started: Instant,
 ) -> anyhow::Result<()> {
     let out_dir = root.join("target/bench");

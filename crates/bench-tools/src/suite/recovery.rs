@@ -845,21 +845,6 @@ pub(super) fn render(res: &RecoveryResults, md: &mut String) -> std::fmt::Result
     Ok(())
 }
 
-/// `--only-recovery`: the results in `target/bench/recovery.json` and the section in
-/// `target/bench/recovery.md` (and on standard error); BENCHMARKS.md is left alone.
-pub(super) fn write_alone(res: &RecoveryResults, root: &std::path::Path) -> anyhow::Result<()> {
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let json = dir.join("recovery.json");
-    std::fs::write(&json, serde_json::to_string_pretty(res)?)?;
-    let mut md = String::new();
-    render(res, &mut md)?;
-    std::fs::write(dir.join("recovery.md"), &md)?;
-    eprintln!("\n{md}");
-    eprintln!("results: {} (BENCHMARKS.md not written)", json.display());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -531,20 +531,15 @@ pub(super) fn render(res: &ResumeResults, md: &mut String) -> std::fmt::Result {
 }
 
 /// `--only-resume`: writes `target/bench/resume.{json,md}` and the plot, prints the section.
-pub(super) fn write_alone(res: &ResumeResults, root: &std::path::Path) -> anyhow::Result<()> {
-    let out_dir = root.join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let json = out_dir.join("resume.json");
-    std::fs::write(&json, serde_json::to_string_pretty(res)?)?;
+pub(super) fn write_alone(
+    res: &ResumeResults,
+    root: &std::path::Path,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
     let plots = root.join("docs/bench");
     std::fs::create_dir_all(&plots)?;
     if let Err(e) = plot(res, &plots) {
         eprintln!("no plot: {e:#}");
     }
-    let mut md = String::new();
-    render(res, &mut md)?;
-    std::fs::write(out_dir.join("resume.md"), &md)?;
-    eprintln!("\n{md}");
-    eprintln!("results: {} (BENCHMARKS.md not written)", json.display());
-    Ok(())
+    super::write_phase(root, "resume", res, render, started)
 }

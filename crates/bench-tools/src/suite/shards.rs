@@ -941,10 +941,6 @@ pub(super) fn write_alone(
     root: &Path,
     started: std::time::Instant,
 ) -> anyhow::Result<()> {
-    let out_dir = root.join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let json = out_dir.join("shards.json");
-    std::fs::write(&json, serde_json::to_string_pretty(res)?)?;
     let plots_dir = root.join("docs/bench");
     std::fs::create_dir_all(&plots_dir)?;
     let drawn = match plots(res, &plots_dir) {
@@ -954,14 +950,11 @@ pub(super) fn write_alone(
             Vec::new()
         }
     };
-    let mut md = String::new();
-    render(res, &drawn, &mut md)?;
-    std::fs::write(out_dir.join("shards.md"), &md)?;
-    eprintln!("\n{md}");
-    eprintln!(
-        "results: {} ({:.0} s; BENCHMARKS.md not written)",
-        json.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    super::write_phase(
+        root,
+        "shards",
+        res,
+        |res, md| render(res, &drawn, md),
+        started,
+    )
 }

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::OptionFuture;
-use neffos_protocol::handshake::{self, ClientHello, ServerAck};
+use neffos_protocol::handshake::{self, ClientHello};
 use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind, decode};
 use tokio::time::Instant;
 
 use super::link::{Event, Link};
 use super::{ConnInner, Count, Role, close_code, pressure, system};
-use crate::error::{DialError, DialErrorKind, RemoteError};
 use crate::handler::BoxFuture;
 use crate::recovery::PeerEnd;
 use crate::transport::{Cause, Socket, TransportError, WsIn, WsOut};
@@ -65,6 +64,7 @@ pub(crate) fn serve<S: Socket>(
 }
 
 /// Client side: serves the connection (acknowledged already) until it closes.
+#[cfg(feature = "client")]
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn run<S: Socket>(
     inner: Arc<ConnInner>,
@@ -223,10 +223,14 @@ async fn read_ack_request<S: Socket>(
 }
 
 /// Client side: send `M` and wait for `A<id>` or `H<reason>`. Returns the ID.
+#[cfg(feature = "client")]
 pub(crate) async fn client_handshake<S: Socket>(
     link: &mut Link<S>,
     timeout: std::time::Duration,
-) -> Result<String, DialError> {
+) -> Result<String, crate::error::DialError> {
+    use crate::error::{DialError, DialErrorKind, RemoteError};
+    use neffos_protocol::handshake::ServerAck;
+
     let deadline = Instant::now() + timeout;
     let context = "neffos handshake";
     tokio::time::timeout_at(
@@ -471,12 +475,10 @@ impl Clock {
 
     /// The next deadline.
     fn next(&self, last_seen: Instant) -> Option<Instant> {
-        let idle = self.idle.map(|idle| last_seen + idle);
-        match (self.ping.map(|(at, _)| at), idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (Some(a), None) | (None, Some(a)) => Some(a),
-            (None, None) => None,
-        }
+        let ping = self.ping.map(|(at, _)| at);
+        ping.into_iter()
+            .chain(self.idle.map(|idle| last_seen + idle))
+            .min()
     }
 
     fn fired(&mut self, sleep: std::pin::Pin<&mut tokio::time::Sleep>, last_seen: Instant) -> Tick {
@@ -606,6 +608,7 @@ fn accept_frame(inner: &Arc<ConnInner>, opts: &DecodeOptions, frame: Incoming) -
 }
 
 /// Pre-connects namespace `""` for native-only connections.
+#[cfg(feature = "client")]
 pub(crate) fn connect_native(inner: &Arc<ConnInner>) {
     system::connect_native(inner);
 }

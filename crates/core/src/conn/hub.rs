@@ -35,6 +35,7 @@ impl Hub {
     }
 
     /// A client's connection: no server.
+    #[cfg(any(test, feature = "client"))]
     pub(crate) fn client() -> Self {
         Hub(None)
     }

@@ -81,11 +81,13 @@ impl<S: Socket> Link<S> {
     }
 
     /// Writes one frame at once (the client's handshake, before the queue is in use).
+    #[cfg(feature = "client")]
     pub(crate) async fn send(&mut self, item: WsOut) -> Result<(), TransportError> {
         self.socket.send(item).await
     }
 
     /// Reads the next frame, writing nothing (the client's handshake).
+    #[cfg(feature = "client")]
     pub(crate) async fn read(&mut self) -> Option<Result<WsIn, TransportError>> {
         std::future::poll_fn(|cx| Pin::new(&mut self.socket).poll_next(cx)).await
     }

@@ -2,6 +2,9 @@
 //! broadcast it received per namespace (from the tags only it asks for), and the outcome
 //! the server reported.
 
+// Only the Rust client (feature `client`) creates a tracker; the server side matches on it.
+#![cfg_attr(not(feature = "client"), allow(dead_code))]
+
 use std::collections::HashMap;
 
 use neffos_protocol::Message;
