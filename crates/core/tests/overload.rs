@@ -201,3 +201,89 @@ async fn a_shedding_namespace_skips_messages_for_readers_behind_and_keeps_order(
     }
     assert_eq!(neffos::testkit::panics(), 0);
 }
+
+/// Broadcasts coalesced per poll (a publisher's pipelined messages) keep the order the
+/// handlers sent them in, across targets (namespace, room) and with a direct send to the
+/// reader in between: per message the reader gets `a` (namespace), `x` (direct), `b`
+/// (room), `c` and `d` (namespace), for 200 pipelined messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_broadcasts_keep_their_order_across_targets_and_direct_sends() {
+    use std::sync::{Arc, Mutex};
+
+    use neffos::{Message, NsConn, Target};
+
+    const MESSAGES: usize = 200;
+    neffos::testkit::watch_panics();
+    let reader: Arc<Mutex<Option<NsConn>>> = Arc::default();
+    let joined = reader.clone();
+    let events = Events::new()
+        .on("hello", move |ns: NsConn, _| {
+            let joined = joined.clone();
+            async move {
+                *joined.lock().unwrap() = Some(ns.clone());
+                ns.emit("joined", "")
+            }
+        })
+        .on("go", move |ns: NsConn, msg: Message| {
+            let reader = reader.clone();
+            async move {
+                let server = ns.conn().server().ok_or("no server")?;
+                let others = || Target::namespace("chat").except(ns.conn());
+                let say = |body: &str| Message::new("chat", "say", body.to_owned());
+                let n = String::from_utf8_lossy(&msg.body).into_owned();
+                let fail = |e: neffos::BroadcastError| e.to_string();
+                server
+                    .broadcast(others(), say(&format!("a{n}")))
+                    .map_err(fail)?;
+                let direct = reader.lock().unwrap().clone().ok_or("no reader")?;
+                direct
+                    .emit("say", format!("x{n}"))
+                    .map_err(|e| e.to_string())?;
+                server
+                    .broadcast(Target::room("chat", "r"), say(&format!("b{n}")))
+                    .map_err(fail)?;
+                server
+                    .broadcast(others(), say(&format!("c{n}")))
+                    .map_err(fail)?;
+                server
+                    .broadcast(others(), say(&format!("d{n}")))
+                    .map_err(fail)
+            }
+        });
+    let server = Server::builder(Namespaces::new().namespace("chat", events)).build();
+    let ts = serve(server).await.unwrap();
+    let mut reader = wire::acked(ts.addr, "chat").await;
+    reader
+        .write_all(&text("$j1;chat;r;_OnRoomJoin;0;0;"))
+        .await
+        .unwrap();
+    reader.write_all(&text(";chat;;hello;0;0;")).await.unwrap();
+    // The join's (empty) reply, then the hello's.
+    let mut setup = Vec::new();
+    while !setup.iter().any(|f: &String| f.contains(";joined;")) {
+        setup.push(
+            tokio::time::timeout(T, next_text(&mut reader))
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(setup.iter().any(|f| f.as_str() == "$j1;;;;;;"), "{setup:?}");
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let mut burst = Vec::new();
+    for n in 0..MESSAGES {
+        burst.extend_from_slice(&text(format!(";chat;;go;0;0;{n:03}")));
+    }
+    publisher.write_all(&burst).await.unwrap();
+    for n in 0..MESSAGES {
+        for kind in ["a", "x", "b", "c", "d"] {
+            let frame = tokio::time::timeout(T, next_text(&mut reader))
+                .await
+                .unwrap()
+                .unwrap();
+            let body = frame.rsplit(';').next().unwrap();
+            assert_eq!(body, format!("{kind}{n:03}"), "frame {frame}");
+        }
+    }
+    assert_eq!(neffos::testkit::panics(), 0);
+}

@@ -54,7 +54,11 @@ pub(crate) fn serve<S: Socket>(
             && handshake(&inner, &mut link, accept, &mut early).await
         {
             inner.server.ready(&inner);
-            run_loop(&inner, &mut link, early).await;
+            {
+                let run = run_loop(&inner, &mut link, early);
+                tokio::pin!(run);
+                publishing(&inner, run).await;
+            }
             finish(&inner, link).await;
         } else {
             inner.cancel.cancel();
@@ -71,9 +75,23 @@ pub(crate) fn run<S: Socket>(
     mut link: Link<S>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        run_loop(&inner, &mut link, VecDeque::new()).await;
+        {
+            let run = run_loop(&inner, &mut link, VecDeque::new());
+            tokio::pin!(run);
+            publishing(&inner, run).await;
+        }
         finish(&inner, link).await;
     }
+}
+
+/// Polls the connection's loop as a publisher: broadcasts coalesced per poll, their
+/// laggards pushing back on this connection ([`pressure::poll_publisher`]).
+/// (Pinned by the caller: an `async fn` taking the loop by value would hold it twice.)
+fn publishing<'a, F: Future<Output = ()>>(
+    inner: &'a ConnInner,
+    mut run: std::pin::Pin<&'a mut F>,
+) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| pressure::poll_publisher(inner, || run.as_mut().poll(cx)))
 }
 
 /// Sends the close frame while the indexes are cleaned up; `finished` does not wait for a
@@ -501,12 +519,9 @@ impl Clock {
     }
 }
 
-/// Runs the handlers of `msg`, watching whether they broadcast under pressure.
+/// Runs the handlers of `msg`.
 fn dispatch(inner: &Arc<ConnInner>, msg: Message) -> BoxFuture<()> {
-    Box::pin(pressure::Watched::new(
-        inner.clone(),
-        Box::pin(system::dispatch(inner.clone(), msg)),
-    ))
+    Box::pin(system::dispatch(inner.clone(), msg))
 }
 
 /// A publisher's pause while recipients it left behind catch up, at most the stall timeout

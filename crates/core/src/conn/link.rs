@@ -6,6 +6,7 @@
 //! socket (`futures`' `BiLock`, 400 B per connection and a lock round per write), no second
 //! task (768 B), and reading and writing cannot wait for each other.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -30,9 +31,14 @@ pub(crate) enum Event {
 
 pub(crate) struct Link<S> {
     socket: S,
-    /// A frame taken from the queue and not yet accepted by the sink: written before
-    /// anything else, so the peer gets every frame up to the close frame without a gap.
-    held: Option<WsOut>,
+    /// Frames taken from the queue at once (the oldest in `first`) and not yet accepted by
+    /// the sink: written before anything else, so the peer gets every frame up to the
+    /// close frame without a gap. (Taking them all under one lock: a recipient of a burst
+    /// pays one lock round for the burst, not one per frame.)
+    first: Option<WsOut>,
+    batch: VecDeque<WsOut>,
+    /// Frames of `batch` handed to the sink and their cost, not yet reported to the queue.
+    unreported: (usize, usize),
     /// A ping is due; sent before the next queued frame.
     ping_due: bool,
     /// Something was handed to the sink since the last flush.
@@ -47,7 +53,9 @@ impl<S: Socket> Link<S> {
     pub(crate) fn new(socket: S) -> Self {
         Link {
             socket,
-            held: None,
+            first: None,
+            batch: VecDeque::new(),
+            unreported: (0, 0),
             ping_due: false,
             unflushed: false,
             written: (0, 0),
@@ -102,39 +110,48 @@ impl<S: Socket> Link<S> {
         if self.failed {
             return Poll::Pending;
         }
-        let mut batch = 0;
+        let mut sent = 0;
         loop {
-            if self.held.is_some() {
+            if self.ping_due {
                 ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
-                if let Some(item) = self.held.take() {
-                    if let Some(len) = item.data_len() {
-                        self.written.0 += 1;
-                        self.written.1 += len as u64;
-                    }
-                    self.unflushed = true;
-                    Pin::new(&mut self.socket).start_send(item)?;
-                }
-            }
-            if batch == MAX_BATCH {
-                // Flush this batch and give the connection's other work (and other tasks)
-                // a turn before the next.
-                ready!(self.poll_flush(inner, cx))?;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            batch += 1;
-            if std::mem::take(&mut self.ping_due) {
+                self.ping_due = false;
                 if inner
                     .acknowledged
                     .load(std::sync::atomic::Ordering::Acquire)
                 {
-                    self.held = Some(WsOut::Ping);
+                    self.unflushed = true;
+                    Pin::new(&mut self.socket).start_send(WsOut::Ping)?;
                 }
-                continue;
             }
-            match inner.queue.poll_pop(cx) {
-                Poll::Ready(Some(item)) => self.held = Some(item),
-                Poll::Ready(None) => {
+            while self.first.is_some() || !self.batch.is_empty() {
+                if sent == MAX_BATCH {
+                    // Flush this batch and give the connection's other work (and other
+                    // tasks) a turn before the next.
+                    ready!(self.poll_flush(inner, cx))?;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
+                let Some(item) = self.first.take().or_else(|| self.batch.pop_front()) else {
+                    break;
+                };
+                self.unreported.0 += 1;
+                self.unreported.1 += super::queue::cost(&item);
+                if let Some(len) = item.data_len() {
+                    self.written.0 += 1;
+                    self.written.1 += len as u64;
+                }
+                self.unflushed = true;
+                sent += 1;
+                Pin::new(&mut self.socket).start_send(item)?;
+            }
+            let written = std::mem::take(&mut self.unreported);
+            match inner
+                .queue
+                .poll_take(cx, &mut self.first, &mut self.batch, written)
+            {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => {
                     ready!(self.poll_flush(inner, cx))?;
                     return Poll::Ready(Ok(()));
                 }

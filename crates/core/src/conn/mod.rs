@@ -178,21 +178,40 @@ impl ConnInner {
         }
     }
 
-    /// Queues a broadcast frame of a namespace with [`OverloadPolicy::Shed`]: over the
-    /// budget the frame is skipped for this connection (`Ok(false)`, counted by the caller as
-    /// shed) instead of pushing back on the publisher; a stuck client gets the slow-consumer
-    /// policy as with [`Self::enqueue`].
-    ///
-    /// [`OverloadPolicy::Shed`]: crate::OverloadPolicy::Shed
-    pub(crate) fn enqueue_or_shed(&self, out: WsOut) -> Result<bool, WriteErrorKind> {
+    /// [`Self::enqueue`] for a burst of frames: one lock round and one wake-up. Tells how
+    /// far over its budget the queue got; a frame refused refuses the rest of the burst.
+    pub(crate) fn enqueue_all(&self, frames: &[WsOut]) -> Result<Fill, WriteErrorKind> {
         if self.is_closed() {
             return Err(WriteErrorKind::Closed);
         }
-        match self.queue.try_push_or_shed(out) {
-            Ok(()) => Ok(true),
-            Err(PushError::Shed) => Ok(false),
-            // Dropped by the slow-consumer policy: counted there, not as shed.
-            Err(refused) => self.refused(refused).map(|()| true),
+        match self.queue.try_push_all(frames.iter().cloned()) {
+            Ok(fill) => Ok(fill),
+            Err((refused, n)) => {
+                if let (SlowConsumerPolicy::DropMessage, PushError::Full | PushError::Stalled) =
+                    (self.config.slow_consumer, refused)
+                    && n > 1
+                {
+                    self.dropped_frames
+                        .fetch_add(n as u64 - 1, Ordering::Relaxed);
+                }
+                self.refused(refused).map(|()| Fill::Over)
+            }
+        }
+    }
+
+    /// Queues broadcast frames of a namespace with [`OverloadPolicy::Shed`]: over the
+    /// budget a frame is skipped for this connection (counted by the caller, `Ok(shed)`)
+    /// instead of pushing back on the publisher; a stuck client gets the slow-consumer
+    /// policy as with [`Self::enqueue`].
+    ///
+    /// [`OverloadPolicy::Shed`]: crate::OverloadPolicy::Shed
+    pub(crate) fn enqueue_or_shed_all(&self, frames: &[WsOut]) -> Result<usize, WriteErrorKind> {
+        if self.is_closed() {
+            return Err(WriteErrorKind::Closed);
+        }
+        match self.queue.try_push_or_shed_all(frames.iter().cloned()) {
+            Ok(shed) => Ok(shed),
+            Err(refused) => self.refused(refused).map(|()| 0),
         }
     }
 

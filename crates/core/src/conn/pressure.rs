@@ -9,9 +9,7 @@
 //! publisher). Stuck clients are not waited for: they are closed by the stall timeout.
 
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 
 use super::{ConnInner, Fill};
 
@@ -55,40 +53,41 @@ impl Lagging {
     }
 }
 
-/// A connection's handler future; hands the laggards its broadcasts noted to the
-/// connection, whose reader then pauses (see [`holds`]).
-pub(crate) struct Watched<F> {
-    inner: Arc<ConnInner>,
-    fut: F,
+/// Runs one poll of `inner`'s task: its broadcasts are coalesced (see
+/// [`crate::server::coalesce`]), and the laggards they noted are handed to the connection,
+/// whose reader then pauses (see [`holds`]).
+pub(crate) fn poll_publisher<R>(inner: &ConnInner, poll: impl FnOnce() -> R) -> R {
+    NOTED.with(|noted| noted.borrow_mut().clear());
+    let out = crate::server::coalesce::scope(poll);
+    take_noted(inner);
+    out
 }
 
-impl<F> Watched<F> {
-    pub(crate) fn new(inner: Arc<ConnInner>, fut: F) -> Self {
-        Watched { inner, fut }
-    }
+/// Hands the laggards noted so far in this poll to `inner`.
+fn take_noted(inner: &ConnInner) {
+    NOTED.with(|noted| {
+        let mut noted = noted.borrow_mut();
+        if !noted.is_empty() {
+            let mut laggards = inner.laggards.lock();
+            let room = MAX_LAGGARDS.saturating_sub(laggards.len());
+            laggards.extend(noted.drain(..).take(room));
+        }
+    });
 }
 
-impl<F: Future<Output = ()> + Unpin> Future for Watched<F> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        NOTED.with(|noted| noted.borrow_mut().clear());
-        let poll = Pin::new(&mut self.fut).poll(cx);
-        NOTED.with(|noted| {
-            let mut noted = noted.borrow_mut();
-            if !noted.is_empty() {
-                let mut laggards = self.inner.laggards.lock();
-                let room = MAX_LAGGARDS.saturating_sub(laggards.len());
-                laggards.extend(noted.drain(..).take(room));
-            }
-        });
-        poll
-    }
+/// Runs one poll of a task that delivers without a publisher to push back (the exchange's
+/// inbound task): coalesced, and what it noted forgotten.
+pub(crate) fn poll_inbound<R>(poll: impl FnOnce() -> R) -> R {
+    let out = crate::server::coalesce::scope(poll);
+    NOTED.with(|noted| noted.borrow_mut().clear());
+    out
 }
 
 /// Whether `inner` is pushed back now: some recipient its broadcasts left behind still is,
 /// while it reads. Forgets the ones that caught up, closed or got stuck.
 pub(crate) fn holds(inner: &ConnInner) -> bool {
+    // Bursts delivered earlier in this poll count at once.
+    take_noted(inner);
     let mut laggards = inner.laggards.lock();
     if laggards.is_empty() {
         return false;

@@ -37,16 +37,13 @@ pub(crate) enum PushError {
     Stalled,
     /// The writer is gone.
     Closed,
-    /// The queue is over its budget while its writer makes progress: the frame was shed
-    /// ([`OutQueue::try_push_or_shed`]).
-    Shed,
 }
 
 /// A writer that took a frame this recently is still reading-side healthy: its client reads.
 const RECENT: Duration = Duration::from_secs(1);
 
 /// Where a queue stands after a frame was queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Fill {
     /// Within the budget.
     Within,
@@ -70,6 +67,10 @@ pub(crate) struct Limits {
 
 #[derive(Default)]
 struct State {
+    /// The oldest queued frame, inline: a queue holding one frame (most queues, most of
+    /// the time, even under load) is written without touching another cache line.
+    head: Option<WsOut>,
+    /// The frames after `head`.
     items: VecDeque<WsOut>,
     /// Cost of the queued frames.
     bytes: usize,
@@ -78,16 +79,32 @@ struct State {
     room_wanted: bool,
     /// While over the budget: when it went over or the writer last took a frame.
     progress: Option<Instant>,
+    /// Frames the writer took and has not reported written yet (still counted in `bytes`).
+    taken: usize,
 }
 
 impl State {
     fn push(&mut self, item: WsOut) {
-        // The first frame gets one slot, not the four of a vector's first growth: most
-        // connections hold at most one frame at a time for most of their life.
+        if self.head.is_none() {
+            self.head = Some(item);
+            return;
+        }
+        // The first frame behind the head gets one slot, not the four of a vector's first
+        // growth.
         if self.items.capacity() == 0 {
             self.items.reserve_exact(1);
         }
         self.items.push_back(item);
+    }
+
+    /// Frames queued.
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.items.len()
+    }
+
+    /// Frames queued or being written.
+    fn frames(&self) -> usize {
+        self.len() + self.taken
     }
 
     fn stalled(&self, stall: Duration, now: Instant) -> bool {
@@ -106,7 +123,7 @@ pub(crate) struct OutQueue {
 }
 
 /// Bytes a frame costs in the budget.
-fn cost(item: &WsOut) -> usize {
+pub(crate) fn cost(item: &WsOut) -> usize {
     item.data_len().unwrap_or(0) + FRAME_OVERHEAD
 }
 
@@ -125,73 +142,129 @@ impl OutQueue {
 
     /// Queues `item` unless the queue is far over its budget, or over it and stuck.
     pub(crate) fn try_push(&self, item: WsOut) -> Result<Fill, PushError> {
-        let cost = cost(&item);
-        let fill = {
+        self.try_push_all(std::iter::once(item))
+            .map_err(|(why, _)| why)
+    }
+
+    /// Queues `items` in order under one lock with one wake-up (a burst of broadcasts to
+    /// the same recipients), each as [`Self::try_push`] would. At the first frame refused
+    /// the rest are refused too (nothing was taken in between): `Err((why, refused))`,
+    /// the ones before it stay queued. `Ok`: the fullest the queue got.
+    pub(crate) fn try_push_all(
+        &self,
+        items: impl ExactSizeIterator<Item = WsOut>,
+    ) -> Result<Fill, (PushError, usize)> {
+        crate::server::coalesce::deliver_pending();
+        let total = items.len();
+        let mut queued = 0;
+        let mut fullest = Fill::Within;
+        let refused = {
             let mut state = self.state.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            let bytes = state.bytes + cost;
-            if state.items.len() >= self.limits.frames
-                || (bytes > self.limits.budget.saturating_mul(BURST_FACTOR)
-                    && !state.items.is_empty())
-            {
-                return Err(PushError::Full);
-            }
-            let fill = if bytes > self.limits.budget {
-                // The clock is read only on this (rare) path.
-                let now = Instant::now();
-                if state.stalled(self.limits.stall, now) {
-                    return Err(PushError::Stalled);
+            let mut refused = None;
+            for item in items {
+                match self.admit(&mut state, cost(&item)) {
+                    Ok(fill) => {
+                        state.push(item);
+                        fullest = fullest.max(fill);
+                        queued += 1;
+                    }
+                    Err(why) => {
+                        refused = Some(why);
+                        break;
+                    }
                 }
-                let since = *state.progress.get_or_insert(now);
-                if bytes > self.limits.budget.saturating_mul(2)
-                    && now.saturating_duration_since(since) < RECENT
-                {
-                    Fill::FarBehind
-                } else {
-                    Fill::Over
-                }
-            } else {
-                Fill::Within
-            };
-            state.bytes = bytes;
-            state.push(item);
-            fill
+            }
+            refused
         };
-        self.writer.wake();
+        if queued > 0 {
+            self.writer.wake();
+        }
+        match refused {
+            None => Ok(fullest),
+            Some(why) => Err((why, total - queued)),
+        }
+    }
+
+    /// Counts a frame of `cost` in, unless the queue is far over its budget, or over it and
+    /// stuck.
+    fn admit(&self, state: &mut State, cost: usize) -> Result<Fill, PushError> {
+        if state.closed {
+            return Err(PushError::Closed);
+        }
+        let bytes = state.bytes + cost;
+        // Something queued or being written: a frame larger than the burst allowance
+        // still goes through an otherwise empty queue.
+        let busy = state.bytes > 0;
+        if state.frames() >= self.limits.frames
+            || (bytes > self.limits.budget.saturating_mul(BURST_FACTOR) && busy)
+        {
+            return Err(PushError::Full);
+        }
+        let fill = if bytes > self.limits.budget {
+            // The clock is read only on this (rare) path.
+            let now = Instant::now();
+            if state.stalled(self.limits.stall, now) {
+                return Err(PushError::Stalled);
+            }
+            let since = *state.progress.get_or_insert(now);
+            if bytes > self.limits.budget.saturating_mul(2)
+                && now.saturating_duration_since(since) < RECENT
+            {
+                Fill::FarBehind
+            } else {
+                Fill::Over
+            }
+        } else {
+            Fill::Within
+        };
+        state.bytes = bytes;
         Ok(fill)
     }
 
-    /// Queues `item` if it fits the budget. Over the budget the frame is shed (the caller
-    /// counts it) while the writer makes progress, and the queue is stuck once it made
-    /// none for the stall timeout. The queue never grows past the budget by more than one
-    /// frame, and what is queued keeps its order.
-    pub(crate) fn try_push_or_shed(&self, item: WsOut) -> Result<(), PushError> {
-        let cost = cost(&item);
-        {
+    /// Queues `items` in order if they fit the budget, under one lock with one wake-up.
+    /// Over the budget frames are shed (`Ok(shed)` counts them; once one is, the rest are:
+    /// nothing was taken in between) while the writer makes progress, and the queue is
+    /// stuck once it made none for the stall timeout. The queue never grows past the
+    /// budget by more than one frame, and what is queued keeps its order.
+    pub(crate) fn try_push_or_shed_all(
+        &self,
+        items: impl ExactSizeIterator<Item = WsOut>,
+    ) -> Result<usize, PushError> {
+        crate::server::coalesce::deliver_pending();
+        let total = items.len();
+        let mut queued = 0;
+        let outcome = {
             let mut state = self.state.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            let bytes = state.bytes + cost;
-            if !state.items.is_empty()
-                && (bytes > self.limits.budget || state.items.len() >= self.limits.frames)
-            {
-                let now = Instant::now();
-                if state.stalled(self.limits.stall, now) {
-                    return Err(PushError::Stalled);
+            let mut outcome = Ok(());
+            for item in items {
+                if state.closed {
+                    outcome = Err(PushError::Closed);
+                    break;
                 }
-                // The stall clock runs from the first shed frame; the writer's next pop
-                // stops it once the queue is back within the budget.
-                state.progress.get_or_insert(now);
-                return Err(PushError::Shed);
+                let bytes = state.bytes + cost(&item);
+                if state.bytes > 0
+                    && (bytes > self.limits.budget || state.frames() >= self.limits.frames)
+                {
+                    let now = Instant::now();
+                    if state.stalled(self.limits.stall, now) {
+                        outcome = Err(PushError::Stalled);
+                        break;
+                    }
+                    // The stall clock runs from the first shed frame; the writer's next
+                    // progress stops it once the queue is back within the budget.
+                    state.progress.get_or_insert(now);
+                    break;
+                }
+                state.bytes = bytes;
+                state.push(item);
+                queued += 1;
             }
-            state.bytes = bytes;
-            state.push(item);
+            outcome
+        };
+        if queued > 0 {
+            self.writer.wake();
         }
-        self.writer.wake();
-        Ok(())
+        outcome.map(|()| total - queued)
     }
 
     /// Whether the client is still behind while it reads (over the budget, its writer took a
@@ -208,6 +281,7 @@ impl OutQueue {
     /// frame); fails once the queue is closed, or when it stays over the budget without
     /// write progress for the stall timeout.
     pub(crate) async fn push(&self, item: WsOut) -> Result<(), PushError> {
+        crate::server::coalesce::deliver_pending();
         let cost = cost(&item);
         loop {
             let notified = self.room.notified();
@@ -219,7 +293,7 @@ impl OutQueue {
                 if state.closed {
                     return Err(PushError::Closed);
                 }
-                if state.bytes <= self.limits.budget && state.items.len() < self.limits.frames {
+                if state.bytes <= self.limits.budget && state.frames() < self.limits.frames {
                     state.bytes += cost;
                     if state.bytes > self.limits.budget {
                         state.progress.get_or_insert_with(Instant::now);
@@ -243,14 +317,67 @@ impl OutQueue {
         }
     }
 
+    /// Moves every queued frame to the writer: the oldest to `first`, the rest to `batch`
+    /// (empty, and given back to the queue once written so that an idle connection keeps
+    /// one buffer), and reports what the writer wrote since its last call: `written` frames
+    /// of `cost` bytes, which no longer count against the budget. `Ready(true)`: the writer
+    /// has frames; `Ready(false)`: the queue is closed and everything was written;
+    /// `Pending`: the queue is empty, the writer is woken by the next frame.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        first: &mut Option<WsOut>,
+        batch: &mut VecDeque<WsOut>,
+        written: (usize, usize),
+    ) -> Poll<bool> {
+        debug_assert!(first.is_none() && batch.is_empty());
+        let mut state = self.state.lock();
+        if written.0 > 0 {
+            state.taken -= written.0;
+            state.bytes -= written.1;
+            self.progressed(&mut state);
+        }
+        let Some(head) = state.head.take() else {
+            if state.items.capacity() == 0 {
+                std::mem::swap(&mut state.items, batch);
+            }
+            if state.closed && state.taken == 0 {
+                return Poll::Ready(false);
+            }
+            // Under the lock: a producer pushes under it too and wakes after.
+            self.writer.register(cx.waker());
+            return Poll::Pending;
+        };
+        *first = Some(head);
+        if !state.items.is_empty() {
+            if batch.capacity() > SHRINK_ABOVE {
+                // A burst grew it: its memory goes back.
+                *batch = VecDeque::new();
+            }
+            std::mem::swap(&mut state.items, batch);
+        }
+        state.taken += 1 + batch.len();
+        Poll::Ready(true)
+    }
+
+    /// The writer took or wrote frames: it makes progress.
+    fn progressed(&self, state: &mut State) {
+        if state.progress.is_some() {
+            state.progress = (state.bytes > self.limits.budget).then(Instant::now);
+        }
+        if std::mem::take(&mut state.room_wanted) {
+            self.room.notify_waiters();
+        }
+    }
+
     /// The next frame; `Ready(None)` once the queue is closed and empty.
+    #[cfg(test)]
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<WsOut>> {
         let mut state = self.state.lock();
         match self.pop_locked(&mut state) {
             Some(item) => Poll::Ready(Some(item)),
             None if state.closed => Poll::Ready(None),
             None => {
-                // Under the lock: a producer pushes under it too and wakes after.
                 self.writer.register(cx.waker());
                 Poll::Pending
             }
@@ -270,18 +397,15 @@ impl OutQueue {
         self.pop_locked(&mut state)
     }
 
+    #[cfg(test)]
     fn pop_locked(&self, state: &mut State) -> Option<WsOut> {
-        let item = state.items.pop_front()?;
+        let item = state.head.take()?;
+        state.head = state.items.pop_front();
         state.bytes -= cost(&item);
-        if state.progress.is_some() {
-            state.progress = (state.bytes > self.limits.budget).then(Instant::now);
-        }
         if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
             state.items = VecDeque::new();
         }
-        if std::mem::take(&mut state.room_wanted) {
-            self.room.notify_waiters();
-        }
+        self.progressed(state);
         Some(item)
     }
 
@@ -295,7 +419,7 @@ impl OutQueue {
     /// Frames queued now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().items.len()
+        self.state.lock().len()
     }
 
     /// Bytes queued now (payload and overhead).
@@ -337,6 +461,10 @@ mod tests {
         ])))
     }
 
+    fn shed_one(q: &OutQueue, item: WsOut) -> Result<usize, PushError> {
+        q.try_push_or_shed_all(std::iter::once(item))
+    }
+
     fn byte(item: WsOut) -> u8 {
         match item {
             WsOut::Frame(f) => f.bytes[0],
@@ -361,13 +489,13 @@ mod tests {
     fn shedding_keeps_the_queue_within_its_budget_and_in_order() {
         let q = OutQueue::new(budget(3, Duration::from_secs(3600)));
         for n in 0..3 {
-            q.try_push_or_shed(frame(n)).unwrap();
+            assert_eq!(shed_one(&q, frame(n)), Ok(0));
         }
-        assert_eq!(q.try_push_or_shed(frame(3)), Err(PushError::Shed));
+        assert_eq!(shed_one(&q, frame(3)), Ok(1));
         assert_eq!(q.len(), 3);
         assert_eq!(byte(q.try_pop().unwrap()), b'a');
         // Room again: the next frame is queued behind the older ones.
-        q.try_push_or_shed(frame(4)).unwrap();
+        assert_eq!(shed_one(&q, frame(4)), Ok(0));
         let rest: Vec<u8> = std::iter::from_fn(|| q.try_pop()).map(byte).collect();
         assert_eq!(rest, b"bce");
         assert!(q.bytes() <= 3 * (1 + FRAME_OVERHEAD));
@@ -376,10 +504,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_queue_that_sheds_without_progress_is_stuck() {
         let q = OutQueue::new(budget(1, Duration::from_secs(5)));
-        q.try_push_or_shed(frame(0)).unwrap();
-        assert_eq!(q.try_push_or_shed(frame(1)), Err(PushError::Shed));
+        assert_eq!(shed_one(&q, frame(0)), Ok(0));
+        assert_eq!(shed_one(&q, frame(1)), Ok(1));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(q.try_push_or_shed(frame(2)), Err(PushError::Stalled));
+        assert_eq!(shed_one(&q, frame(2)), Err(PushError::Stalled));
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use neffos_protocol::{Envelope, EnvelopeKind, Message};
 
-use super::{Server, ServerShared, Target, registry};
+use std::sync::Arc;
+
+use super::{Server, ServerShared, Target, coalesce, registry};
 use crate::conn::{Fill, pressure};
 use crate::error::{BroadcastError, BroadcastErrorKind, ExchangeError, ExchangeErrorKind};
 use crate::exchange::Topic;
@@ -131,9 +133,22 @@ impl ServerShared {
         }
     }
 
-    /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per recipient.
-    pub(crate) fn deliver_local(&self, target: &Target, msg: &Message) -> usize {
-        self.deliver_local_at(target, msg, None)
+    /// Local fan-out: recipients from the indexes, one encoding, a cheap clone per
+    /// recipient. Inside a coalescing task ([`coalesce`]) a broadcast to a namespace or a
+    /// room joins the task's burst to the same recipients, delivered at the latest when the
+    /// task's poll ends.
+    pub(crate) fn deliver_local(self: &Arc<Self>, target: &Target, msg: &Message) {
+        let Some(members) = self.members_of(target) else {
+            return;
+        };
+        let out = WsOut::shared(msg.to_frame());
+        if target.to.is_some() {
+            self.deliver_frames(target, &members, &[out], Some((msg, None)));
+            return;
+        }
+        if let Err((members, out)) = coalesce::offer(self, target, members, out) {
+            self.deliver_frames(target, &members, &[out], Some((msg, None)));
+        }
     }
 
     /// [`Self::deliver_local`] for a broadcast recorded at `recorded` in its namespace's
@@ -144,23 +159,38 @@ impl ServerShared {
         msg: &Message,
         recorded: Option<crate::recovery::Position>,
     ) -> usize {
-        let out = WsOut::shared(msg.to_frame());
-        let mut tagged = None;
-        // The index lock is held only to take the recipients' list, never for the loop.
-        let members = {
-            let registry = self.registry.read();
-            match (&target.to, &target.room) {
-                (Some(id), _) => registry.by_id.get(&**id),
-                (None, Some(room)) => registry
-                    .by_room
-                    .get(&(target.namespace.clone(), room.clone())),
-                (None, None) => registry.by_ns.get(&target.namespace),
-            }
-            .map(registry::Members::snapshot)
-        };
-        let Some(members) = members else {
+        let Some(members) = self.members_of(target) else {
             return 0;
         };
+        let out = WsOut::shared(msg.to_frame());
+        self.deliver_frames(target, &members, &[out], Some((msg, recorded)))
+    }
+
+    /// The recipients of `target` now. The index lock is held only to take the list, never
+    /// for the loop over it.
+    pub(crate) fn members_of(&self, target: &Target) -> Option<registry::Snapshot> {
+        let registry = self.registry.read();
+        match (&target.to, &target.room) {
+            (Some(id), _) => registry.by_id.get(&**id),
+            (None, Some(room)) => registry
+                .by_room
+                .get(&(target.namespace.clone(), room.clone())),
+            (None, None) => registry.by_ns.get(&target.namespace),
+        }
+        .map(registry::Members::snapshot)
+    }
+
+    /// Queues `frames` (one broadcast, or a burst to the same target) for every member of
+    /// `members` that `target` selects; `msg` is the one broadcast (the targeted filter, and
+    /// its recorded position for connections with a session). Returns the recipients.
+    pub(crate) fn deliver_frames(
+        &self,
+        target: &Target,
+        members: &registry::Snapshot,
+        frames: &[WsOut],
+        msg: Option<(&Message, Option<crate::recovery::Position>)>,
+    ) -> usize {
+        let mut tagged = None;
         let mut delivered = 0;
         let mut lag = pressure::Lagging::default();
         let shed_counter = self.shedding.get(&target.namespace);
@@ -170,20 +200,28 @@ impl ServerShared {
                 continue;
             }
             // A targeted send must still respect the namespace/room filter.
-            if target.to.is_some() && !conn.can_receive(&msg.namespace, &msg.room) {
+            if let (Some(_), Some((msg, _))) = (&target.to, msg)
+                && !conn.can_receive(&msg.namespace, &msg.room)
+            {
                 continue;
             }
-            let sent = match (recorded, crate::recovery::attached_session(conn)) {
-                (Some(pos), Some(session)) => session.offer(conn, msg, pos, &out, &mut tagged),
-                _ if shed_counter.is_some() => match conn.enqueue_or_shed(out.clone()) {
-                    Ok(true) => Ok(Fill::Within),
-                    Ok(false) => {
-                        shed += 1;
-                        continue;
+            let sent = match (msg, crate::recovery::attached_session(conn)) {
+                (Some((msg, Some(pos))), Some(session)) => match frames {
+                    [out] => session.offer(conn, msg, pos, out, &mut tagged),
+                    _ => continue,
+                },
+                _ if shed_counter.is_some() => match conn.enqueue_or_shed_all(frames) {
+                    Ok(0) => Ok(Fill::Within),
+                    Ok(n) => {
+                        shed += n as u64;
+                        if n == frames.len() {
+                            continue;
+                        }
+                        Ok(Fill::Within)
                     }
                     Err(e) => Err(e),
                 },
-                _ => conn.enqueue(out.clone()),
+                _ => conn.enqueue_all(frames),
             };
             if let Ok(fill) = sent {
                 delivered += 1;
@@ -201,10 +239,12 @@ impl ServerShared {
         // Recipients behind while they read: the publisher (if a handler broadcast) is
         // pushed back instead of them being closed.
         lag.note(delivered);
-        self.stats
-            .metrics
-            .broadcast_recipients
-            .record(delivered as f64);
+        for _ in frames {
+            self.stats
+                .metrics
+                .broadcast_recipients
+                .record(delivered as f64);
+        }
         delivered
     }
 }

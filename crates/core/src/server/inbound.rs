@@ -22,10 +22,16 @@ use crate::handler::BoxFuture;
 use super::{ServerShared, Target};
 use crate::exchange::Topic;
 
-pub(crate) async fn run(
-    shared: Weak<ServerShared>,
-    mut rx: mpsc::Receiver<crate::exchange::Tagged>,
-) {
+/// Delivers what the exchanges bring until they are gone; envelopes that arrive together
+/// are coalesced per recipient ([`crate::server::coalesce`]).
+pub(crate) async fn run(shared: Weak<ServerShared>, rx: mpsc::Receiver<crate::exchange::Tagged>) {
+    let deliveries = deliver_loop(shared, rx);
+    tokio::pin!(deliveries);
+    std::future::poll_fn(|cx| crate::conn::pressure::poll_inbound(|| deliveries.as_mut().poll(cx)))
+        .await
+}
+
+async fn deliver_loop(shared: Weak<ServerShared>, mut rx: mpsc::Receiver<crate::exchange::Tagged>) {
     let mut asks: FuturesUnordered<BoxFuture<()>> = FuturesUnordered::new();
     loop {
         let (source, payload) = tokio::select! {
@@ -67,7 +73,12 @@ fn handle(shared: &Arc<ServerShared>, env: Envelope) -> Option<BoxFuture<()>> {
     match env.kind {
         EnvelopeKind::Broadcast | EnvelopeKind::Targeted => {
             let target = Target::from_envelope(&env.target);
-            shared.deliver_local_at(&target, &env.to_message(), env.recorded);
+            match env.recorded {
+                None => shared.deliver_local(&target, &env.to_message()),
+                Some(_) => {
+                    shared.deliver_local_at(&target, &env.to_message(), env.recorded);
+                }
+            }
         }
         EnvelopeKind::Ask => {
             let id = env.target.conn.clone()?;

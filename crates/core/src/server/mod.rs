@@ -5,6 +5,7 @@ mod admission;
 mod ask;
 mod broadcast;
 mod builder;
+pub(crate) mod coalesce;
 mod dedup;
 mod inbound;
 pub(crate) mod registry;

@@ -26,6 +26,12 @@ type Chunk = Arc<Vec<Arc<ConnInner>>>;
 pub(crate) struct Snapshot(Arc<Vec<Chunk>>);
 
 impl Snapshot {
+    /// Whether both are the same list (no member joined or left in between: a change
+    /// copies a list that a snapshot still holds).
+    pub(crate) fn same(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
         self.0.iter().flat_map(|chunk| chunk.iter())
     }

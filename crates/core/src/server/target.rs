@@ -61,6 +61,15 @@ impl Target {
         self
     }
 
+    /// Whether both select the same recipients.
+    pub(crate) fn same_recipients(&self, other: &Target) -> bool {
+        self.namespace == other.namespace
+            && self.room == other.room
+            && self.to == other.to
+            && self.except_key == other.except_key
+            && self.except_id == other.except_id
+    }
+
     pub(crate) fn envelope_target(&self) -> EnvelopeTarget {
         let mut t = EnvelopeTarget::namespace(self.namespace.to_string());
         t.room = self.room.as_ref().map(|r| r.to_string());
