@@ -314,6 +314,7 @@ async fn supervise(shared: std::sync::Weak<ClientShared>, dialer: Dialer, policy
             .last_namespaces
             .lock()
             .iter()
+            .flat_map(|table| table.iter())
             .map(|(ns, rooms)| {
                 (
                     ns.to_string(),

@@ -1,7 +1,6 @@
 //! Asks this side sent and is waiting for: matched strictly by token, per connection, and
 //! removed on every exit (reply, deadline, cancellation, close).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,25 +12,38 @@ use tokio::sync::oneshot;
 use super::{ConnInner, Role};
 use crate::error::{AskError, AskErrorKind, RemoteError, WriteErrorKind};
 
+/// A short list, not a map: a connection has a few Asks in flight at most (bounded by
+/// [`Config::max_pending_asks`](crate::Config::max_pending_asks)), and most none, so the
+/// idle connection pays 24 bytes instead of a hash map's 48.
 pub(crate) struct PendingAsks {
     next: AtomicU64,
-    limit: usize,
-    waiters: Mutex<HashMap<ByteString, oneshot::Sender<Message>>>,
+    waiters: Mutex<Vec<(ByteString, oneshot::Sender<Message>)>>,
 }
 
 impl PendingAsks {
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new() -> Self {
         PendingAsks {
             next: AtomicU64::new(1),
-            limit,
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes the waiter for `token`.
+    fn remove(&self, token: &ByteString) -> Option<oneshot::Sender<Message>> {
+        let mut waiters = self.waiters.lock();
+        let at = waiters.iter().position(|(t, _)| t == token)?;
+        let (_, tx) = waiters.swap_remove(at);
+        if waiters.is_empty() {
+            // A burst of Asks grew it: an idle connection holds no list.
+            *waiters = Vec::new();
+        }
+        Some(tx)
     }
 
     /// Hands a reply to its waiter; gives the message back when nobody waits for its
     /// token (late or unknown).
     pub(crate) fn resolve(&self, msg: Message) -> Option<Message> {
-        let waiter = self.waiters.lock().remove(msg.wait.as_byte_string());
+        let waiter = self.remove(msg.wait.as_byte_string());
         match waiter {
             // A waiter that gave up in the meantime is the same as no waiter.
             Some(tx) => tx.send(msg).err(),
@@ -41,7 +53,7 @@ impl PendingAsks {
 
     /// Drops every waiter: their asks fail with "connection closed".
     pub(crate) fn clear(&self) {
-        self.waiters.lock().clear();
+        *self.waiters.lock() = Vec::new();
     }
 }
 
@@ -53,7 +65,7 @@ struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        self.asks.waiters.lock().remove(&self.token);
+        self.asks.remove(&self.token);
     }
 }
 
@@ -73,15 +85,12 @@ impl ConnInner {
         let token = msg.wait.as_byte_string().clone();
         {
             let mut waiters = self.asks.waiters.lock();
-            if waiters.len() >= self.asks.limit {
-                let context = format!(
-                    "{} (limit {})",
-                    ask_context(&msg, &self.id),
-                    self.asks.limit
-                );
+            let limit = self.config.max_pending_asks;
+            if waiters.len() >= limit {
+                let context = format!("{} (limit {limit})", ask_context(&msg, &self.id));
                 return Err(AskError::new(AskErrorKind::TooManyPending, context));
             }
-            waiters.insert(token.clone(), tx);
+            waiters.push((token.clone(), tx));
         }
         let _registration = Registration {
             asks: &self.asks,

@@ -460,7 +460,7 @@ async fn run_loop<S: Socket>(
     drop(current);
     inner.cancel.cancel();
     inner.asks.clear();
-    *inner.last_namespaces.lock() = inner.namespaces.lock().clone();
+    *inner.last_namespaces.lock() = Some(Box::new(inner.namespaces.lock().clone()));
 }
 
 /// When the connection's one timer fires: the next ping or the idle timeout, whichever is

@@ -15,9 +15,48 @@ use tokio::sync::Notify;
 pub(crate) struct Latch {
     set: AtomicBool,
     notify: Notify,
-    /// The one task that polls the latch on every wake-up (the connection's own): an atomic
-    /// slot, where polling a `Notify` waiter takes its lock each time.
+}
+
+/// A [`Latch`] that one task (the connection's own) polls on every wake-up: an atomic
+/// waker slot for it, where polling a `Notify` waiter takes its lock each time.
+#[derive(Debug, Default)]
+pub(crate) struct OwnedLatch {
+    latch: Latch,
     owner: AtomicWaker,
+}
+
+impl OwnedLatch {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the flag and wakes every waiter and the owner; later calls do nothing.
+    pub(crate) fn cancel(&self) {
+        if self.latch.set_once() {
+            self.owner.wake();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.latch.is_cancelled()
+    }
+
+    /// Ready once [`OwnedLatch::cancel`] was called. For the owner only (the last task to
+    /// poll is woken); others use [`OwnedLatch::cancelled`].
+    pub(crate) fn poll_owner(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a `cancel` after the check wakes us.
+        self.owner.register(cx.waker());
+        if self.is_cancelled() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Resolves once [`OwnedLatch::cancel`] was called (at once if it was already).
+    pub(crate) async fn cancelled(&self) {
+        self.latch.cancelled().await;
+    }
 }
 
 impl Latch {
@@ -27,26 +66,20 @@ impl Latch {
 
     /// Sets the flag and wakes every waiter; later calls do nothing.
     pub(crate) fn cancel(&self) {
-        if !self.set.swap(true, Ordering::AcqRel) {
+        self.set_once();
+    }
+
+    /// Sets the flag and wakes every waiter; false if it was set already.
+    fn set_once(&self) -> bool {
+        let first = !self.set.swap(true, Ordering::AcqRel);
+        if first {
             self.notify.notify_waiters();
-            self.owner.wake();
         }
+        first
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.set.load(Ordering::Acquire)
-    }
-
-    /// Ready once [`Latch::cancel`] was called. For one task only (the last to poll is
-    /// woken); others use [`Latch::cancelled`].
-    pub(crate) fn poll_owner(&self, cx: &mut Context<'_>) -> Poll<()> {
-        // Registered before the check, so a `cancel` after the check wakes us.
-        self.owner.register(cx.waker());
-        if self.is_cancelled() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
     }
 
     /// Resolves once [`Latch::cancel`] was called (at once if it was already).

@@ -31,11 +31,10 @@ pub(crate) enum Event {
 
 pub(crate) struct Link<S> {
     socket: S,
-    /// Frames taken from the queue at once (the oldest in `first`) and not yet accepted by
-    /// the sink: written before anything else, so the peer gets every frame up to the
-    /// close frame without a gap. (Taking them all under one lock: a recipient of a burst
+    /// Frames taken from the queue at once and not yet accepted by the sink: written
+    /// before anything else, so the peer gets every frame up to the close frame without a
+    /// gap. (Taking them all under one lock: a recipient of a burst
     /// pays one lock round for the burst, not one per frame.)
-    first: Option<WsOut>,
     batch: VecDeque<WsOut>,
     /// Frames of `batch` handed to the sink and their cost, not yet reported to the queue.
     unreported: (usize, usize),
@@ -53,7 +52,6 @@ impl<S: Socket> Link<S> {
     pub(crate) fn new(socket: S) -> Self {
         Link {
             socket,
-            first: None,
             batch: VecDeque::new(),
             unreported: (0, 0),
             ping_due: false,
@@ -123,7 +121,7 @@ impl<S: Socket> Link<S> {
                     Pin::new(&mut self.socket).start_send(WsOut::Ping)?;
                 }
             }
-            while self.first.is_some() || !self.batch.is_empty() {
+            while !self.batch.is_empty() {
                 if sent == MAX_BATCH {
                     // Flush this batch and give the connection's other work (and other
                     // tasks) a turn before the next.
@@ -132,7 +130,7 @@ impl<S: Socket> Link<S> {
                     return Poll::Pending;
                 }
                 ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
-                let Some(item) = self.first.take().or_else(|| self.batch.pop_front()) else {
+                let Some(item) = self.batch.pop_front() else {
                     break;
                 };
                 self.unreported.0 += 1;
@@ -146,10 +144,7 @@ impl<S: Socket> Link<S> {
                 Pin::new(&mut self.socket).start_send(item)?;
             }
             let written = std::mem::take(&mut self.unreported);
-            match inner
-                .queue
-                .poll_take(cx, &mut self.first, &mut self.batch, written)
-            {
+            match inner.queue.poll_take(cx, &mut self.batch, written) {
                 Poll::Ready(true) => {}
                 Poll::Ready(false) => {
                     ready!(self.poll_flush(inner, cx))?;

@@ -67,10 +67,6 @@ pub(crate) struct Limits {
 
 #[derive(Default)]
 struct State {
-    /// The oldest queued frame, inline: a queue holding one frame (most queues, most of
-    /// the time, even under load) is written without touching another cache line.
-    head: Option<WsOut>,
-    /// The frames after `head`.
     items: VecDeque<WsOut>,
     /// Cost of the queued frames.
     bytes: usize,
@@ -85,26 +81,17 @@ struct State {
 
 impl State {
     fn push(&mut self, item: WsOut) {
-        if self.head.is_none() {
-            self.head = Some(item);
-            return;
-        }
-        // The first frame behind the head gets one slot, not the four of a vector's first
-        // growth.
+        // The first frame gets one slot, not the four of a vector's first growth: most
+        // connections hold at most one frame at a time for most of their life.
         if self.items.capacity() == 0 {
             self.items.reserve_exact(1);
         }
         self.items.push_back(item);
     }
 
-    /// Frames queued.
-    fn len(&self) -> usize {
-        usize::from(self.head.is_some()) + self.items.len()
-    }
-
     /// Frames queued or being written.
     fn frames(&self) -> usize {
-        self.len() + self.taken
+        self.items.len() + self.taken
     }
 
     fn stalled(&self, stall: Duration, now: Instant) -> bool {
@@ -317,27 +304,26 @@ impl OutQueue {
         }
     }
 
-    /// Moves every queued frame to the writer: the oldest to `first`, the rest to `batch`
-    /// (empty, and given back to the queue once written so that an idle connection keeps
-    /// one buffer), and reports what the writer wrote since its last call: `written` frames
-    /// of `cost` bytes, which no longer count against the budget. `Ready(true)`: the writer
-    /// has frames; `Ready(false)`: the queue is closed and everything was written;
-    /// `Pending`: the queue is empty, the writer is woken by the next frame.
+    /// Moves every queued frame to the writer's `batch` (empty, and given back to the
+    /// queue once written so that an idle connection keeps one buffer), and reports what
+    /// the writer wrote since its last call: `written` frames of `cost` bytes, which no
+    /// longer count against the budget. `Ready(true)`: `batch` holds frames;
+    /// `Ready(false)`: the queue is closed and everything was written; `Pending`: the queue
+    /// is empty, the writer is woken by the next frame.
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
-        first: &mut Option<WsOut>,
         batch: &mut VecDeque<WsOut>,
         written: (usize, usize),
     ) -> Poll<bool> {
-        debug_assert!(first.is_none() && batch.is_empty());
+        debug_assert!(batch.is_empty());
         let mut state = self.state.lock();
         if written.0 > 0 {
             state.taken -= written.0;
             state.bytes -= written.1;
             self.progressed(&mut state);
         }
-        let Some(head) = state.head.take() else {
+        if state.items.is_empty() {
             if state.items.capacity() == 0 {
                 std::mem::swap(&mut state.items, batch);
             }
@@ -347,16 +333,13 @@ impl OutQueue {
             // Under the lock: a producer pushes under it too and wakes after.
             self.writer.register(cx.waker());
             return Poll::Pending;
-        };
-        *first = Some(head);
-        if !state.items.is_empty() {
-            if batch.capacity() > SHRINK_ABOVE {
-                // A burst grew it: its memory goes back.
-                *batch = VecDeque::new();
-            }
-            std::mem::swap(&mut state.items, batch);
         }
-        state.taken += 1 + batch.len();
+        if batch.capacity() > SHRINK_ABOVE {
+            // A burst grew it: its memory goes back.
+            *batch = VecDeque::new();
+        }
+        std::mem::swap(&mut state.items, batch);
+        state.taken += batch.len();
         Poll::Ready(true)
     }
 
@@ -399,8 +382,7 @@ impl OutQueue {
 
     #[cfg(test)]
     fn pop_locked(&self, state: &mut State) -> Option<WsOut> {
-        let item = state.head.take()?;
-        state.head = state.items.pop_front();
+        let item = state.items.pop_front()?;
         state.bytes -= cost(&item);
         if state.items.is_empty() && state.items.capacity() > SHRINK_ABOVE {
             state.items = VecDeque::new();
@@ -419,7 +401,7 @@ impl OutQueue {
     /// Frames queued now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().len()
+        self.state.lock().items.len()
     }
 
     /// Bytes queued now (payload and overhead).

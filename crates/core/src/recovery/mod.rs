@@ -305,7 +305,11 @@ pub(crate) fn on_closed(shared: &ServerShared, conn: &ConnInner) {
     let store = recovery.config.store.clone();
     let window = recovery.config.window;
     if session.keep(conn) {
-        let kept = session.snapshot(&conn.id, &conn.last_namespaces.lock());
+        let empty = crate::conn::NsTable::default();
+        let kept = session.snapshot(
+            &conn.id,
+            conn.last_namespaces.lock().as_deref().unwrap_or(&empty),
+        );
         tokio::spawn(async move {
             let saved = match kept.encode() {
                 Ok(bytes) => store

@@ -22,37 +22,74 @@ const CHUNK: usize = 256;
 type Chunk = Arc<Vec<Arc<ConnInner>>>;
 
 /// The members of one group at one moment, in no particular order.
+///
+/// A group of one (every connection's ID, most per-user rooms) is the connection itself:
+/// no list, no chunk and no position map to allocate for it.
 #[derive(Clone, Default)]
-pub(crate) struct Snapshot(Arc<Vec<Chunk>>);
+pub(crate) enum Snapshot {
+    #[default]
+    Empty,
+    One(Arc<ConnInner>),
+    Chunks(Arc<Vec<Chunk>>),
+}
 
 impl Snapshot {
     /// Whether both are the same list (no member joined or left in between: a change
-    /// copies a list that a snapshot still holds).
+    /// copies a list that a snapshot still holds, and a group of one changes its variant).
     pub(crate) fn same(&self, other: &Snapshot) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        match (self, other) {
+            (Snapshot::Empty, Snapshot::Empty) => true,
+            (Snapshot::One(a), Snapshot::One(b)) => Arc::ptr_eq(a, b),
+            (Snapshot::Chunks(a), Snapshot::Chunks(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
-        self.0.iter().flat_map(|chunk| chunk.iter())
+        let (one, chunks) = match self {
+            Snapshot::Empty => (None, &[][..]),
+            Snapshot::One(conn) => (Some(conn), &[][..]),
+            Snapshot::Chunks(chunks) => (None, &chunks[..]),
+        };
+        one.into_iter()
+            .chain(chunks.iter().flat_map(|chunk| chunk.iter()))
     }
 }
 
-/// The members of one group: full chunks but the last, and where each member sits
-/// (its index over all chunks).
+/// The members of one group: a single member inline, or full chunks but the last and
+/// where each member sits (its index over all chunks).
 #[derive(Default)]
 pub(crate) struct Members {
     list: Snapshot,
+    /// Empty unless `list` is `Chunks`.
     position: HashMap<u64, usize>,
 }
 
 impl Members {
     /// Adds `conn`; false if it was a member already.
     fn insert(&mut self, conn: &Arc<ConnInner>) -> bool {
+        let chunks = match &mut self.list {
+            Snapshot::Empty => {
+                self.list = Snapshot::One(conn.clone());
+                return true;
+            }
+            Snapshot::One(first) if first.key == conn.key => return false,
+            Snapshot::One(first) => {
+                let first = first.clone();
+                self.position.insert(first.key, 0);
+                self.list = Snapshot::Chunks(Arc::new(vec![Arc::new(vec![first])]));
+                match &mut self.list {
+                    Snapshot::Chunks(chunks) => chunks,
+                    _ => return false,
+                }
+            }
+            Snapshot::Chunks(chunks) => chunks,
+        };
         if self.position.contains_key(&conn.key) {
             return false;
         }
         let at = self.position.len();
-        let chunks = Arc::make_mut(&mut self.list.0);
+        let chunks = Arc::make_mut(chunks);
         if at.is_multiple_of(CHUNK) {
             chunks.push(Arc::new(Vec::new()));
         }
@@ -64,12 +101,23 @@ impl Members {
     }
 
     /// Removes the member with `key`; false if it was not one. The last member takes its
-    /// place, so every chunk but the last stays full.
+    /// place, so every chunk but the last stays full; one left is kept inline.
     fn remove(&mut self, key: u64) -> bool {
+        let chunks = match &mut self.list {
+            Snapshot::Empty => return false,
+            Snapshot::One(only) => {
+                if only.key != key {
+                    return false;
+                }
+                self.list = Snapshot::Empty;
+                return true;
+            }
+            Snapshot::Chunks(chunks) => chunks,
+        };
         let Some(at) = self.position.remove(&key) else {
             return false;
         };
-        let chunks = Arc::make_mut(&mut self.list.0);
+        let chunks = Arc::make_mut(chunks);
         let Some(moved) = chunks.last_mut().and_then(|last| Arc::make_mut(last).pop()) else {
             return true;
         };
@@ -83,19 +131,34 @@ impl Members {
             self.position.insert(moved.key, at);
             *slot = moved;
         }
+        let last = (self.position.len() == 1)
+            .then(|| self.list.iter().next().cloned())
+            .flatten();
+        if let Some(last) = last {
+            self.position = HashMap::new();
+            self.list = Snapshot::One(last);
+        }
         true
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.position.len()
+        match &self.list {
+            Snapshot::Empty => 0,
+            Snapshot::One(_) => 1,
+            Snapshot::Chunks(_) => self.position.len(),
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.position.is_empty()
+        self.len() == 0
     }
 
     fn contains(&self, key: u64) -> bool {
-        self.position.contains_key(&key)
+        match &self.list {
+            Snapshot::Empty => false,
+            Snapshot::One(only) => only.key == key,
+            Snapshot::Chunks(_) => self.position.contains_key(&key),
+        }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
@@ -296,12 +359,12 @@ mod tests {
             assert!(members.remove(key), "{key}");
         }
         assert!(members.is_empty());
-        assert_eq!(members.list.0.len(), 0, "no empty chunk kept");
+        assert!(matches!(members.list, Snapshot::Empty), "nothing kept");
     }
 
     #[test]
     fn a_snapshot_does_not_see_later_changes() {
-        let conns: Vec<_> = (1..=3).map(conn).collect();
+        let conns: Vec<_> = (1..=4).map(conn).collect();
         let mut members = Members::default();
         members.insert(&conns[0]);
         members.insert(&conns[1]);
@@ -312,10 +375,38 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, [1, 2], "the broadcast in flight keeps its recipients");
         assert_eq!(keys(&members), [2, 3]);
+        assert!(!members.snapshot().same(&before));
         drop(before);
+        members.insert(&conns[3]);
         // Without a snapshot alive the list is edited in place.
-        let list = Arc::as_ptr(&members.list.0);
+        let list = members.snapshot();
+        let at = match &list {
+            Snapshot::Chunks(chunks) => Arc::as_ptr(chunks),
+            _ => panic!("three members are a list"),
+        };
+        drop(list);
         members.remove(2);
-        assert_eq!(Arc::as_ptr(&members.list.0), list);
+        assert!(matches!(&members.list, Snapshot::Chunks(c) if Arc::as_ptr(c) == at));
+    }
+
+    #[test]
+    fn a_group_of_one_is_its_member() {
+        let conns: Vec<_> = (1..=2).map(conn).collect();
+        let mut members = Members::default();
+        assert!(members.insert(&conns[0]));
+        assert!(!members.insert(&conns[0]), "a member already");
+        assert!(matches!(members.list, Snapshot::One(_)));
+        assert!(members.position.capacity() == 0, "no position map for one");
+        let one = members.snapshot();
+        assert!(members.insert(&conns[1]));
+        assert_eq!(keys(&members), [1, 2]);
+        assert_eq!(one.iter().map(|c| c.key).collect::<Vec<_>>(), [1]);
+        assert!(!members.remove(3));
+        assert!(members.remove(1));
+        assert!(matches!(members.list, Snapshot::One(_)), "back to one");
+        assert_eq!(members.position.capacity(), 0);
+        assert!(members.contains(2) && !members.contains(1));
+        assert!(members.remove(2));
+        assert!(members.is_empty() && !members.contains(2));
     }
 }
