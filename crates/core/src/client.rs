@@ -495,7 +495,7 @@ impl Client {
         let context = || format!("wait for the server to connect namespace {ns:?}");
         let wait = async {
             loop {
-                let changed = conn.0.namespaces_changed.notified();
+                let changed = conn.0.namespaces_changed().notified();
                 if let Some(ns) = conn.namespace(ns) {
                     return Ok(ns);
                 }

@@ -88,7 +88,8 @@ pub(crate) struct ConnInner {
     /// they caught up ([`pressure`]).
     pub(crate) laggards: Mutex<Vec<std::sync::Weak<ConnInner>>>,
     /// Woken whenever a namespace is connected or disconnected.
-    pub(crate) namespaces_changed: tokio::sync::Notify,
+    /// (made by the first waiter, the client's `connect`: servers never wait on it).
+    namespaces_changed: std::sync::OnceLock<Box<tokio::sync::Notify>>,
     /// Namespaces and rooms at the moment the connection closed (for reconnection).
     pub(crate) last_namespaces: Mutex<Option<Box<NsTable>>>,
     /// Cancelled once the connection is closed and fully cleaned up.
@@ -141,7 +142,7 @@ impl ConnInner {
             server: new.server,
             dropped_frames: AtomicU64::new(0),
             laggards: Mutex::new(Vec::new()),
-            namespaces_changed: tokio::sync::Notify::new(),
+            namespaces_changed: std::sync::OnceLock::new(),
             last_namespaces: Mutex::new(None),
             finished: Latch::new(),
             recovery: std::sync::OnceLock::new(),
@@ -161,6 +162,18 @@ impl ConnInner {
             }
         }
         self.cancel.cancel();
+    }
+
+    /// Woken whenever a namespace is connected or disconnected.
+    pub(crate) fn namespaces_changed(&self) -> &tokio::sync::Notify {
+        self.namespaces_changed.get_or_init(Box::default)
+    }
+
+    /// Wakes whoever waits in [`Self::namespaces_changed`].
+    pub(crate) fn notify_namespaces_changed(&self) {
+        if let Some(changed) = self.namespaces_changed.get() {
+            changed.notify_waiters();
+        }
     }
 
     pub(crate) fn close_reason(&self) -> Option<(u16, String)> {

@@ -8,6 +8,7 @@
 //! each side, and an idle connection holds no allocation until its first frame.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -102,11 +103,37 @@ impl State {
 
 pub(crate) struct OutQueue {
     state: Mutex<State>,
-    limits: Limits,
+    limits: Packed,
     /// The writer, when it found the queue empty.
     writer: AtomicWaker,
-    /// Producers waiting for room.
-    room: Notify,
+    /// Producers waiting for room; made by the first one (most connections never have one).
+    room: OnceLock<Box<Notify>>,
+}
+
+/// [`Limits`] as every connection holds them: 16 bytes, not 32.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    budget: usize,
+    frames: u32,
+    stall_ms: u32,
+}
+
+impl Packed {
+    fn new(limits: Limits) -> Self {
+        Packed {
+            budget: limits.budget,
+            frames: u32::try_from(limits.frames.max(1)).unwrap_or(u32::MAX),
+            stall_ms: u32::try_from(limits.stall.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn frames(&self) -> usize {
+        self.frames as usize
+    }
+
+    fn stall(&self) -> Duration {
+        Duration::from_millis(u64::from(self.stall_ms))
+    }
 }
 
 /// Bytes a frame costs in the budget.
@@ -118,12 +145,9 @@ impl OutQueue {
     pub(crate) fn new(limits: Limits) -> Self {
         OutQueue {
             state: Mutex::new(State::default()),
-            limits: Limits {
-                frames: limits.frames.max(1),
-                ..limits
-            },
+            limits: Packed::new(limits),
             writer: AtomicWaker::new(),
-            room: Notify::new(),
+            room: OnceLock::new(),
         }
     }
 
@@ -182,7 +206,7 @@ impl OutQueue {
         // Something queued or being written: a frame larger than the burst allowance
         // still goes through an otherwise empty queue.
         let busy = state.bytes > 0;
-        if state.frames() >= self.limits.frames
+        if state.frames() >= self.limits.frames()
             || (bytes > self.limits.budget.saturating_mul(BURST_FACTOR) && busy)
         {
             return Err(PushError::Full);
@@ -190,7 +214,7 @@ impl OutQueue {
         let fill = if bytes > self.limits.budget {
             // The clock is read only on this (rare) path.
             let now = Instant::now();
-            if state.stalled(self.limits.stall, now) {
+            if state.stalled(self.limits.stall(), now) {
                 return Err(PushError::Stalled);
             }
             let since = *state.progress.get_or_insert(now);
@@ -230,10 +254,10 @@ impl OutQueue {
                 }
                 let bytes = state.bytes + cost(&item);
                 if state.bytes > 0
-                    && (bytes > self.limits.budget || state.frames() >= self.limits.frames)
+                    && (bytes > self.limits.budget || state.frames() >= self.limits.frames())
                 {
                     let now = Instant::now();
-                    if state.stalled(self.limits.stall, now) {
+                    if state.stalled(self.limits.stall(), now) {
                         outcome = Err(PushError::Stalled);
                         break;
                     }
@@ -271,7 +295,8 @@ impl OutQueue {
         crate::server::coalesce::deliver_pending();
         let cost = cost(&item);
         loop {
-            let notified = self.room.notified();
+            let room = self.room.get_or_init(Box::default);
+            let notified = room.notified();
             tokio::pin!(notified);
             // Registered before looking, so a writer making room after our look wakes us.
             notified.as_mut().enable();
@@ -280,7 +305,7 @@ impl OutQueue {
                 if state.closed {
                     return Err(PushError::Closed);
                 }
-                if state.bytes <= self.limits.budget && state.frames() < self.limits.frames {
+                if state.bytes <= self.limits.budget && state.frames() < self.limits.frames() {
                     state.bytes += cost;
                     if state.bytes > self.limits.budget {
                         state.progress.get_or_insert_with(Instant::now);
@@ -291,11 +316,11 @@ impl OutQueue {
                     return Ok(());
                 }
                 let now = Instant::now();
-                if state.stalled(self.limits.stall, now) {
+                if state.stalled(self.limits.stall(), now) {
                     return Err(PushError::Stalled);
                 }
                 state.room_wanted = true;
-                state.progress.unwrap_or(now) + self.limits.stall
+                state.progress.unwrap_or(now) + self.limits.stall()
             };
             tokio::select! {
                 () = notified => {}
@@ -343,13 +368,19 @@ impl OutQueue {
         Poll::Ready(true)
     }
 
+    fn wake_producers(&self) {
+        if let Some(room) = self.room.get() {
+            room.notify_waiters();
+        }
+    }
+
     /// The writer took or wrote frames: it makes progress.
     fn progressed(&self, state: &mut State) {
         if state.progress.is_some() {
             state.progress = (state.bytes > self.limits.budget).then(Instant::now);
         }
         if std::mem::take(&mut state.room_wanted) {
-            self.room.notify_waiters();
+            self.wake_producers();
         }
     }
 
@@ -394,7 +425,7 @@ impl OutQueue {
     /// Refuses further frames and wakes everyone waiting; queued frames stay poppable.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
-        self.room.notify_waiters();
+        self.wake_producers();
         self.writer.wake();
     }
 

@@ -227,7 +227,7 @@ fn add_namespace(inner: &Arc<ConnInner>, ns: &ByteString) -> bool {
     // Not `insert`: a namespace connected twice (the peer's request and our own, racing)
     // keeps the rooms joined in between.
     let added = inner.namespaces.lock().add(ns.clone());
-    inner.namespaces_changed.notify_waiters();
+    inner.notify_namespaces_changed();
     if added {
         inner.server.namespace_added(inner, ns);
     }
@@ -271,7 +271,7 @@ pub(crate) async fn leave_namespace(inner: &Arc<ConnInner>, ns: &ByteString) {
         let _ = fire(inner, ns, local_event(ns, &room, events::ON_ROOM_LEFT)).await;
     }
     let removed = inner.namespaces.lock().remove(ns).is_some();
-    inner.namespaces_changed.notify_waiters();
+    inner.notify_namespaces_changed();
     if removed {
         inner.server.namespace_removed(inner, ns);
     }
