@@ -206,9 +206,22 @@ fn request_head_size(parts: &Parts) -> usize {
 fn detach(parts: &Parts, remote_addr: Option<SocketAddr>) -> RequestInfo {
     let kept = |name: &HeaderName| !UPGRADE_ONLY.contains(name);
     let mut headers = HeaderMap::with_capacity(parts.headers.keys().filter(|n| kept(n)).count());
+    // Header names are parsed into their own allocation (or a static); values are not. They
+    // are copied into one buffer that every value shares (one allocation, not one each).
+    let values: Vec<&HeaderValue> = parts
+        .headers
+        .iter()
+        .filter(|(n, _)| kept(n))
+        .map(|(_, v)| v)
+        .collect();
+    let mut buffer = bytes::BytesMut::with_capacity(values.iter().map(|v| v.len()).sum());
+    for value in &values {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let mut buffer = buffer.freeze();
     for (name, value) in parts.headers.iter().filter(|(n, _)| kept(n)) {
-        // Header names are parsed into their own allocation (or a static); values are not.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+        let copy = buffer.split_to(value.len());
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(copy) {
             copy.set_sensitive(value.is_sensitive());
             headers.append(name.clone(), copy);
         }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::link::{Event, Link};
 use super::{ConnInner, Count, Role, close_code, pressure, system};
+use crate::config::Config;
 use crate::handler::BoxFuture;
 use crate::recovery::PeerEnd;
 use crate::transport::{Cause, Socket, TransportError, WsIn, WsOut};
@@ -177,7 +178,7 @@ async fn writing_while<S: Socket>(
     loop {
         tokio::select! {
             biased;
-            () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
+            () = std::future::poll_fn(|cx| inner.cancel.poll_owner(cx)) => return Err("closed during handshake".into()),
             result = &mut fut => return result,
             event = link.next(inner, false) => match event {
                 Event::WriteFailed(_) | Event::Drained => return Err("closed during handshake".into()),
@@ -201,7 +202,7 @@ async fn read_ack_request<S: Socket>(
                 Ok(Event::WriteFailed(_) | Event::Drained) => return Err("closed during handshake".into()),
                 Err(_) => return Err("handshake timeout: no acknowledgement request".into()),
             },
-            () = inner.cancel.cancelled() => return Err("closed during handshake".into()),
+            () = std::future::poll_fn(|cx| inner.cancel.poll_owner(cx)) => return Err("closed during handshake".into()),
         };
         if let Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) = &item {
             inner.server.frame_read(b.len());
@@ -354,24 +355,29 @@ async fn run_loop<S: Socket>(
     link: &mut Link<S>,
     early: VecDeque<Incoming>,
 ) {
-    let opts = decode_options(inner);
+    // The decoding options are built per frame from the config (a few copies) rather than
+    // kept: everything run_loop keeps is paid by every idle connection.
     // Messages read while a handler runs; empty (and unallocated) in the common case where
     // each message is handled before the next arrives.
     let mut pending = Pending::default();
     for frame in early {
         let size = frame.bytes.len();
-        match accept_frame(inner, &opts, frame) {
+        match accept_frame(inner, frame) {
             Accepted::Dispatch(msg) => pending.push(msg, size),
             Accepted::Consumed => {}
             Accepted::Close => break,
         }
     }
     let mut last_seen = Instant::now();
-    let mut clock = Clock::new(inner, last_seen);
+    let mut clock = Clock::new(&inner.config, last_seen);
     // Inline in the task's state, not boxed.
-    let sleep = tokio::time::sleep_until(clock.next(last_seen).unwrap_or(last_seen));
+    let sleep = tokio::time::sleep_until(clock.next(&inner.config, last_seen).unwrap_or(last_seen));
     tokio::pin!(sleep);
-    let mut rate = inner.config.max_messages_per_second.map(RateLimit::new);
+    // Boxed: most servers set no rate, and its state would cost every connection 32 bytes.
+    let mut rate = inner
+        .config
+        .max_messages_per_second
+        .map(|r| Box::new(RateLimit::new(r)));
     let mut pushback = Pushback::default();
     let mut current: Option<BoxFuture<()>> = None;
     loop {
@@ -433,7 +439,7 @@ async fn run_loop<S: Socket>(
                     }
                 };
                 let size = incoming.bytes.len();
-                match accept_frame(inner, &opts, incoming) {
+                match accept_frame(inner, incoming) {
                     Accepted::Dispatch(msg) if current.is_none() && pending.messages.is_empty() && !pushed_back => {
                         current = Some(dispatch(inner, msg));
                     }
@@ -445,7 +451,7 @@ async fn run_loop<S: Socket>(
             // Boxed, and only while pushed back: a timer inline in the task's state would
             // cost every connection its size.
             Some(()) = OptionFuture::from(pushed_back.then(|| Box::pin(tokio::time::sleep(PUSHBACK_RECHECK)))) => {}
-            () = sleep.as_mut(), if clock.armed() => match clock.fired(sleep.as_mut(), last_seen) {
+            () = sleep.as_mut(), if Clock::armed(&inner.config) => match clock.fired(&inner.config, sleep.as_mut(), last_seen) {
                 Tick::Ping => link.ping(),
                 Tick::Idle => {
                     inner.close(close_code::GOING_AWAY, "idle timeout");
@@ -465,10 +471,10 @@ async fn run_loop<S: Socket>(
 
 /// When the connection's one timer fires: the next ping or the idle timeout, whichever is
 /// due first. (Re-armed lazily when it fires: re-arming on every frame would cost a
-/// timer-wheel update per message.)
+/// timer-wheel update per message.) The intervals are read from the config, not kept.
 struct Clock {
-    ping: Option<(Instant, Duration)>,
-    idle: Option<Duration>,
+    /// When the next ping is due (if pings are on).
+    ping_at: Option<Instant>,
 }
 
 /// What the timer's firing meant.
@@ -479,40 +485,47 @@ enum Tick {
 }
 
 impl Clock {
-    fn new(inner: &ConnInner, now: Instant) -> Self {
+    fn new(config: &Config, now: Instant) -> Self {
         Clock {
-            ping: inner.config.ping_interval.map(|every| (now + every, every)),
-            idle: inner.config.idle_timeout,
+            ping_at: config.ping_interval.map(|every| now + every),
         }
     }
 
     /// Whether there is anything to wait for (the timer is never polled otherwise).
-    fn armed(&self) -> bool {
-        self.ping.is_some() || self.idle.is_some()
+    fn armed(config: &Config) -> bool {
+        config.ping_interval.is_some() || config.idle_timeout.is_some()
     }
 
     /// The next deadline.
-    fn next(&self, last_seen: Instant) -> Option<Instant> {
-        let ping = self.ping.map(|(at, _)| at);
-        ping.into_iter()
-            .chain(self.idle.map(|idle| last_seen + idle))
+    fn next(&self, config: &Config, last_seen: Instant) -> Option<Instant> {
+        self.ping_at
+            .into_iter()
+            .chain(config.idle_timeout.map(|idle| last_seen + idle))
             .min()
     }
 
-    fn fired(&mut self, sleep: std::pin::Pin<&mut tokio::time::Sleep>, last_seen: Instant) -> Tick {
+    fn fired(
+        &mut self,
+        config: &Config,
+        sleep: std::pin::Pin<&mut tokio::time::Sleep>,
+        last_seen: Instant,
+    ) -> Tick {
         let now = Instant::now();
-        let tick = if self.idle.is_some_and(|idle| last_seen + idle <= now) {
+        let tick = if config
+            .idle_timeout
+            .is_some_and(|idle| last_seen + idle <= now)
+        {
             Tick::Idle
-        } else if let Some((at, every)) = self.ping.as_mut()
+        } else if let (Some(at), Some(every)) = (self.ping_at.as_mut(), config.ping_interval)
             && *at <= now
         {
             // Missed pings are not made up for: the next one is an interval from now.
-            *at = now + *every;
+            *at = now + every;
             Tick::Ping
         } else {
             Tick::Nothing
         };
-        if let Some(next) = self.next(last_seen) {
+        if let Some(next) = self.next(config, last_seen) {
             sleep.reset(next);
         }
         tick
@@ -598,8 +611,8 @@ enum Accepted {
 }
 
 /// Decodes one frame and routes it.
-fn accept_frame(inner: &Arc<ConnInner>, opts: &DecodeOptions, frame: Incoming) -> Accepted {
-    match decode(frame.bytes, frame.binary, opts) {
+fn accept_frame(inner: &Arc<ConnInner>, frame: Incoming) -> Accepted {
+    match decode(frame.bytes, frame.binary, &decode_options(inner)) {
         Ok(msg) => match route(inner, msg) {
             Route::Dispatch(msg) => Accepted::Dispatch(msg),
             Route::Consumed => Accepted::Consumed,
@@ -686,8 +699,8 @@ mod tests {
         }
     }
 
-    /// The connection's task holds its socket once, and little besides (every idle
-    /// connection pays for it).
+    /// The connection's task holds its socket once, and little besides (520 B today: every
+    /// idle connection pays for it).
     #[test]
     fn the_connection_task_holds_its_socket_once() {
         let server = crate::Server::builder(crate::Namespaces::new()).build();
@@ -704,7 +717,7 @@ mod tests {
         );
         let task = std::mem::size_of_val(&task);
         assert!(
-            task < 2 * link && task - link <= 1024,
+            task < 2 * link && task - link <= 600,
             "the connection's future is {task} B with a {link} B socket"
         );
     }

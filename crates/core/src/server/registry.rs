@@ -57,39 +57,31 @@ impl Snapshot {
 }
 
 /// The members of one group: a single member inline, or full chunks but the last and
-/// where each member sits (its index over all chunks).
+/// where each member sits (its index over all chunks). 16 bytes in the index's table, where
+/// most groups (every connection's ID) have one member.
 #[derive(Default)]
-pub(crate) struct Members {
-    list: Snapshot,
-    /// Empty unless `list` is `Chunks`.
+pub(crate) struct Members(Group);
+
+#[derive(Default)]
+enum Group {
+    #[default]
+    Empty,
+    One(Arc<ConnInner>),
+    Many(Box<Many>),
+}
+
+struct Many {
+    list: Arc<Vec<Chunk>>,
     position: HashMap<u64, usize>,
 }
 
-impl Members {
-    /// Adds `conn`; false if it was a member already.
+impl Many {
     fn insert(&mut self, conn: &Arc<ConnInner>) -> bool {
-        let chunks = match &mut self.list {
-            Snapshot::Empty => {
-                self.list = Snapshot::One(conn.clone());
-                return true;
-            }
-            Snapshot::One(first) if first.key == conn.key => return false,
-            Snapshot::One(first) => {
-                let first = first.clone();
-                self.position.insert(first.key, 0);
-                self.list = Snapshot::Chunks(Arc::new(vec![Arc::new(vec![first])]));
-                match &mut self.list {
-                    Snapshot::Chunks(chunks) => chunks,
-                    _ => return false,
-                }
-            }
-            Snapshot::Chunks(chunks) => chunks,
-        };
         if self.position.contains_key(&conn.key) {
             return false;
         }
         let at = self.position.len();
-        let chunks = Arc::make_mut(chunks);
+        let chunks = Arc::make_mut(&mut self.list);
         if at.is_multiple_of(CHUNK) {
             chunks.push(Arc::new(Vec::new()));
         }
@@ -100,24 +92,13 @@ impl Members {
         true
     }
 
-    /// Removes the member with `key`; false if it was not one. The last member takes its
-    /// place, so every chunk but the last stays full; one left is kept inline.
+    /// The last member takes the removed one's place, so every chunk but the last stays
+    /// full.
     fn remove(&mut self, key: u64) -> bool {
-        let chunks = match &mut self.list {
-            Snapshot::Empty => return false,
-            Snapshot::One(only) => {
-                if only.key != key {
-                    return false;
-                }
-                self.list = Snapshot::Empty;
-                return true;
-            }
-            Snapshot::Chunks(chunks) => chunks,
-        };
         let Some(at) = self.position.remove(&key) else {
             return false;
         };
-        let chunks = Arc::make_mut(chunks);
+        let chunks = Arc::make_mut(&mut self.list);
         let Some(moved) = chunks.last_mut().and_then(|last| Arc::make_mut(last).pop()) else {
             return true;
         };
@@ -131,21 +112,62 @@ impl Members {
             self.position.insert(moved.key, at);
             *slot = moved;
         }
-        let last = (self.position.len() == 1)
-            .then(|| self.list.iter().next().cloned())
-            .flatten();
-        if let Some(last) = last {
-            self.position = HashMap::new();
-            self.list = Snapshot::One(last);
-        }
         true
+    }
+}
+
+impl Members {
+    /// Adds `conn`; false if it was a member already.
+    fn insert(&mut self, conn: &Arc<ConnInner>) -> bool {
+        match &mut self.0 {
+            Group::Empty => {
+                self.0 = Group::One(conn.clone());
+                true
+            }
+            Group::One(only) if only.key == conn.key => false,
+            Group::One(only) => {
+                let mut many = Many {
+                    list: Arc::new(vec![Arc::new(vec![only.clone()])]),
+                    position: HashMap::from([(only.key, 0)]),
+                };
+                many.insert(conn);
+                self.0 = Group::Many(Box::new(many));
+                true
+            }
+            Group::Many(many) => many.insert(conn),
+        }
+    }
+
+    /// Removes the member with `key`; false if it was not one. One left is kept inline.
+    fn remove(&mut self, key: u64) -> bool {
+        match &mut self.0 {
+            Group::Empty => false,
+            Group::One(only) => {
+                if only.key != key {
+                    return false;
+                }
+                self.0 = Group::Empty;
+                true
+            }
+            Group::Many(many) => {
+                if !many.remove(key) {
+                    return false;
+                }
+                if many.position.len() == 1
+                    && let Some(last) = many.list.iter().flat_map(|c| c.iter()).next().cloned()
+                {
+                    self.0 = Group::One(last);
+                }
+                true
+            }
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        match &self.list {
-            Snapshot::Empty => 0,
-            Snapshot::One(_) => 1,
-            Snapshot::Chunks(_) => self.position.len(),
+        match &self.0 {
+            Group::Empty => 0,
+            Group::One(_) => 1,
+            Group::Many(many) => many.position.len(),
         }
     }
 
@@ -154,20 +176,30 @@ impl Members {
     }
 
     fn contains(&self, key: u64) -> bool {
-        match &self.list {
-            Snapshot::Empty => false,
-            Snapshot::One(only) => only.key == key,
-            Snapshot::Chunks(_) => self.position.contains_key(&key),
+        match &self.0 {
+            Group::Empty => false,
+            Group::One(only) => only.key == key,
+            Group::Many(many) => many.position.contains_key(&key),
         }
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<ConnInner>> {
-        self.list.iter()
+        let (one, chunks) = match &self.0 {
+            Group::Empty => (None, &[][..]),
+            Group::One(conn) => (Some(conn), &[][..]),
+            Group::Many(many) => (None, &many.list[..]),
+        };
+        one.into_iter()
+            .chain(chunks.iter().flat_map(|chunk| chunk.iter()))
     }
 
     /// The current members, to iterate after the index lock is released.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        self.list.clone()
+        match &self.0 {
+            Group::Empty => Snapshot::Empty,
+            Group::One(conn) => Snapshot::One(conn.clone()),
+            Group::Many(many) => Snapshot::Chunks(many.list.clone()),
+        }
     }
 }
 
@@ -359,7 +391,7 @@ mod tests {
             assert!(members.remove(key), "{key}");
         }
         assert!(members.is_empty());
-        assert!(matches!(members.list, Snapshot::Empty), "nothing kept");
+        assert!(matches!(members.0, Group::Empty), "nothing kept");
     }
 
     #[test]
@@ -386,7 +418,7 @@ mod tests {
         };
         drop(list);
         members.remove(2);
-        assert!(matches!(&members.list, Snapshot::Chunks(c) if Arc::as_ptr(c) == at));
+        assert!(matches!(members.snapshot(), Snapshot::Chunks(c) if Arc::as_ptr(&c) == at));
     }
 
     #[test]
@@ -395,16 +427,14 @@ mod tests {
         let mut members = Members::default();
         assert!(members.insert(&conns[0]));
         assert!(!members.insert(&conns[0]), "a member already");
-        assert!(matches!(members.list, Snapshot::One(_)));
-        assert!(members.position.capacity() == 0, "no position map for one");
+        assert!(matches!(members.0, Group::One(_)), "no list for one");
         let one = members.snapshot();
         assert!(members.insert(&conns[1]));
         assert_eq!(keys(&members), [1, 2]);
         assert_eq!(one.iter().map(|c| c.key).collect::<Vec<_>>(), [1]);
         assert!(!members.remove(3));
         assert!(members.remove(1));
-        assert!(matches!(members.list, Snapshot::One(_)), "back to one");
-        assert_eq!(members.position.capacity(), 0);
+        assert!(matches!(members.0, Group::One(_)), "back to one");
         assert!(members.contains(2) && !members.contains(1));
         assert!(members.remove(2));
         assert!(members.is_empty() && !members.contains(2));
