@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Port attempts before giving up (another process may grab a free port before the broker).
-const PORT_ATTEMPTS: usize = 5;
+pub(super) const PORT_ATTEMPTS: usize = 5;
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
@@ -213,18 +213,10 @@ fn temp_dir(kind: Kind) -> PathBuf {
 
 impl Process {
     pub(super) fn start(kind: Kind, extra: &[&str]) -> Process {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let process = Process {
-                kind,
-                port: free_port(),
-                dir: temp_dir(kind),
-                extra: extra.clone(),
-                child: Mutex::new(None),
-            };
-            match process.spawn_and_wait() {
-                Ok(()) => return process,
+            match Process::try_start(kind, extra) {
+                Ok(process) => return process,
                 Err(e) => last = e,
             }
         }
@@ -232,6 +224,19 @@ impl Process {
             "{} did not start after {PORT_ATTEMPTS} attempts: {last}",
             kind.name()
         );
+    }
+
+    /// One attempt on a fresh free port (callers whose `extra` names other ports retry
+    /// with fresh ones for those too).
+    pub(super) fn try_start(kind: Kind, extra: &[&str]) -> Result<Process, String> {
+        let process = Process {
+            kind,
+            port: free_port(),
+            dir: temp_dir(kind),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: Mutex::new(None),
+        };
+        process.spawn_and_wait().map(|()| process)
     }
 
     pub(super) fn addr(&self) -> SocketAddr {

@@ -25,7 +25,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::broker::{Kind, NatsServer, Process, RedisServer, free_port};
+use super::broker::{Kind, NatsServer, PORT_ATTEMPTS, Process, RedisServer, free_port};
 
 /// How long the cluster may take to form, or to heal after a topology change.
 pub const HEAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -506,11 +506,30 @@ impl NatsCluster {
         NatsCluster::start_with(3)
     }
 
-    /// Starts `n` (2 to 16) routed nodes.
+    /// Starts `n` (2 to 16) routed nodes. The route and monitor ports are chosen up front
+    /// and can be taken before a node binds them (an outgoing connection's ephemeral port,
+    /// often a route being dialled): then every node starts again on fresh ports.
     pub fn start_with(n: usize) -> NatsCluster {
         assert!((2..=16).contains(&n), "2 to 16 nodes");
+        let mut last = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            match NatsCluster::try_start(n) {
+                Ok(nodes) => {
+                    let cluster = NatsCluster { nodes };
+                    cluster.wait_routes();
+                    return cluster;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("a NATS cluster of {n} did not start after {PORT_ATTEMPTS} attempts: {last}");
+    }
+
+    /// One attempt at starting `n` nodes on fresh ports (the ones started are stopped on
+    /// failure, when dropped).
+    fn try_start(n: usize) -> Result<Vec<NatsNode>, String> {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let nodes = (0..n)
+        (0..n)
             .map(|i| {
                 let monitor = free_port();
                 let others: Vec<String> = routes
@@ -532,15 +551,12 @@ impl NatsCluster {
                     "--routes",
                     &routes_arg,
                 ];
-                NatsNode {
-                    server: NatsServer(Process::start(Kind::Nats, &args)),
+                Process::try_start(Kind::Nats, &args).map(|process| NatsNode {
+                    server: NatsServer(process),
                     monitor,
-                }
+                })
             })
-            .collect();
-        let cluster = NatsCluster { nodes };
-        cluster.wait_routes();
-        cluster
+            .collect()
     }
 
     /// Node `i` (kill, restart, pause, resume, port, URL). After a restart, call
