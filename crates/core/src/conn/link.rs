@@ -125,11 +125,15 @@ impl<S: Socket> Link<S> {
                 if sent == MAX_BATCH {
                     // Flush this batch and give the connection's other work (and other
                     // tasks) a turn before the next.
+                    self.report_written(inner);
                     ready!(self.poll_flush(inner, cx))?;
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                ready!(Pin::new(&mut self.socket).poll_ready(cx))?;
+                if Pin::new(&mut self.socket).poll_ready(cx)?.is_pending() {
+                    self.report_written(inner);
+                    return Poll::Pending;
+                }
                 let Some(item) = self.batch.pop_front() else {
                     break;
                 };
@@ -155,6 +159,16 @@ impl<S: Socket> Link<S> {
                     return Poll::Pending;
                 }
             }
+        }
+    }
+
+    /// Tells the queue what was written so far: a large batch takes a while to write, and
+    /// the queue must see the writer's progress meanwhile (its stall clock, and whether a
+    /// publisher is held back for this reader).
+    fn report_written(&mut self, inner: &ConnInner) {
+        let written = std::mem::take(&mut self.unreported);
+        if written.0 > 0 {
+            inner.queue.written(written);
         }
     }
 

@@ -343,11 +343,7 @@ impl OutQueue {
     ) -> Poll<bool> {
         debug_assert!(batch.is_empty());
         let mut state = self.state.lock();
-        if written.0 > 0 {
-            state.taken -= written.0;
-            state.bytes -= written.1;
-            self.progressed(&mut state);
-        }
+        self.account_written(&mut state, written);
         if state.items.is_empty() {
             if state.items.capacity() == 0 {
                 std::mem::swap(&mut state.items, batch);
@@ -366,6 +362,21 @@ impl OutQueue {
         std::mem::swap(&mut state.items, batch);
         state.taken += batch.len();
         Poll::Ready(true)
+    }
+
+    /// The writer wrote `written` frames of `cost` bytes of what it took: they no longer
+    /// count against the budget, and it makes progress.
+    pub(crate) fn written(&self, written: (usize, usize)) {
+        let mut state = self.state.lock();
+        self.account_written(&mut state, written);
+    }
+
+    fn account_written(&self, state: &mut State, (frames, cost): (usize, usize)) {
+        if frames > 0 {
+            state.taken -= frames;
+            state.bytes -= cost;
+            self.progressed(state);
+        }
     }
 
     fn wake_producers(&self) {
@@ -660,5 +671,31 @@ mod tests {
             q.try_pop().unwrap();
         }
         q.push(frame(1)).await.unwrap();
+    }
+
+    /// A writer that took a long batch reports what it wrote as it goes: that is progress,
+    /// and the stall clock restarts from it (the batch took 8 s over the budget here).
+    #[tokio::test(start_paused = true)]
+    async fn written_frames_of_a_taken_batch_are_progress() {
+        let stall = Duration::from_secs(5);
+        let q = OutQueue::new(budget(2, stall));
+        for _ in 0..4 {
+            q.try_push(frame(0)).unwrap();
+        }
+        let mut batch = VecDeque::new();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(q.poll_take(&mut cx, &mut batch, (0, 0)), Poll::Ready(true));
+        assert_eq!(batch.len(), 4);
+        assert_eq!(q.bytes(), 4 * (1 + FRAME_OVERHEAD), "counted until written");
+        for _ in 0..3 {
+            q.try_push(frame(0)).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(4)).await;
+        q.written((1, 1 + FRAME_OVERHEAD));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(q.try_push(frame(0)).is_ok(), "the writer wrote 4 s ago");
+        tokio::time::advance(stall).await;
+        assert_eq!(q.try_push(frame(0)), Err(PushError::Stalled));
     }
 }
