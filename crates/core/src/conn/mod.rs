@@ -165,6 +165,7 @@ impl ConnInner {
     }
 
     /// Woken whenever a namespace is connected or disconnected.
+    #[cfg(feature = "client")]
     pub(crate) fn namespaces_changed(&self) -> &tokio::sync::Notify {
         self.namespaces_changed.get_or_init(Box::default)
     }
