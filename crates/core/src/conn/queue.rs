@@ -153,6 +153,8 @@ impl OutQueue {
 
     /// Queues `item` unless the queue is far over its budget, or over it and stuck.
     pub(crate) fn try_push(&self, item: WsOut) -> Result<Fill, PushError> {
+        // A burst this thread still holds goes first, to keep the order.
+        crate::server::coalesce::deliver_pending();
         self.try_push_all(std::iter::once(item))
             .map_err(|(why, _)| why)
     }
@@ -160,12 +162,12 @@ impl OutQueue {
     /// Queues `items` in order under one lock with one wake-up (a burst of broadcasts to
     /// the same recipients), each as [`Self::try_push`] would. At the first frame refused
     /// the rest are refused too (nothing was taken in between): `Err((why, refused))`,
-    /// the ones before it stay queued. `Ok`: the fullest the queue got.
+    /// the ones before it stay queued. `Ok`: the fullest the queue got. (The fan-out's
+    /// entry: it delivered any pending burst before its loop.)
     pub(crate) fn try_push_all(
         &self,
         items: impl ExactSizeIterator<Item = WsOut>,
     ) -> Result<Fill, (PushError, usize)> {
-        crate::server::coalesce::deliver_pending();
         let total = items.len();
         let mut queued = 0;
         let mut fullest = Fill::Within;
@@ -241,7 +243,6 @@ impl OutQueue {
         &self,
         items: impl ExactSizeIterator<Item = WsOut>,
     ) -> Result<usize, PushError> {
-        crate::server::coalesce::deliver_pending();
         let total = items.len();
         let mut queued = 0;
         let outcome = {
@@ -344,7 +345,14 @@ impl OutQueue {
         debug_assert!(batch.is_empty());
         let mut state = self.state.lock();
         self.account_written(&mut state, written);
+        if batch.capacity() > SHRINK_ABOVE {
+            // A burst grew it: its memory goes back.
+            *batch = VecDeque::new();
+        }
         if state.items.is_empty() {
+            if state.items.capacity() > SHRINK_ABOVE {
+                state.items = VecDeque::new();
+            }
             if state.items.capacity() == 0 {
                 std::mem::swap(&mut state.items, batch);
             }
@@ -354,10 +362,6 @@ impl OutQueue {
             // Under the lock: a producer pushes under it too and wakes after.
             self.writer.register(cx.waker());
             return Poll::Pending;
-        }
-        if batch.capacity() > SHRINK_ABOVE {
-            // A burst grew it: its memory goes back.
-            *batch = VecDeque::new();
         }
         std::mem::swap(&mut state.items, batch);
         state.taken += batch.len();

@@ -190,6 +190,9 @@ impl ServerShared {
         frames: &[WsOut],
         msg: Option<(&Message, Option<crate::recovery::Position>)>,
     ) -> usize {
+        // A burst this thread still holds goes first (the fan-out below queues without
+        // looking for one, per recipient).
+        coalesce::deliver_pending();
         let mut tagged = None;
         let mut delivered = 0;
         let mut lag = pressure::Lagging::default();
@@ -205,12 +208,17 @@ impl ServerShared {
             {
                 continue;
             }
-            let sent = match (msg, crate::recovery::attached_session(conn)) {
-                (Some((msg, Some(pos))), Some(session)) => match frames {
-                    [out] => session.offer(conn, msg, pos, out, &mut tagged),
-                    _ => continue,
-                },
-                _ if shed_counter.is_some() => match conn.enqueue_or_shed_all(frames) {
+            // A recorded broadcast (always a single frame) goes through the recipient's
+            // session, if it has one; the session is only looked up then.
+            let session = match (msg, frames) {
+                (Some((msg, Some(pos))), [out]) => {
+                    crate::recovery::attached_session(conn).map(|session| (session, msg, pos, out))
+                }
+                _ => None,
+            };
+            let sent = match session {
+                Some((session, msg, pos, out)) => session.offer(conn, msg, pos, out, &mut tagged),
+                None if shed_counter.is_some() => match conn.enqueue_or_shed_all(frames) {
                     Ok(0) => Ok(Fill::Within),
                     Ok(n) => {
                         shed += n as u64;
@@ -221,7 +229,7 @@ impl ServerShared {
                     }
                     Err(e) => Err(e),
                 },
-                _ => conn.enqueue_all(frames),
+                None => conn.enqueue_all(frames),
             };
             if let Ok(fill) = sent {
                 delivered += 1;
