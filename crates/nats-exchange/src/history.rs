@@ -321,12 +321,6 @@ impl HistoryStore for NatsHistory {
         })
     }
 
-    /// One at a time: concurrent JetStream publishes can be acknowledged with sequence
-    /// numbers out of the order they were started in.
-    fn max_in_flight(&self) -> usize {
-        1
-    }
-
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let sessions = self.sessions(None).await?;

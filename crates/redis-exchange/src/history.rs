@@ -30,11 +30,14 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'n', 0)
   epoch = ARGV[2]
 end
-local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
+local count = #ARGV - 2
+local first = redis.call('HINCRBY', KEYS[2], 'n', count) - count + 1
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], n .. '-0', 't', ms, 'p', ARGV[3])
-return {epoch, n}
+for i = 1, count do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], (first + i - 1) .. '-0', 't', ms, 'p', ARGV[i + 2])
+end
+return {epoch, first}
 ";
 
 const HEAD: &str = r"
@@ -305,17 +308,39 @@ fn position(value: Value) -> std::result::Result<Position, StoreError> {
 impl HistoryStore for RedisHistory {
     fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
         Box::pin(async move {
+            let positions = self.append_all(namespace, &[payload]).await?;
+            positions
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError("redis: no position".into()))
+        })
+    }
+
+    /// One script call for all of them: Redis runs it atomically, so the positions are
+    /// consecutive and in this order.
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>> {
+        Box::pin(async move {
+            if payloads.is_empty() {
+                return Ok(Vec::new());
+            }
             let (stream, meta) = (self.key('s', namespace), self.key('m', namespace));
             let max = self.limits.max_entries.to_string();
             let epoch = new_epoch();
-            let reply = self
-                .eval(
-                    &self.append,
-                    &[&stream, &meta],
-                    &[max.as_bytes(), epoch.as_bytes(), &payload],
-                )
-                .await?;
-            position(reply)
+            let mut args: Vec<&[u8]> = Vec::with_capacity(payloads.len() + 2);
+            args.push(max.as_bytes());
+            args.push(epoch.as_bytes());
+            args.extend(payloads.iter().map(|p| &p[..]));
+            let first = position(self.eval(&self.append, &[&stream, &meta], &args).await?)?;
+            Ok((0..payloads.len() as u64)
+                .map(|i| Position {
+                    epoch: first.epoch,
+                    offset: first.offset + i,
+                })
+                .collect())
         })
     }
 

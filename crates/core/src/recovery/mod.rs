@@ -304,29 +304,31 @@ pub(crate) fn on_closed(shared: &ServerShared, conn: &ConnInner) {
     recovery.live.lock().remove(&conn.key);
     let store = recovery.config.store.clone();
     let window = recovery.config.window;
-    if session.keep(conn) {
+    let kept = if session.keep(conn) {
         let empty = crate::conn::NsTable::default();
-        let kept = session.snapshot(
-            &conn.id,
-            conn.last_namespaces.lock().as_deref().unwrap_or(&empty),
-        );
-        tokio::spawn(async move {
-            let saved = match kept.encode() {
-                Ok(bytes) => store
-                    .save_session(&session.key, Bytes::from(bytes), window)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "session not kept");
-            }
-        });
+        let last = conn.last_namespaces.lock();
+        session.end(&conn.id, Some(last.as_deref().unwrap_or(&empty)))
     } else {
-        tokio::spawn(async move {
+        session.end(&conn.id, None)
+    };
+    tokio::spawn(async move {
+        // After any checkpoint under way, which would otherwise overwrite this.
+        let _saving = session.saving().await;
+        let Some(kept) = kept else {
             let _ = store.delete_session(&session.key).await;
-        });
-    }
+            return;
+        };
+        let saved = match kept.encode() {
+            Ok(bytes) => store
+                .save_session(&session.key, Bytes::from(bytes), window)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "session not kept");
+        }
+    });
 }
 
 /// Writes the sessions of live connections every checkpoint interval, so they survive
@@ -357,20 +359,24 @@ async fn checkpoints(shared: Weak<ServerShared>) {
             .filter_map(Weak::upgrade)
             .collect();
         drop(server);
-        let saves = live.iter().filter(|c| !c.is_closed()).filter_map(|conn| {
-            let session = attached_session(conn)?;
-            let bytes = session
-                .snapshot(&conn.id, &conn.namespaces.lock())
-                .encode()
-                .ok()?;
+        let saves = live.into_iter().filter_map(|conn| {
+            let session = attached_session(&conn)?;
             let store = store.clone();
             Some(async move {
+                let _saving = session.saving().await;
+                // Taken under the save guard: none once the connection ended (its final
+                // save is then under way or done, and must stay the last).
+                let bytes = session
+                    .checkpoint(&conn.id, &conn.namespaces.lock())?
+                    .encode()
+                    .ok()?;
                 if let Err(e) = store
                     .save_session(&session.key, Bytes::from(bytes), ttl)
                     .await
                 {
                     tracing::debug!(error = %e, "session checkpoint failed");
                 }
+                Some(())
             })
         });
         futures_util::future::join_all(saves).await;

@@ -1,13 +1,11 @@
 //! Records each broadcast of a recovering namespace before delivering it: append to the
 //! store, then deliver locally and publish with the position. One task per server keeps
-//! the order of submission; appends are pipelined when the store allows it (several in
-//! flight, completed in order).
+//! the order of submission; what was submitted while the store was busy is appended as
+//! one batch (one call per run of broadcasts to the same namespace).
 
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use neffos_protocol::{Envelope, EnvelopeKind, Message};
 use tokio::sync::mpsc;
 
@@ -30,46 +28,86 @@ pub(crate) fn spawn(
     tx
 }
 
+/// Broadcasts appended in one call to the store at most.
+const MAX_BATCH: usize = 256;
+
 async fn run(
     shared: Weak<ServerShared>,
     store: Arc<dyn HistoryStore>,
     mut rx: mpsc::UnboundedReceiver<Submitted>,
 ) {
     let store = &*store;
-    // Pipelined (in order) as far as the store allows.
-    let max_in_flight = store.max_in_flight().max(1);
-    let mut in_flight = FuturesOrdered::new();
-    let mut open = true;
-    loop {
-        tokio::select! {
-            item = rx.recv(), if open && in_flight.len() < max_in_flight => {
-                let Some(item) = item else {
-                    open = false;
-                    continue;
-                };
-                let Some(server) = shared.upgrade() else { return };
-                let env = Envelope::new(
-                    server.instance,
-                    server.next_token(),
-                    EnvelopeKind::Broadcast,
-                    item.target.envelope_target(),
-                    &item.msg,
-                );
-                drop(server);
-                let payload = env.encode().map(Bytes::from);
-                in_flight.push_back(async move {
-                    let appended: Result<Position, StoreError> = match payload {
-                        Ok(payload) => store.append(&item.target.namespace, payload).await,
-                        Err(e) => Err(StoreError(e.to_string())),
-                    };
-                    (appended, item, env)
-                });
+    let mut submitted = Vec::with_capacity(MAX_BATCH);
+    // One batch at a time: what is submitted while a batch is being appended makes the
+    // next one, so batches grow with the load and the order of positions is the order of
+    // submission whatever the store does with concurrent calls.
+    while rx.recv_many(&mut submitted, MAX_BATCH).await > 0 {
+        let Some(server) = shared.upgrade() else {
+            return;
+        };
+        let mut run: Vec<(Submitted, Envelope)> = Vec::new();
+        let mut payloads = Vec::new();
+        for item in submitted.drain(..) {
+            if run
+                .first()
+                .is_some_and(|(first, _)| first.target.namespace != item.target.namespace)
+            {
+                append_run(&server, store, &mut run, &mut payloads).await;
             }
-            Some((appended, item, env)) = in_flight.next() => {
-                let Some(server) = shared.upgrade() else { return };
-                deliver(&server, appended, item, env);
+            let env = Envelope::new(
+                server.instance,
+                server.next_token(),
+                EnvelopeKind::Broadcast,
+                item.target.envelope_target(),
+                &item.msg,
+            );
+            match env.encode() {
+                Ok(payload) => {
+                    payloads.push(Bytes::from(payload));
+                    run.push((item, env));
+                }
+                Err(e) => {
+                    // Delivered in its place, unrecorded.
+                    append_run(&server, store, &mut run, &mut payloads).await;
+                    deliver(&server, Err(StoreError(e.to_string())), item, env);
+                }
             }
-            else => return,
+        }
+        append_run(&server, store, &mut run, &mut payloads).await;
+    }
+}
+
+/// Appends `run` (broadcasts to one namespace, `payloads` encoded) in one call and
+/// delivers each with its position, in order; leaves both empty.
+async fn append_run(
+    server: &ServerShared,
+    store: &dyn HistoryStore,
+    run: &mut Vec<(Submitted, Envelope)>,
+    payloads: &mut Vec<Bytes>,
+) {
+    let Some((first, _)) = run.first() else {
+        return;
+    };
+    let appended = match store.append_all(&first.target.namespace, payloads).await {
+        Ok(positions) if positions.len() == run.len() => Ok(positions),
+        Ok(positions) => Err(StoreError(format!(
+            "{} positions for {} appended broadcasts",
+            positions.len(),
+            run.len()
+        ))),
+        Err(e) => Err(e),
+    };
+    payloads.clear();
+    match appended {
+        Ok(positions) => {
+            for ((item, env), position) in run.drain(..).zip(positions) {
+                deliver(server, Ok(position), item, env);
+            }
+        }
+        Err(e) => {
+            for (item, env) in run.drain(..) {
+                deliver(server, Err(e.clone()), item, env);
+            }
         }
     }
 }
@@ -100,5 +138,101 @@ fn deliver(
             ),
             Err(e) => tracing::warn!(error = %e, "recorded broadcast not encoded"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::recovery::{HistoryLimits, MemoryHistory, Recovery, Replay, StoreFuture};
+    use crate::{Events, Namespaces, Server};
+
+    /// A store whose appends, if several ran at once, would take their positions in
+    /// another order than they were called in: each waits a different number of turns
+    /// first.
+    #[derive(Debug)]
+    struct Racing {
+        inner: MemoryHistory,
+        calls: AtomicUsize,
+    }
+
+    impl HistoryStore for Racing {
+        fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
+            let turns = 3 - self.calls.fetch_add(1, Ordering::Relaxed) % 4;
+            Box::pin(async move {
+                for _ in 0..turns {
+                    tokio::task::yield_now().await;
+                }
+                self.inner.append(namespace, payload).await
+            })
+        }
+        fn head<'a>(&'a self, namespace: &'a str) -> StoreFuture<'a, Position> {
+            self.inner.head(namespace)
+        }
+        fn read_after<'a>(
+            &'a self,
+            namespace: &'a str,
+            after: Position,
+            limit: usize,
+        ) -> StoreFuture<'a, Replay> {
+            self.inner.read_after(namespace, after, limit)
+        }
+        fn save_session<'a>(
+            &'a self,
+            key: &'a str,
+            session: Bytes,
+            ttl: std::time::Duration,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.save_session(key, session, ttl)
+        }
+        fn take_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Bytes>> {
+            self.inner.take_session(key)
+        }
+        fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
+            self.inner.delete_session(key)
+        }
+    }
+
+    /// The history holds a burst in the order it was broadcast, even from a store that
+    /// would reorder concurrent appends (the Redis store did, through its shared
+    /// connection, when up to 256 appends were in flight).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn positions_follow_the_order_of_submission() {
+        const N: usize = 500;
+        let store = Arc::new(Racing {
+            inner: MemoryHistory::new(HistoryLimits::default()),
+            calls: AtomicUsize::new(0),
+        });
+        let start = store.head("chat").await.expect("head");
+        let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+            .recovery(Recovery::new().namespace("chat").store(store.clone()))
+            .build();
+        for i in 0..N {
+            server
+                .broadcast(
+                    Target::namespace("chat"),
+                    Message::new("chat", "msg", i.to_string()),
+                )
+                .expect("broadcast");
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.head("chat").await.expect("head").offset < start.offset + N as u64 {
+            assert!(tokio::time::Instant::now() < deadline, "not all recorded");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let Ok(Replay::Entries { entries, .. }) = store.read_after("chat", start, N).await else {
+            panic!("the burst is in the history");
+        };
+        let bodies: Vec<String> = entries
+            .iter()
+            .map(|(_, payload)| {
+                let env = Envelope::decode(payload).expect("an envelope");
+                String::from_utf8(env.body.to_vec()).expect("text")
+            })
+            .collect();
+        let sent: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        assert_eq!(bodies, sent);
     }
 }

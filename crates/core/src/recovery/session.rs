@@ -54,6 +54,8 @@ struct State {
     presented: Option<Presented>,
     /// Sent after each namespace the client connects itself (no session came back).
     signal: Option<Outcome>,
+    /// The connection ended: its final snapshot is taken, checkpoints take none.
+    ended: bool,
 }
 
 /// The server side of one connection that presented a session key.
@@ -62,6 +64,9 @@ pub(crate) struct ConnSession {
     /// The client asked for position tags (our Rust client).
     pub(crate) tagged: bool,
     state: Mutex<State>,
+    /// Writes of this session to the store, one at a time: a checkpoint taken before the
+    /// connection ended must not land after (and overwrite) the final save.
+    saves: tokio::sync::Mutex<()>,
 }
 
 impl ConnSession {
@@ -83,6 +88,7 @@ impl ConnSession {
                 signal,
                 ..State::default()
             }),
+            saves: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -151,21 +157,34 @@ impl ConnSession {
         self.state.lock().signal
     }
 
-    /// What to keep: ID, namespaces, rooms, positions (`table` is the connection's
-    /// namespaces, live or as they were when it closed).
-    pub(crate) fn snapshot(&self, id: &str, table: &crate::conn::NsTable) -> SessionState {
+    /// Waits until no other write of this session to the store is under way; the next one
+    /// is the caller's until the guard drops.
+    pub(crate) async fn saving(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.saves.lock().await
+    }
+
+    /// A checkpoint's snapshot (see [`Self::last_snapshot`]); `None` once the connection
+    /// ended. Take it while [`Self::saving`].
+    pub(crate) fn checkpoint(
+        &self,
+        id: &str,
+        table: &crate::conn::NsTable,
+    ) -> Option<SessionState> {
         let state = self.state.lock();
-        SessionState {
-            id: id.to_owned(),
-            namespaces: table
-                .iter()
-                .map(|(ns, rooms)| NamespaceState {
-                    name: ns.to_string(),
-                    rooms: rooms.iter().map(|r| r.to_string()).collect(),
-                    position: state.positions.get(ns).copied(),
-                })
-                .collect(),
-        }
+        (!state.ended).then(|| snapshot(&state, id, table))
+    }
+
+    /// The connection ended; `table` is its namespaces as they were when it closed, and
+    /// `None` means the session is forgotten. Returns what to keep: ID, namespaces, rooms,
+    /// positions. Checkpoints take no snapshot after this.
+    pub(crate) fn end(
+        &self,
+        id: &str,
+        table: Option<&crate::conn::NsTable>,
+    ) -> Option<SessionState> {
+        let mut state = self.state.lock();
+        state.ended = true;
+        table.map(|table| snapshot(&state, id, table))
     }
 
     /// Ends the restore: held broadcasts not already replayed go out, in order; later ones
@@ -347,4 +366,18 @@ async fn replay(
 pub(crate) fn send_outcome(conn: &ConnInner, namespace: &ByteString, outcome: Outcome) {
     let msg = Message::new(namespace.clone(), RECOVERY_EVENT, outcome.body());
     let _ = conn.write(&msg);
+}
+
+fn snapshot(state: &State, id: &str, table: &crate::conn::NsTable) -> SessionState {
+    SessionState {
+        id: id.to_owned(),
+        namespaces: table
+            .iter()
+            .map(|(ns, rooms)| NamespaceState {
+                name: ns.to_string(),
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                position: state.positions.get(ns).copied(),
+            })
+            .collect(),
+    }
 }

@@ -109,11 +109,23 @@ pub trait HistoryStore: Send + Sync + fmt::Debug + 'static {
     /// Forgets the session kept under `key` (the client left on purpose).
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
 
-    /// How many appends may be in flight at once (default 256). More than one only if the
-    /// store assigns positions in the order the appends were started (their first poll):
-    /// broadcasts are delivered in that order, and positions must grow with it.
-    fn max_in_flight(&self) -> usize {
-        256
+    /// Records `payloads` at the end of `namespace`'s stream, in this order, and returns
+    /// their positions. The recording task calls it with what was submitted while the
+    /// previous call ran, one call at a time. By default one [`Self::append`] after the
+    /// other; a store that can append several in one round trip (the Redis store runs one
+    /// script) should.
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>> {
+        Box::pin(async move {
+            let mut positions = Vec::with_capacity(payloads.len());
+            for payload in payloads {
+                positions.push(self.append(namespace, payload.clone()).await?);
+            }
+            Ok(positions)
+        })
     }
 }
 
@@ -146,7 +158,11 @@ impl<S: HistoryStore + ?Sized> HistoryStore for std::sync::Arc<S> {
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()> {
         (**self).delete_session(key)
     }
-    fn max_in_flight(&self) -> usize {
-        (**self).max_in_flight()
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>> {
+        (**self).append_all(namespace, payloads)
     }
 }

@@ -511,6 +511,11 @@ macro_rules! recovery_tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_batch_is_appended_in_order_after_a_single_append() {
+            $crate::testkit::recovery::appends_in_order($backend).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn after_the_window_a_fresh_session_is_told_no_session() {
             $crate::testkit::recovery::window_expiry($backend).await;
         }
@@ -541,6 +546,47 @@ macro_rules! recovery_tests {
             eprintln!("{kept:?}: {per_session:.0} bytes per kept session");
         }
     };
+}
+
+/// The store's appends: one, then a batch of 300 in one call, then an empty batch;
+/// positions follow one another and a read from the start gives the payloads in order.
+///
+/// # Panics
+///
+/// When not.
+pub async fn appends_in_order(backend: impl Backend) {
+    let store = backend.history(HistoryLimits::default()).await;
+    let start = store.head("batch").await.expect("head");
+    let payloads: Vec<bytes::Bytes> = (0..301).map(|i| i.to_string().into()).collect();
+    let first = store
+        .append("batch", payloads[0].clone())
+        .await
+        .expect("append");
+    let rest = store
+        .append_all("batch", &payloads[1..])
+        .await
+        .expect("append_all");
+    assert!(
+        store
+            .append_all("batch", &[])
+            .await
+            .expect("empty")
+            .is_empty()
+    );
+    let positions: Vec<_> = std::iter::once(first).chain(rest).collect();
+    assert_eq!(positions.len(), payloads.len());
+    for (i, p) in positions.iter().enumerate() {
+        assert_eq!(p.epoch, start.epoch, "one epoch");
+        assert_eq!(p.offset, start.offset + 1 + i as u64, "consecutive offsets");
+    }
+    match store.read_after("batch", start, 1000).await.expect("read") {
+        crate::recovery::Replay::Entries { entries, head } => {
+            assert_eq!(head, positions[positions.len() - 1]);
+            let expected: Vec<_> = positions.into_iter().zip(payloads).collect();
+            assert!(entries == expected, "entries out of order or changed");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Window of 300 ms (checkpoints every 100 ms), reconnect after it passed:
