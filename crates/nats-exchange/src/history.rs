@@ -224,6 +224,32 @@ impl HistoryStore for NatsHistory {
         })
     }
 
+    /// Published one after the other on the one connection, so JetStream numbers them in
+    /// this order, and the acknowledgements awaited after: one round trip for the batch.
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>> {
+        Box::pin(async move {
+            if payloads.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.publish_all(namespace, payloads).await {
+                Ok(positions) => Ok(positions),
+                // The stream is gone (deleted), nothing was recorded: a new stream, a new
+                // epoch.
+                Err((true, _)) => {
+                    self.stream(namespace).await?;
+                    self.publish_all(namespace, payloads)
+                        .await
+                        .map_err(|(_, e)| e)
+                }
+                Err((false, e)) => Err(e),
+            }
+        })
+    }
+
     fn head<'a>(&'a self, namespace: &'a str) -> StoreFuture<'a, Position> {
         Box::pin(async move {
             let mut stream = self.stream(namespace).await?;
@@ -340,6 +366,39 @@ fn session_subject(key: &str) -> String {
 
 impl NatsHistory {
     /// One more append after the stream was created again.
+    /// [`HistoryStore::append_all`] without the retry; an error says whether it is worth
+    /// one: the stream was not found for the first of them, so none was recorded.
+    async fn publish_all(
+        &self,
+        namespace: &str,
+        payloads: &[Bytes],
+    ) -> Result<Vec<Position>, (bool, StoreError)> {
+        let epoch = self.epoch(namespace).await.map_err(|e| (false, e))?;
+        let subject = subject(namespace);
+        let mut acks = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let ack = self
+                .js
+                .publish(subject.clone(), payload.clone())
+                .await
+                .map_err(|e| (false, store_error(e)))?;
+            acks.push(ack);
+        }
+        let mut positions = Vec::with_capacity(acks.len());
+        for ack in acks {
+            let ack = ack.await.map_err(|e| {
+                let gone = positions.is_empty()
+                    && e.kind() == jetstream::context::PublishErrorKind::StreamNotFound;
+                (gone, store_error(e))
+            })?;
+            positions.push(Position {
+                epoch,
+                offset: ack.sequence,
+            });
+        }
+        Ok(positions)
+    }
+
     async fn append_once(&self, namespace: &str, payload: Bytes) -> Result<Position, StoreError> {
         let epoch = self.epoch(namespace).await?;
         let ack = self
