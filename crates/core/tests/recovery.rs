@@ -353,3 +353,110 @@ async fn rust_client_loses_nothing_in_flight_at_a_cut() {
         Outcome::Recovered
     );
 }
+
+/// A [`MemoryHistory`] whose session saves can be held: once armed, the next save waits
+/// (and says so) until released.
+#[derive(Debug, Default)]
+struct HeldSaves {
+    inner: MemoryHistory,
+    armed: std::sync::atomic::AtomicBool,
+    holding: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    saved: std::sync::atomic::AtomicUsize,
+}
+
+impl neffos::recovery::HistoryStore for HeldSaves {
+    fn append<'a>(
+        &'a self,
+        namespace: &'a str,
+        payload: bytes::Bytes,
+    ) -> neffos::recovery::StoreFuture<'a, neffos::recovery::Position> {
+        self.inner.append(namespace, payload)
+    }
+    fn head<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> neffos::recovery::StoreFuture<'a, neffos::recovery::Position> {
+        self.inner.head(namespace)
+    }
+    fn read_after<'a>(
+        &'a self,
+        namespace: &'a str,
+        after: neffos::recovery::Position,
+        limit: usize,
+    ) -> neffos::recovery::StoreFuture<'a, neffos::recovery::Replay> {
+        self.inner.read_after(namespace, after, limit)
+    }
+    fn save_session<'a>(
+        &'a self,
+        key: &'a str,
+        session: bytes::Bytes,
+        ttl: Duration,
+    ) -> neffos::recovery::StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let released = self.release.notified();
+                self.holding.notify_one();
+                released.await;
+            }
+            self.inner.save_session(key, session, ttl).await?;
+            self.saved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+    }
+    fn take_session<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> neffos::recovery::StoreFuture<'a, Option<bytes::Bytes>> {
+        self.inner.take_session(key)
+    }
+    fn delete_session<'a>(&'a self, key: &'a str) -> neffos::recovery::StoreFuture<'a, ()> {
+        self.inner.delete_session(key)
+    }
+}
+
+/// A checkpoint taken before the connection ended, and still being written when it ended,
+/// does not overwrite the session's final save: the replay starts after the last
+/// broadcast the server handed to the socket, not at the checkpoint's older position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_in_flight_does_not_overwrite_the_final_save() {
+    let store = std::sync::Arc::new(HeldSaves::default());
+    let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
+        .recovery(
+            Recovery::new()
+                .namespace("chat")
+                .window(Duration::from_secs(120))
+                .checkpoint_interval(Duration::from_millis(20))
+                .store(store.clone()),
+        )
+        .build();
+    let ts = serve(server).await.unwrap();
+    let lb = LoadBalancer::start(ts.addr).await.unwrap();
+    // The server's positions, as for neffos.js (the client presents none).
+    let (client, mut rx) = client(&lb, false, Some("held-checkpoint")).await;
+    publish(&ts.server, 0..10);
+    assert_eq!(receive(&mut rx, 10).await, numbers(0..10));
+    // The next checkpoint (at position 10) is held while being written.
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let saved_before = store.saved.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(T, store.holding.notified())
+        .await
+        .expect("a checkpoint");
+    publish(&ts.server, 10..20);
+    assert_eq!(receive(&mut rx, 10).await, numbers(10..20));
+    cut(&lb, &ts).await;
+    store.release.notify_one();
+    // The held checkpoint and the final save are both written.
+    assert!(
+        eventually(T, || store.saved.load(std::sync::atomic::Ordering::SeqCst)
+            >= saved_before + 2)
+        .await
+    );
+    publish(&ts.server, 20..30);
+    lb.route_to(Some(ts.addr));
+    client.wait_reconnects(0, T).await.unwrap();
+    assert_eq!(receive(&mut rx, 10).await, numbers(20..30));
+    publish(&ts.server, 30..31);
+    assert_eq!(receive(&mut rx, 1).await, numbers(30..31));
+    assert!(rx.try_recv().is_err(), "nothing replayed twice");
+}

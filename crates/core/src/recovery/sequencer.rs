@@ -98,17 +98,18 @@ async fn append_run(
         Err(e) => Err(e),
     };
     payloads.clear();
-    match appended {
-        Ok(positions) => {
-            for ((item, env), position) in run.drain(..).zip(positions) {
-                deliver(server, Ok(position), item, env);
-            }
-        }
-        Err(e) => {
-            for (item, env) in run.drain(..) {
-                deliver(server, Err(e.clone()), item, env);
-            }
-        }
+    let mut positions = appended.map(Vec::into_iter);
+    for (item, env) in run.drain(..) {
+        let position = match &mut positions {
+            Ok(positions) => positions
+                .next()
+                .ok_or_else(|| StoreError("a position missing".into())),
+            Err(e) => Err(e.clone()),
+        };
+        deliver(server, position, item, env);
+        // A batch is many fan-outs: the thread's other tasks (the writers) get their turn
+        // as between broadcasts submitted one at a time.
+        tokio::task::consume_budget().await;
     }
 }
 
