@@ -113,6 +113,13 @@
 //! | `testkit` | the exchange conformance suite and test helpers | no |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without a transport (`axum` or `client`) nothing opens a connection, so the engine is
+// unused: the exchange crates build the core that way on their own (their users enable a
+// transport through `neffos` itself).
+#![cfg_attr(
+    not(any(feature = "axum", feature = "client")),
+    allow(dead_code, unused_imports)
+)]
 
 #[cfg(any(feature = "json", feature = "msgpack"))]
 mod body;

@@ -70,6 +70,7 @@ impl Error {
 
     /// A connection attempt or a command that waited out its timeout: the host is
     /// unreachable or frozen, not refusing.
+    #[cfg(feature = "cluster")]
     pub(crate) fn is_timeout(&self) -> bool {
         let (Error::Connect { source } | Error::Command { source }) = self else {
             return false;
