@@ -170,7 +170,7 @@ async fn handshake<S: Socket>(
 /// connection is acknowledged before its hook runs, and the hook may write. Fails with
 /// the reason when the connection closes meanwhile.
 async fn writing_while<S: Socket>(
-    inner: &ConnInner,
+    inner: &Arc<ConnInner>,
     link: &mut Link<S>,
     fut: BoxFuture<Result<(), String>>,
 ) -> Result<(), String> {

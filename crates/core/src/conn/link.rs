@@ -8,7 +8,9 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use futures_util::SinkExt;
 
@@ -46,6 +48,25 @@ pub(crate) struct Link<S> {
     written: (u64, u64),
     /// A write failed; nothing more is written, not even the close frame.
     failed: bool,
+    /// The socket's read side may have a frame: it returned one last time (or was never
+    /// asked), or it woke the task since (`ConnInner::read_woken`). Otherwise a poll of the
+    /// task (a broadcast to write) does not try to read: on a busy server a read attempt
+    /// costs more than the write of a small frame.
+    may_read: bool,
+}
+
+/// The waker the socket's read side gets: notes that it woke, then wakes the connection's
+/// task (through the outbound queue's writer waker, which the link registers before it
+/// reads).
+impl Wake for ConnInner {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.read_woken.store(true, Ordering::Release);
+        self.queue.wake_writer();
+    }
 }
 
 impl<S: Socket> Link<S> {
@@ -58,11 +79,12 @@ impl<S: Socket> Link<S> {
             unflushed: false,
             written: (0, 0),
             failed: false,
+            may_read: true,
         }
     }
 
     /// Writes what is queued and, if `read`, waits for the next incoming frame.
-    pub(crate) async fn next(&mut self, inner: &ConnInner, read: bool) -> Event {
+    pub(crate) async fn next(&mut self, inner: &Arc<ConnInner>, read: bool) -> Event {
         std::future::poll_fn(|cx| {
             match self.poll_write(inner, cx) {
                 Poll::Ready(Ok(())) => return Poll::Ready(Event::Drained),
@@ -73,12 +95,28 @@ impl<S: Socket> Link<S> {
                 Poll::Pending => {}
             }
             if read {
-                Pin::new(&mut self.socket).poll_next(cx).map(Event::Read)
+                self.poll_read(inner, cx).map(Event::Read)
             } else {
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// Reads the next frame if the read side may have one (see `may_read`).
+    fn poll_read(
+        &mut self,
+        inner: &Arc<ConnInner>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<WsIn, TransportError>>> {
+        inner.queue.register_writer(cx.waker());
+        if !(self.may_read || inner.read_woken.swap(false, Ordering::AcqRel)) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(inner.clone());
+        let read = Pin::new(&mut self.socket).poll_next(&mut Context::from_waker(&waker));
+        self.may_read = read.is_ready();
+        read
     }
 
     /// Sends a ping before the next queued frame.
@@ -95,7 +133,10 @@ impl<S: Socket> Link<S> {
     /// Reads the next frame, writing nothing (the client's handshake).
     #[cfg(feature = "client")]
     pub(crate) async fn read(&mut self) -> Option<Result<WsIn, TransportError>> {
-        std::future::poll_fn(|cx| Pin::new(&mut self.socket).poll_next(cx)).await
+        let read = std::future::poll_fn(|cx| Pin::new(&mut self.socket).poll_next(cx)).await;
+        // The socket holds the task's own waker now, not the link's read waker.
+        self.may_read = true;
+        read
     }
 
     /// Writes queued frames until the queue is empty (`Pending`, woken by the next frame or
@@ -193,7 +234,7 @@ impl<S: Socket> Link<S> {
     /// Closes the connection's end: refuses further frames, writes what was queued before
     /// (e.g. the `H` refusal), then the close frame with the connection's close reason,
     /// all within the close timeout. Nothing after a failed write.
-    pub(crate) async fn close(mut self, inner: &ConnInner) {
+    pub(crate) async fn close(mut self, inner: &Arc<ConnInner>) {
         inner.queue.close();
         if self.failed {
             return;

@@ -75,6 +75,8 @@ pub(crate) struct ConnInner {
     /// Set once, at close (boxed: 16 bytes inline, not 40, for the connection's life).
     close_reason: Mutex<Option<Box<(u16, String)>>>,
     pub(crate) acknowledged: AtomicBool,
+    /// The socket's read side woke the task since the link last read ([`link`]).
+    pub(crate) read_woken: AtomicBool,
     pub(crate) namespaces: Mutex<NsTable>,
     pub(crate) asks: PendingAsks,
     extensions: Mutex<http::Extensions>,
@@ -132,6 +134,7 @@ impl ConnInner {
             cancel: OwnedLatch::new(),
             close_reason: Mutex::new(None),
             acknowledged: AtomicBool::new(false),
+            read_woken: AtomicBool::new(false),
             namespaces: Mutex::new(NsTable::default()),
             asks: PendingAsks::new(),
             extensions: Mutex::new(http::Extensions::new()),

@@ -368,6 +368,16 @@ impl OutQueue {
         Poll::Ready(true)
     }
 
+    /// Wakes the writer (the connection's task) if it waits.
+    pub(crate) fn wake_writer(&self) {
+        self.writer.wake();
+    }
+
+    /// The connection's task, to be woken by [`Self::wake_writer`] too.
+    pub(crate) fn register_writer(&self, waker: &std::task::Waker) {
+        self.writer.register(waker);
+    }
+
     /// The writer wrote `written` frames of `cost` bytes of what it took: they no longer
     /// count against the budget, and it makes progress.
     pub(crate) fn written(&self, written: (usize, usize)) {
