@@ -287,3 +287,60 @@ async fn coalesced_broadcasts_keep_their_order_across_targets_and_direct_sends()
     }
     assert_eq!(neffos::testkit::panics(), 0);
 }
+
+/// A connection flooded with broadcasts still reads what its client sends: a task woken
+/// to write skips the read attempt unless the socket woke it, so a missed read wake would
+/// leave the client's requests unread behind the flood. 3,000 broadcasts; the reader asks
+/// 30 times on the way (after every 100 broadcasts received) and gets every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_flooded_with_broadcasts_still_has_its_requests_read() {
+    const MESSAGES: usize = 3_000;
+    const ASKS: usize = 30;
+    neffos::testkit::watch_panics();
+    let server = Server::builder(
+        Namespaces::new().namespace(
+            "chat",
+            Events::new()
+                .on("chat", |ns, msg| async move { ns.broadcast_others(msg) })
+                .on(
+                    "ask",
+                    |ns: neffos::NsConn, msg: neffos::Message| async move {
+                        ns.emit("answer", msg.body).map_err(|e| e.to_string())
+                    },
+                ),
+        ),
+    )
+    .build();
+    let ts = serve(server).await.unwrap();
+    let mut reader = wire::acked(ts.addr, "chat").await;
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let flooding = tokio::spawn(async move {
+        publisher.write_all(&flood(MESSAGES, 64)).await.unwrap();
+        publisher
+    });
+    let (mut broadcasts, mut asked, mut answers) = (0, 0, Vec::new());
+    while broadcasts < MESSAGES || answers.len() < ASKS {
+        let frame = tokio::time::timeout(T, next_text(&mut reader))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{broadcasts} broadcasts, answers {answers:?} of {asked} asked")
+            })
+            .unwrap();
+        if frame.contains(";answer;") {
+            answers.push(frame.rsplit(';').next().unwrap().to_owned());
+            continue;
+        }
+        broadcasts += 1;
+        if broadcasts % 100 == 0 && asked < ASKS {
+            reader
+                .write_all(&text(format!(";chat;;ask;0;0;q{asked}")))
+                .await
+                .unwrap();
+            asked += 1;
+        }
+    }
+    let expected: Vec<String> = (0..ASKS).map(|i| format!("q{i}")).collect();
+    assert_eq!(answers, expected);
+    drop(flooding.await.unwrap());
+    assert_eq!(neffos::testkit::panics(), 0);
+}
