@@ -138,16 +138,16 @@ impl ServerShared {
     /// room joins the task's burst to the same recipients, delivered at the latest when the
     /// task's poll ends.
     pub(crate) fn deliver_local(self: &Arc<Self>, target: &Target, msg: &Message) {
-        let Some(members) = self.members_of(target) else {
+        let Some(recipients) = self.members_of(target) else {
             return;
         };
         let out = WsOut::shared(msg.to_frame());
         if target.to.is_some() {
-            self.deliver_frames(target, &members, &[out], Some((msg, None)));
+            self.deliver_frames(target, &recipients, &[out], Some((msg, None)));
             return;
         }
-        if let Err((members, out)) = coalesce::offer(self, target, members, out) {
-            self.deliver_frames(target, &members, &[out], Some((msg, None)));
+        if let Err((recipients, out)) = coalesce::offer(self, target, recipients, out) {
+            self.deliver_frames(target, &recipients, &[out], Some((msg, None)));
         }
     }
 
@@ -159,34 +159,43 @@ impl ServerShared {
         msg: &Message,
         recorded: Option<crate::recovery::Position>,
     ) -> usize {
-        let Some(members) = self.members_of(target) else {
+        let Some(recipients) = self.members_of(target) else {
             return 0;
         };
         let out = WsOut::shared(msg.to_frame());
-        self.deliver_frames(target, &members, &[out], Some((msg, recorded)))
+        self.deliver_frames(target, &recipients, &[out], Some((msg, recorded)))
     }
 
-    /// The recipients of `target` now. The index lock is held only to take the list, never
-    /// for the loop over it.
-    pub(crate) fn members_of(&self, target: &Target) -> Option<registry::Snapshot> {
+    /// The recipients of `target` now. The index lock is held only to take the list (and
+    /// the keys of the connections excluded by ID), never for the loop over it.
+    pub(crate) fn members_of(&self, target: &Target) -> Option<registry::Recipients> {
         let registry = self.registry.read();
-        match (&target.to, &target.room) {
+        let members = match (&target.to, &target.room) {
             (Some(id), _) => registry.by_id.get(&**id),
             (None, Some(room)) => registry
                 .by_room
                 .get(&(target.namespace.clone(), room.clone())),
             (None, None) => registry.by_ns.get(&target.namespace),
-        }
-        .map(registry::Members::snapshot)
+        }?
+        .snapshot();
+        // Resolved once: the loop then compares keys, not an ID's bytes per recipient
+        // (another cache line each).
+        let except = target
+            .except_id
+            .as_ref()
+            .and_then(|id| registry.by_id.get(&**id))
+            .map(|m| m.iter().map(|c| c.key).collect())
+            .unwrap_or_default();
+        Some(registry::Recipients { members, except })
     }
 
-    /// Queues `frames` (one broadcast, or a burst to the same target) for every member of
-    /// `members` that `target` selects; `msg` is the one broadcast (the targeted filter, and
+    /// Queues `frames` (one broadcast, or a burst to the same target) for every one of
+    /// `recipients` that `target` selects; `msg` is the one broadcast (the targeted filter, and
     /// its recorded position for connections with a session). Returns the recipients.
     pub(crate) fn deliver_frames(
         &self,
         target: &Target,
-        members: &registry::Snapshot,
+        recipients: &registry::Recipients,
         frames: &[WsOut],
         msg: Option<(&Message, Option<crate::recovery::Position>)>,
     ) -> usize {
@@ -198,8 +207,8 @@ impl ServerShared {
         let mut lag = pressure::Lagging::default();
         let shed_counter = self.shedding.get(&target.namespace);
         let mut shed = 0u64;
-        for conn in members.iter() {
-            if target.except_key == Some(conn.key) || target.except_id.as_ref() == Some(&conn.id) {
+        for conn in recipients.members.iter() {
+            if target.except_key == Some(conn.key) || recipients.except.contains(&conn.key) {
                 continue;
             }
             // A targeted send must still respect the namespace/room filter.

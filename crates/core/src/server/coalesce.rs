@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::registry::Snapshot;
+use super::registry::Recipients;
 use super::{ServerShared, Target};
 use crate::transport::WsOut;
 
@@ -37,7 +37,7 @@ struct Scope {
 struct Burst {
     server: Arc<ServerShared>,
     target: Target,
-    members: Snapshot,
+    recipients: Recipients,
     frames: Vec<WsOut>,
     /// Payload bytes of `frames`.
     bytes: usize,
@@ -48,7 +48,7 @@ impl Burst {
         &self,
         server: &Arc<ServerShared>,
         target: &Target,
-        members: &Snapshot,
+        recipients: &Recipients,
         frame: &WsOut,
     ) -> bool {
         // A quarter of the outbound budget at most: a burst alone never takes a recipient
@@ -58,13 +58,13 @@ impl Burst {
         self.frames.len() < MAX_BURST
             && bytes <= self.server.config.outbound_budget / 4
             && Arc::ptr_eq(&self.server, server)
-            && self.members.same(members)
+            && self.recipients.members.same(&recipients.members)
             && self.target.same_recipients(target)
     }
 
     fn deliver(self) {
         self.server
-            .deliver_frames(&self.target, &self.members, &self.frames, None);
+            .deliver_frames(&self.target, &self.recipients, &self.frames, None);
     }
 }
 
@@ -83,31 +83,31 @@ pub(crate) fn scope<R>(poll: impl FnOnce() -> R) -> R {
     poll()
 }
 
-/// Adds a broadcast of `frame` to `members` (`target` selecting among them) to this
+/// Adds a broadcast of `frame` to `recipients` (`target` selecting among them) to this
 /// thread's burst; gives them back when no coalescing poll runs here.
 pub(crate) fn offer(
     server: &Arc<ServerShared>,
     target: &Target,
-    members: Snapshot,
+    recipients: Recipients,
     frame: WsOut,
-) -> Result<(), (Snapshot, WsOut)> {
+) -> Result<(), (Recipients, WsOut)> {
     if !SCOPE.with(|s| s.borrow().active) {
-        return Err((members, frame));
+        return Err((recipients, frame));
     }
     // `Some`: the burst pending (if any) does not take this frame.
     let apart = SCOPE.with(|s| {
         let mut s = s.borrow_mut();
         match s.pending.take() {
-            Some(mut burst) if burst.takes(server, target, &members, &frame) => {
+            Some(mut burst) if burst.takes(server, target, &recipients, &frame) => {
                 burst.bytes += frame.data_len().unwrap_or(0);
                 burst.frames.push(frame);
                 s.pending = Some(burst);
                 None
             }
-            earlier => Some((earlier, members, frame)),
+            earlier => Some((earlier, recipients, frame)),
         }
     });
-    if let Some((earlier, members, frame)) = apart {
+    if let Some((earlier, recipients, frame)) = apart {
         // The earlier burst goes first; nothing is pending while it is delivered.
         if let Some(earlier) = earlier {
             earlier.deliver();
@@ -115,7 +115,7 @@ pub(crate) fn offer(
         let burst = Burst {
             server: server.clone(),
             target: target.clone(),
-            members,
+            recipients,
             bytes: frame.data_len().unwrap_or(0),
             frames: vec![frame],
         };

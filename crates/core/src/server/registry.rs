@@ -21,6 +21,13 @@ const CHUNK: usize = 256;
 
 type Chunk = Arc<Vec<Arc<ConnInner>>>;
 
+/// The recipients of one broadcast: the members it goes to, and the keys of the
+/// connections it skips by ID (resolved once, under the index lock).
+pub(crate) struct Recipients {
+    pub(crate) members: Snapshot,
+    pub(crate) except: Vec<u64>,
+}
+
 /// The members of one group at one moment, in no particular order.
 ///
 /// A group of one (every connection's ID, most per-user rooms) is the connection itself:
