@@ -362,16 +362,17 @@ struct HeldSaves {
     armed: std::sync::atomic::AtomicBool,
     holding: tokio::sync::Notify,
     release: tokio::sync::Notify,
-    saved: std::sync::atomic::AtomicUsize,
+    /// Session saves written so far.
+    saved: tokio::sync::watch::Sender<usize>,
 }
 
 impl neffos::recovery::HistoryStore for HeldSaves {
-    fn append<'a>(
+    fn append_all<'a>(
         &'a self,
         namespace: &'a str,
-        payload: bytes::Bytes,
-    ) -> neffos::recovery::StoreFuture<'a, neffos::recovery::Position> {
-        self.inner.append(namespace, payload)
+        payloads: &'a [bytes::Bytes],
+    ) -> neffos::recovery::StoreFuture<'a, Vec<neffos::recovery::Position>> {
+        self.inner.append_all(namespace, payloads)
     }
     fn head<'a>(
         &'a self,
@@ -400,7 +401,7 @@ impl neffos::recovery::HistoryStore for HeldSaves {
                 released.await;
             }
             self.inner.save_session(key, session, ttl).await?;
-            self.saved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.saved.send_modify(|n| *n += 1);
             Ok(())
         })
     }
@@ -438,7 +439,8 @@ async fn a_checkpoint_in_flight_does_not_overwrite_the_final_save() {
     assert_eq!(receive(&mut rx, 10).await, numbers(0..10));
     // The next checkpoint (at position 10) is held while being written.
     store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let saved_before = store.saved.load(std::sync::atomic::Ordering::SeqCst);
+    let mut saved = store.saved.subscribe();
+    let saved_before = *saved.borrow_and_update();
     tokio::time::timeout(T, store.holding.notified())
         .await
         .expect("a checkpoint");
@@ -447,11 +449,10 @@ async fn a_checkpoint_in_flight_does_not_overwrite_the_final_save() {
     cut(&lb, &ts).await;
     store.release.notify_one();
     // The held checkpoint and the final save are both written.
-    assert!(
-        eventually(T, || store.saved.load(std::sync::atomic::Ordering::SeqCst)
-            >= saved_before + 2)
+    tokio::time::timeout(T, saved.wait_for(|n| *n >= saved_before + 2))
         .await
-    );
+        .expect("both saves written")
+        .unwrap();
     publish(&ts.server, 20..30);
     lb.route_to(Some(ts.addr));
     client.wait_reconnects(0, T).await.unwrap();

@@ -198,32 +198,6 @@ impl NatsHistory {
 }
 
 impl HistoryStore for NatsHistory {
-    fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
-        Box::pin(async move {
-            let epoch = self.epoch(namespace).await?;
-            let published = async {
-                self.js
-                    .publish(subject(namespace), payload.clone())
-                    .await
-                    .map_err(store_error)?
-                    .await
-                    .map_err(store_error)
-            };
-            let ack = match published.await {
-                Ok(ack) => ack,
-                // The stream is gone (deleted): a new one, a new epoch.
-                Err(_) => {
-                    self.stream(namespace).await?;
-                    return self.append_once(namespace, payload).await;
-                }
-            };
-            Ok(Position {
-                epoch,
-                offset: ack.sequence,
-            })
-        })
-    }
-
     /// Published one after the other on the one connection, so JetStream numbers them in
     /// this order, and the acknowledgements awaited after: one round trip for the batch.
     fn append_all<'a>(
@@ -365,7 +339,6 @@ fn session_subject(key: &str) -> String {
 }
 
 impl NatsHistory {
-    /// One more append after the stream was created again.
     /// [`HistoryStore::append_all`] without the retry; an error says whether it is worth
     /// one: the stream was not found for the first of them, so none was recorded.
     async fn publish_all(
@@ -397,20 +370,5 @@ impl NatsHistory {
             });
         }
         Ok(positions)
-    }
-
-    async fn append_once(&self, namespace: &str, payload: Bytes) -> Result<Position, StoreError> {
-        let epoch = self.epoch(namespace).await?;
-        let ack = self
-            .js
-            .publish(subject(namespace), payload)
-            .await
-            .map_err(store_error)?
-            .await
-            .map_err(store_error)?;
-        Ok(Position {
-            epoch,
-            offset: ack.sequence,
-        })
     }
 }

@@ -306,16 +306,6 @@ fn position(value: Value) -> std::result::Result<Position, StoreError> {
 }
 
 impl HistoryStore for RedisHistory {
-    fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
-        Box::pin(async move {
-            let positions = self.append_all(namespace, &[payload]).await?;
-            positions
-                .into_iter()
-                .next()
-                .ok_or_else(|| StoreError("redis: no position".into()))
-        })
-    }
-
     /// One script call for all of them: Redis runs it atomically, so the positions are
     /// consecutive and in this order.
     fn append_all<'a>(

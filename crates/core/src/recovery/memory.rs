@@ -116,17 +116,27 @@ fn ready<T: Send + 'static>(value: T) -> StoreFuture<'static, T> {
 }
 
 impl HistoryStore for MemoryHistory {
-    fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>> {
         let now = Instant::now();
         let mut state = self.state.lock();
         let stream = state
             .streams
             .entry(namespace.to_owned())
             .or_insert_with(Stream::new);
-        stream.last += 1;
-        stream.entries.push_back((stream.last, now, payload));
+        let mut positions = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            stream.last += 1;
+            stream
+                .entries
+                .push_back((stream.last, now, payload.clone()));
+            positions.push(stream.head());
+        }
         stream.trim(&self.limits, now);
-        ready(stream.head())
+        ready(positions)
     }
 
     fn head<'a>(&'a self, namespace: &'a str) -> StoreFuture<'a, Position> {

@@ -38,6 +38,9 @@ async fn run(
 ) {
     let store = &*store;
     let mut submitted = Vec::with_capacity(MAX_BATCH);
+    // The current run of broadcasts to one namespace, and their encoded envelopes.
+    let mut run: Vec<(Submitted, Envelope)> = Vec::new();
+    let mut payloads = Vec::new();
     // One batch at a time: what is submitted while a batch is being appended makes the
     // next one, so batches grow with the load and the order of positions is the order of
     // submission whatever the store does with concurrent calls.
@@ -45,8 +48,6 @@ async fn run(
         let Some(server) = shared.upgrade() else {
             return;
         };
-        let mut run: Vec<(Submitted, Envelope)> = Vec::new();
-        let mut payloads = Vec::new();
         for item in submitted.drain(..) {
             if run
                 .first()
@@ -88,24 +89,23 @@ async fn append_run(
     let Some((first, _)) = run.first() else {
         return;
     };
-    let appended = match store.append_all(&first.target.namespace, payloads).await {
-        Ok(positions) if positions.len() == run.len() => Ok(positions),
-        Ok(positions) => Err(StoreError(format!(
-            "{} positions for {} appended broadcasts",
-            positions.len(),
+    let positions: Vec<Result<Position, StoreError>> = match store
+        .append_all(&first.target.namespace, payloads)
+        .await
+    {
+        Ok(positions) if positions.len() == run.len() => positions.into_iter().map(Ok).collect(),
+        Ok(positions) => vec![
+            Err(StoreError(format!(
+                "{} positions for {} appended broadcasts",
+                positions.len(),
+                run.len()
+            )));
             run.len()
-        ))),
-        Err(e) => Err(e),
+        ],
+        Err(e) => vec![Err(e); run.len()],
     };
     payloads.clear();
-    let mut positions = appended.map(Vec::into_iter);
-    for (item, env) in run.drain(..) {
-        let position = match &mut positions {
-            Ok(positions) => positions
-                .next()
-                .ok_or_else(|| StoreError("a position missing".into())),
-            Err(e) => Err(e.clone()),
-        };
+    for ((item, env), position) in run.drain(..).zip(positions) {
         deliver(server, position, item, env);
         // A batch is many fan-outs: the thread's other tasks (the writers) get their turn
         // as between broadcasts submitted one at a time.
@@ -151,22 +151,29 @@ mod tests {
     use crate::{Events, Namespaces, Server};
 
     /// A store whose appends, if several ran at once, would take their positions in
-    /// another order than they were called in: each waits a different number of turns
-    /// first.
+    /// another order than they were called in: each call waits a different number of
+    /// turns first. It counts what it recorded.
     #[derive(Debug)]
     struct Racing {
         inner: MemoryHistory,
         calls: AtomicUsize,
+        recorded: tokio::sync::watch::Sender<usize>,
     }
 
     impl HistoryStore for Racing {
-        fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
+        fn append_all<'a>(
+            &'a self,
+            namespace: &'a str,
+            payloads: &'a [Bytes],
+        ) -> StoreFuture<'a, Vec<Position>> {
             let turns = 3 - self.calls.fetch_add(1, Ordering::Relaxed) % 4;
             Box::pin(async move {
                 for _ in 0..turns {
                     tokio::task::yield_now().await;
                 }
-                self.inner.append(namespace, payload).await
+                let positions = self.inner.append_all(namespace, payloads).await?;
+                self.recorded.send_modify(|n| *n += positions.len());
+                Ok(positions)
             })
         }
         fn head<'a>(&'a self, namespace: &'a str) -> StoreFuture<'a, Position> {
@@ -205,7 +212,9 @@ mod tests {
         let store = Arc::new(Racing {
             inner: MemoryHistory::new(HistoryLimits::default()),
             calls: AtomicUsize::new(0),
+            recorded: tokio::sync::watch::Sender::new(0),
         });
+        let mut recorded = store.recorded.subscribe();
         let start = store.head("chat").await.expect("head");
         let server = Server::builder(Namespaces::new().namespace("chat", Events::new()))
             .recovery(Recovery::new().namespace("chat").store(store.clone()))
@@ -218,11 +227,13 @@ mod tests {
                 )
                 .expect("broadcast");
         }
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.head("chat").await.expect("head").offset < start.offset + N as u64 {
-            assert!(tokio::time::Instant::now() < deadline, "not all recorded");
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            recorded.wait_for(|n| *n >= N),
+        )
+        .await
+        .expect("all recorded in time")
+        .expect("the store is alive");
         let Ok(Replay::Entries { entries, .. }) = store.read_after("chat", start, N).await else {
             panic!("the burst is in the history");
         };

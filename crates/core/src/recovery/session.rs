@@ -163,7 +163,7 @@ impl ConnSession {
         self.saves.lock().await
     }
 
-    /// A checkpoint's snapshot (see [`Self::last_snapshot`]); `None` once the connection
+    /// A checkpoint's snapshot (as [`Self::end`] takes one); `None` once the connection
     /// ended. Take it while [`Self::saving`].
     pub(crate) fn checkpoint(
         &self,

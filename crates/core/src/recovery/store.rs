@@ -78,9 +78,29 @@ pub enum Replay {
 /// the Redis Streams and NATS JetStream stores of `neffos-redis` and `neffos-nats` (shared
 /// by every instance, so a client can come back on any of them).
 pub trait HistoryStore: Send + Sync + fmt::Debug + 'static {
-    /// Records `payload` at the end of `namespace`'s stream and returns its position.
-    /// Positions of one stream increase in append order.
-    fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position>;
+    /// Records `payloads` at the end of `namespace`'s stream, in this order, and returns
+    /// their positions (one per payload; positions of one stream increase in append order).
+    /// The recording task calls it with what was submitted while its previous call ran,
+    /// one call at a time, so a store needs no ordering across concurrent calls; it should
+    /// append the batch in one round trip where it can (the Redis store runs one script,
+    /// the NATS store awaits the acknowledgements after publishing them all).
+    fn append_all<'a>(
+        &'a self,
+        namespace: &'a str,
+        payloads: &'a [Bytes],
+    ) -> StoreFuture<'a, Vec<Position>>;
+
+    /// Records one `payload` ([`Self::append_all`] of one) and returns its position.
+    fn append<'a>(&'a self, namespace: &'a str, payload: Bytes) -> StoreFuture<'a, Position> {
+        Box::pin(async move {
+            let payloads = [payload];
+            self.append_all(namespace, &payloads)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError("no position for the appended broadcast".into()))
+        })
+    }
 
     /// The stream's newest position (an empty stream has offset 0 of its epoch; a stream
     /// that never existed gets its epoch now).
@@ -108,25 +128,6 @@ pub trait HistoryStore: Send + Sync + fmt::Debug + 'static {
 
     /// Forgets the session kept under `key` (the client left on purpose).
     fn delete_session<'a>(&'a self, key: &'a str) -> StoreFuture<'a, ()>;
-
-    /// Records `payloads` at the end of `namespace`'s stream, in this order, and returns
-    /// their positions. The recording task calls it with what was submitted while the
-    /// previous call ran, one call at a time. By default one [`Self::append`] after the
-    /// other; a store that can append several in one round trip (the Redis store runs one
-    /// script) should.
-    fn append_all<'a>(
-        &'a self,
-        namespace: &'a str,
-        payloads: &'a [Bytes],
-    ) -> StoreFuture<'a, Vec<Position>> {
-        Box::pin(async move {
-            let mut positions = Vec::with_capacity(payloads.len());
-            for payload in payloads {
-                positions.push(self.append(namespace, payload.clone()).await?);
-            }
-            Ok(positions)
-        })
-    }
 }
 
 impl<S: HistoryStore + ?Sized> HistoryStore for std::sync::Arc<S> {
