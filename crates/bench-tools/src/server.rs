@@ -27,7 +27,7 @@
 //! `reconnects`; with `redis-cluster` also `redirects`, `unowned_publishes`,
 //! `subscription_gaps` and `gap_max_ms`; the server's `envelopes_received`,
 //! `malformed_envelopes`, and the overload counters `slow_consumer_closes`,
-//! `budget_closes`, `publisher_pushbacks`, `shed_frames`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
+//! `budget_closes`, `publisher_pushbacks`, `publisher_paces`, `shed_frames`), `--stats-every-ms N` also prints it as a `{"event":"stats",…}`
 //! line every N ms, and every instance prints it one last time (`"final":true`) when the
 //! process exits (input closed or lifetime over).
 //!
@@ -162,6 +162,7 @@ fn stats_value(instance: usize, server: &Server, extra: Option<&ExtraStats>) -> 
             "slow_consumer_closes": snapshot.slow_consumer_closes,
             "budget_closes": snapshot.budget_closes,
             "publisher_pushbacks": snapshot.publisher_pushbacks,
+            "publisher_paces": snapshot.publisher_paces,
             "shed_frames": snapshot.shed_frames,
         },
         "cluster": {

@@ -13,6 +13,7 @@
 //! | `neffos_slow_consumer_closes_total` | counter | stuck clients closed (outbound queue over its budget) |
 //! | `neffos_budget_closes_total` | counter | connections closed or refused for going over a byte budget (outbound, before the handshake, request head) |
 //! | `neffos_publisher_pushbacks_total` | counter | publishers whose reading paused until the recipients their broadcast left behind (while reading) caught up |
+//! | `neffos_publisher_paces_total` | counter | publishers whose next read waited for the recipients' writers to have their turn (their broadcast found most recipients with frames still waiting) |
 //! | `neffos_shed_frames_total` | counter (label `namespace`) | broadcast frames skipped for recipients over their outbound budget, in namespaces with [`OverloadPolicy::Shed`](crate::OverloadPolicy::Shed) |
 //! | `neffos_unupgraded_refused_total` | counter | TCP connections dropped by [`serve`](crate::serve) at its cap of connections not upgraded yet |
 //! | `neffos_invalid_frames_total` | counter | frames dropped as not neffos messages |
@@ -47,6 +48,7 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: Counter,
     pub(crate) budget_closes: Counter,
     pub(crate) publisher_pushbacks: Counter,
+    pub(crate) publisher_paces: Counter,
     pub(crate) invalid_frames: Counter,
     pub(crate) late_replies: Counter,
     pub(crate) rejected_messages: Counter,
@@ -71,6 +73,7 @@ impl Metrics {
             slow_consumer_closes: counter!("neffos_slow_consumer_closes_total"),
             budget_closes: counter!("neffos_budget_closes_total"),
             publisher_pushbacks: counter!("neffos_publisher_pushbacks_total"),
+            publisher_paces: counter!("neffos_publisher_paces_total"),
             invalid_frames: counter!("neffos_invalid_frames_total"),
             late_replies: counter!("neffos_late_replies_total"),
             rejected_messages: counter!("neffos_rejected_messages_total"),

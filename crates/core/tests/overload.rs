@@ -344,3 +344,86 @@ async fn a_reader_flooded_with_broadcasts_still_has_its_requests_read() {
     drop(flooding.await.unwrap());
     assert_eq!(neffos::testkit::panics(), 0);
 }
+
+/// Reads `messages` numbered `chat` broadcasts (see [`flood`]) in order, or says where it
+/// went wrong.
+async fn read_numbered(tcp: &mut TcpStream, messages: usize) -> Result<(), String> {
+    for want in 0..messages {
+        let Some(frame) = next_text(tcp).await else {
+            return Err(format!("closed after {want} messages"));
+        };
+        let n: usize = frame[";chat;;chat;0;0;".len()..][..5].parse().unwrap();
+        if n != want {
+            return Err(format!("message {want} lost (got {n})"));
+        }
+    }
+    Ok(())
+}
+
+/// A publisher that pipelines small messages to 64 readers outruns their writers (the
+/// fan-out of one message is cheap, a write is a system call): its broadcasts find most
+/// recipients with frames still waiting. Its next read then waits for the writers' round,
+/// and what it sent meanwhile reaches each reader as one burst. Every reader still gets
+/// every message in order, and none is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_ahead_of_the_writers_is_paced_and_every_reader_gets_everything() {
+    const READERS: usize = 64;
+    const MESSAGES: usize = 3000;
+    let ts = start(Config::default()).await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut tcp = wire::acked(ts.addr, "chat").await;
+        readers.push(tokio::spawn(async move {
+            read_numbered(&mut tcp, MESSAGES).await
+        }));
+    }
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    let publishing = tokio::spawn(async move {
+        publisher.write_all(&flood(MESSAGES, 64)).await.unwrap();
+        publisher
+    });
+    let mut results = Vec::new();
+    for reader in readers {
+        results.push(tokio::time::timeout(T, reader).await.unwrap().unwrap());
+    }
+    let stats = ts.server.stats();
+    eprintln!("measured: {stats:?}");
+    for result in results {
+        result.unwrap();
+    }
+    let _publisher = publishing.await.unwrap();
+    assert!(stats.publisher_paces > 0, "{stats:?}");
+    assert_eq!(stats.slow_consumer_closes, 0);
+    assert_eq!(neffos::testkit::panics(), 0);
+}
+
+/// A publisher whose every message has reached every reader before it sends the next
+/// finds their queues empty: it is never paced (no latency added while the server keeps
+/// up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_the_writers_keep_up_with_is_not_paced() {
+    const READERS: usize = 64;
+    const MESSAGES: usize = 50;
+    let ts = start(Config::default()).await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(wire::acked(ts.addr, "chat").await);
+    }
+    let mut publisher = wire::acked(ts.addr, "chat").await;
+    for n in 0..MESSAGES {
+        publisher
+            .write_all(&text(format!(";chat;;chat;0;0;{n:05}")))
+            .await
+            .unwrap();
+        for reader in &mut readers {
+            let frame = tokio::time::timeout(T, next_text(reader))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(frame.ends_with(&format!("{n:05}")), "{frame}");
+        }
+    }
+    let stats = ts.server.stats();
+    assert_eq!(stats.publisher_paces, 0, "{stats:?}");
+    assert_eq!(neffos::testkit::panics(), 0);
+}

@@ -14,7 +14,8 @@ use neffos_protocol::{DecodeError, DecodeOptions, Message, NativeMode, WaitKind,
 use tokio::time::Instant;
 
 use super::link::{Event, Link};
-use super::{ConnInner, Count, Role, close_code, pressure, system};
+use super::pressure::{self, Hold};
+use super::{ConnInner, Count, Role, close_code, system};
 use crate::config::Config;
 use crate::handler::BoxFuture;
 use crate::recovery::PeerEnd;
@@ -381,7 +382,8 @@ async fn run_loop<S: Socket>(
     let mut pushback = Pushback::default();
     let mut current: Option<BoxFuture<()>> = None;
     loop {
-        let pushed_back = pushback.holds(inner);
+        let hold = pushback.holds(inner);
+        let pushed_back = !matches!(hold, Hold::No);
         // A pushed-back publisher's messages already read wait too.
         if current.is_none()
             && !pushed_back
@@ -448,9 +450,9 @@ async fn run_loop<S: Socket>(
                     Accepted::Close => break,
                 }
             }
-            // Boxed, and only while pushed back: a timer inline in the task's state would
-            // cost every connection its size.
-            Some(()) = OptionFuture::from(pushed_back.then(|| Box::pin(tokio::time::sleep(PUSHBACK_RECHECK)))) => {}
+            // Boxed, and only while held: a timer inline in the task's state would cost
+            // every connection its size.
+            Some(()) = OptionFuture::from(hold_over(inner, hold)) => {}
             () = sleep.as_mut(), if Clock::armed(&inner.config) => match clock.fired(&inner.config, sleep.as_mut(), last_seen) {
                 Tick::Ping => link.ping(),
                 Tick::Idle => {
@@ -545,22 +547,44 @@ struct Pushback {
 }
 
 impl Pushback {
-    /// Whether reading stays paused now.
-    fn holds(&mut self, inner: &ConnInner) -> bool {
-        if !pressure::holds(inner) {
+    /// Whether reading stays paused now, and why.
+    fn holds(&mut self, inner: &ConnInner) -> Hold {
+        let hold = pressure::holds(inner);
+        if !matches!(hold, Hold::Laggards) {
             self.since = None;
-            return false;
+            return hold;
         }
         let since = *self.since.get_or_insert_with(|| {
             inner.server.count(Count::PublisherPushback);
             Instant::now()
         });
         if since.elapsed() < inner.config.write_stall_timeout {
-            return true;
+            return hold;
         }
-        inner.laggards.lock().clear();
+        pressure::forget_laggards(inner);
         self.since = None;
-        false
+        Hold::No
+    }
+}
+
+/// What a held publisher waits for before it looks again: a little while for laggards,
+/// the writers' round (at most [`pressure::PACE_MAX`]) when paced.
+fn hold_over(
+    inner: &ConnInner,
+    hold: Hold,
+) -> Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+    match hold {
+        Hold::No => None,
+        Hold::Laggards => Some(Box::pin(tokio::time::sleep(PUSHBACK_RECHECK))),
+        Hold::Round(due) => {
+            let rounds = inner.server.rounds()?;
+            Some(Box::pin(async move {
+                let over = tokio::time::timeout(pressure::PACE_MAX, rounds.reached(due));
+                if over.await.is_err() {
+                    pressure::forget_round(inner);
+                }
+            }))
+        }
     }
 }
 

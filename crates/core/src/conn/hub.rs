@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytestring::ByteString;
 
 use super::ConnInner;
+use super::rounds::Rounds;
 use crate::server::ServerShared;
 
 /// A server-wide counter a connection bumps.
@@ -18,6 +19,8 @@ pub(crate) enum Count {
     SlowConsumerClose,
     /// Reading paused while recipients of its broadcasts were behind.
     PublisherPushback,
+    /// Reading paced to the writers' round (the server was behind).
+    PublisherPaced,
     /// A frame that was not a neffos message.
     InvalidFrame,
     /// A reply nobody waited for.
@@ -45,6 +48,18 @@ impl Hub {
         self.0.as_ref()
     }
 
+    /// The server's count of the writers' takes (none on the client side: nothing paces).
+    pub(crate) fn rounds(&self) -> Option<&Rounds> {
+        self.0.as_ref().map(|server| &server.rounds)
+    }
+
+    /// The connection's writer took frames from its queue.
+    pub(crate) fn writer_took(&self) {
+        if let Some(server) = &self.0 {
+            server.rounds.took();
+        }
+    }
+
     /// Bumps `what`.
     pub(crate) fn count(&self, what: Count) {
         let Some(server) = &self.0 else {
@@ -55,6 +70,7 @@ impl Hub {
             Count::BudgetClose => stats.budget_close(),
             Count::SlowConsumerClose => stats.slow_consumer_close(),
             Count::PublisherPushback => stats.publisher_pushback(),
+            Count::PublisherPaced => stats.publisher_paced(),
             Count::InvalidFrame => stats.invalid_frame(),
             Count::LateReply => stats.late_reply(),
         }

@@ -190,7 +190,7 @@ impl<S: Socket> Link<S> {
             }
             let written = std::mem::take(&mut self.unreported);
             match inner.queue.poll_take(cx, &mut self.batch, written) {
-                Poll::Ready(true) => {}
+                Poll::Ready(true) => inner.server.writer_took(),
                 Poll::Ready(false) => {
                     ready!(self.poll_flush(inner, cx))?;
                     return Poll::Ready(Ok(()));

@@ -9,6 +9,7 @@ pub(crate) mod link;
 mod ns_table;
 pub(crate) mod pressure;
 mod queue;
+mod rounds;
 mod system;
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub(crate) use ask::{PendingAsks, ask_context};
 pub(crate) use hub::{Count, Hub};
 pub(crate) use latch::{Latch, OwnedLatch};
 pub(crate) use queue::{Fill, Limits, OutQueue, PushError};
+pub(crate) use rounds::Rounds;
 pub(crate) use system::{force_connect, force_join};
 
 use crate::config::{Config, SlowConsumerPolicy};
@@ -86,9 +88,9 @@ pub(crate) struct ConnInner {
     pub(crate) native: NativeMode,
     pub(crate) server: Hub,
     pub(crate) dropped_frames: AtomicU64,
-    /// Recipients one of its handlers' broadcasts left behind: its reading pauses until
-    /// they caught up ([`pressure`]).
-    pub(crate) laggards: Mutex<Vec<std::sync::Weak<ConnInner>>>,
+    /// Recipients one of its handlers' broadcasts left behind, or the writers' round it is
+    /// paced on: its reading pauses until they caught up ([`pressure`]).
+    pub(crate) held: Mutex<pressure::Held>,
     /// Woken whenever a namespace is connected or disconnected.
     /// (made by the first waiter, the client's `connect`: servers never wait on it).
     namespaces_changed: std::sync::OnceLock<Box<tokio::sync::Notify>>,
@@ -144,7 +146,7 @@ impl ConnInner {
             native,
             server: new.server,
             dropped_frames: AtomicU64::new(0),
-            laggards: Mutex::new(Vec::new()),
+            held: Mutex::new(pressure::Held::default()),
             namespaces_changed: std::sync::OnceLock::new(),
             last_namespaces: Mutex::new(None),
             finished: Latch::new(),
@@ -218,18 +220,21 @@ impl ConnInner {
     }
 
     /// Queues broadcast frames of a namespace with [`OverloadPolicy::Shed`]: over the
-    /// budget a frame is skipped for this connection (counted by the caller, `Ok(shed)`)
+    /// budget a frame is skipped for this connection (counted by the caller, `Ok((_, shed))`)
     /// instead of pushing back on the publisher; a stuck client gets the slow-consumer
     /// policy as with [`Self::enqueue`].
     ///
     /// [`OverloadPolicy::Shed`]: crate::OverloadPolicy::Shed
-    pub(crate) fn enqueue_or_shed_all(&self, frames: &[WsOut]) -> Result<usize, WriteErrorKind> {
+    pub(crate) fn enqueue_or_shed_all(
+        &self,
+        frames: &[WsOut],
+    ) -> Result<(Fill, usize), WriteErrorKind> {
         if self.is_closed() {
             return Err(WriteErrorKind::Closed);
         }
         match self.queue.try_push_or_shed_all(frames.iter().cloned()) {
-            Ok(shed) => Ok(shed),
-            Err(refused) => self.refused(refused).map(|()| 0),
+            Ok(queued) => Ok(queued),
+            Err(refused) => self.refused(refused).map(|()| (Fill::Over, 0)),
         }
     }
 

@@ -46,8 +46,12 @@ const RECENT: Duration = Duration::from_secs(1);
 /// Where a queue stands after a frame was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Fill {
-    /// Within the budget.
+    /// Within the budget, and the writer had taken everything before: it is woken for
+    /// this frame.
     Within,
+    /// Within the budget, behind frames the writer has not taken yet: the server is behind
+    /// on this recipient (the writer has not had its turn since the last frame).
+    Waiting,
     /// Over the budget.
     Over,
     /// Over twice the budget while its writer keeps taking frames: the client reads, the
@@ -173,6 +177,9 @@ impl OutQueue {
         let mut fullest = Fill::Within;
         let refused = {
             let mut state = self.state.lock();
+            if state.frames() > 0 {
+                fullest = Fill::Waiting;
+            }
             let mut refused = None;
             for item in items {
                 match self.admit(&mut state, cost(&item)) {
@@ -235,18 +242,23 @@ impl OutQueue {
     }
 
     /// Queues `items` in order if they fit the budget, under one lock with one wake-up.
-    /// Over the budget frames are shed (`Ok(shed)` counts them; once one is, the rest are:
-    /// nothing was taken in between) while the writer makes progress, and the queue is
+    /// Over the budget frames are shed (`Ok((_, shed))` counts them; once one is, the rest
+    /// are: nothing was taken in between) while the writer makes progress, and the queue is
     /// stuck once it made none for the stall timeout. The queue never grows past the
-    /// budget by more than one frame, and what is queued keeps its order.
+    /// budget by more than one frame, and what is queued keeps its order. The [`Fill`] is
+    /// `Waiting` if frames were waiting before, `Within` otherwise.
     pub(crate) fn try_push_or_shed_all(
         &self,
         items: impl ExactSizeIterator<Item = WsOut>,
-    ) -> Result<usize, PushError> {
+    ) -> Result<(Fill, usize), PushError> {
         let total = items.len();
         let mut queued = 0;
+        let mut fill = Fill::Within;
         let outcome = {
             let mut state = self.state.lock();
+            if state.frames() > 0 {
+                fill = Fill::Waiting;
+            }
             let mut outcome = Ok(());
             for item in items {
                 if state.closed {
@@ -276,7 +288,7 @@ impl OutQueue {
         if queued > 0 {
             self.writer.wake();
         }
-        outcome.map(|()| total - queued)
+        outcome.map(|()| (fill, total - queued))
     }
 
     /// Whether the client is still behind while it reads (over the budget, its writer took a
@@ -501,6 +513,7 @@ mod tests {
 
     fn shed_one(q: &OutQueue, item: WsOut) -> Result<usize, PushError> {
         q.try_push_or_shed_all(std::iter::once(item))
+            .map(|(_, shed)| shed)
     }
 
     fn byte(item: WsOut) -> u8 {
@@ -629,7 +642,7 @@ mod tests {
     async fn far_behind_only_while_the_writer_takes_frames() {
         let q = OutQueue::new(budget(2, Duration::from_secs(3600)));
         assert_eq!(q.try_push(frame(0)), Ok(Fill::Within));
-        assert_eq!(q.try_push(frame(0)), Ok(Fill::Within));
+        assert_eq!(q.try_push(frame(0)), Ok(Fill::Waiting));
         assert_eq!(q.try_push(frame(0)), Ok(Fill::Over));
         assert_eq!(q.try_push(frame(0)), Ok(Fill::Over));
         assert_eq!(q.try_push(frame(0)), Ok(Fill::FarBehind));

@@ -9,7 +9,7 @@ use neffos_protocol::{Envelope, EnvelopeKind, Message};
 use std::sync::Arc;
 
 use super::{Server, ServerShared, Target, coalesce, registry};
-use crate::conn::{Fill, pressure};
+use crate::conn::pressure;
 use crate::error::{BroadcastError, BroadcastErrorKind, ExchangeError, ExchangeErrorKind};
 use crate::exchange::Topic;
 use crate::transport::WsOut;
@@ -228,13 +228,13 @@ impl ServerShared {
             let sent = match session {
                 Some((session, msg, pos, out)) => session.offer(conn, msg, pos, out, &mut tagged),
                 None if shed_counter.is_some() => match conn.enqueue_or_shed_all(frames) {
-                    Ok(0) => Ok(Fill::Within),
-                    Ok(n) => {
+                    Ok((fill, 0)) => Ok(fill),
+                    Ok((fill, n)) => {
                         shed += n as u64;
                         if n == frames.len() {
                             continue;
                         }
-                        Ok(Fill::Within)
+                        Ok(fill)
                     }
                     Err(e) => Err(e),
                 },
@@ -242,9 +242,7 @@ impl ServerShared {
             };
             if let Ok(fill) = sent {
                 delivered += 1;
-                if fill != Fill::Within {
-                    lag.add(conn, fill);
-                }
+                lag.add(conn, fill);
             }
         }
         if let Some(counter) = shed_counter
@@ -255,7 +253,7 @@ impl ServerShared {
         }
         // Recipients behind while they read: the publisher (if a handler broadcast) is
         // pushed back instead of them being closed.
-        lag.note(delivered);
+        lag.note(delivered, &self.rounds);
         for _ in frames {
             self.stats
                 .metrics

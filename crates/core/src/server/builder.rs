@@ -170,6 +170,7 @@ impl ServerBuilder {
             changed: Notify::new(),
             admitted: Mutex::new(Admitted::default()),
             warned_no_peer_address: AtomicBool::new(false),
+            rounds: crate::conn::Rounds::default(),
             shedding: self
                 .overload
                 .into_iter()

@@ -68,6 +68,8 @@ pub(crate) struct ServerShared {
     warned_no_peer_address: AtomicBool,
     /// Namespaces with [`OverloadPolicy::Shed`], and their shed-frame counters.
     shedding: HashMap<ByteString, metrics::Counter>,
+    /// The writers' takes, which paced publishers wait for.
+    pub(crate) rounds: crate::conn::Rounds,
 }
 
 /// A neffos server. Cheap to clone (an `Arc`); every clone is the same server.

@@ -12,6 +12,7 @@ pub(crate) struct Stats {
     pub(crate) slow_consumer_closes: AtomicU64,
     pub(crate) budget_closes: AtomicU64,
     pub(crate) publisher_pushbacks: AtomicU64,
+    pub(crate) publisher_paces: AtomicU64,
     pub(crate) shed_frames: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) invalid_frames: AtomicU64,
@@ -28,6 +29,7 @@ impl Stats {
             slow_consumer_closes: AtomicU64::new(0),
             budget_closes: AtomicU64::new(0),
             publisher_pushbacks: AtomicU64::new(0),
+            publisher_paces: AtomicU64::new(0),
             shed_frames: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
             invalid_frames: AtomicU64::new(0),
@@ -55,6 +57,12 @@ impl Stats {
     pub(crate) fn publisher_pushback(&self) {
         self.publisher_pushbacks.fetch_add(1, Ordering::Relaxed);
         self.metrics.publisher_pushbacks.increment(1);
+    }
+
+    /// A publisher's reading waits for the writers' round.
+    pub(crate) fn publisher_paced(&self) {
+        self.publisher_paces.fetch_add(1, Ordering::Relaxed);
+        self.metrics.publisher_paces.increment(1);
     }
 
     /// A connection closed or refused for going over one of its byte budgets.
@@ -108,6 +116,11 @@ pub struct StatsSnapshot {
     /// while they read (a quarter of them over their outbound budget, or one over twice it):
     /// the server, not they, could not keep up.
     pub publisher_pushbacks: u64,
+    /// Times a publisher read its next messages only once the recipients' writers had their
+    /// turn, because its broadcast found most of them with frames still waiting (the server
+    /// behind): the broadcasts read then reach each recipient together, at a fraction of
+    /// the work. Not an error; at most a few milliseconds each.
+    pub publisher_paces: u64,
     /// Broadcast frames skipped for recipients over their outbound budget, in namespaces
     /// with [`OverloadPolicy::Shed`](crate::OverloadPolicy::Shed).
     pub shed_frames: u64,
@@ -140,6 +153,7 @@ impl Server {
             slow_consumer_closes: s.slow_consumer_closes.load(Ordering::Relaxed),
             budget_closes: s.budget_closes.load(Ordering::Relaxed),
             publisher_pushbacks: s.publisher_pushbacks.load(Ordering::Relaxed),
+            publisher_paces: s.publisher_paces.load(Ordering::Relaxed),
             shed_frames: s.shed_frames.load(Ordering::Relaxed),
             late_replies: s.late_replies.load(Ordering::Relaxed),
             invalid_frames: s.invalid_frames.load(Ordering::Relaxed),
