@@ -268,8 +268,8 @@ impl Dialer {
 
         let native_only = self.namespaces.native_mode() == neffos_protocol::NativeMode::Only;
         // The handshake runs before the connection exists: the ID comes with `A<id>`.
-        let id = if native_only {
-            String::new()
+        let (id, early) = if native_only {
+            (String::new(), Default::default())
         } else {
             engine::client_handshake(&mut link, config.handshake_timeout).await?
         };
@@ -292,7 +292,7 @@ impl Dialer {
         if native_only {
             engine::connect_native(&inner);
         }
-        tokio::spawn(engine::run(inner.clone(), link));
+        tokio::spawn(engine::run(inner.clone(), link, early));
         Ok(Conn(inner))
     }
 }

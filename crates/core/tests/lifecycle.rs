@@ -262,3 +262,38 @@ async fn client_reconnects_and_restores_namespaces_and_rooms() {
     assert!(eventually(T, || ts.server.connection_count() == 0).await);
     assert_eq!(client.reconnects(), 1);
 }
+
+/// Go neffos can write the namespace connection its `OnConnect` starts before `A` (its
+/// acknowledged flag is set before `A` is written, PROTOCOL.md §1.5): the client keeps such
+/// a message and handles it after the acknowledgement instead of failing the dial.
+#[tokio::test]
+async fn a_message_sent_before_the_acknowledgement_is_handled_after_it() {
+    const CONNECT: &str = "1795487474372343598;chat;;_OnNamespaceConnect;0;0;";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let hello = ws.next().await.unwrap().unwrap();
+        assert_eq!(hello, Ws::text("M"));
+        ws.send(Ws::text(CONNECT)).await.unwrap();
+        ws.send(Ws::text("Agoid")).await.unwrap();
+        let reply = tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        (ws, reply)
+    });
+    let client = Client::builder(format!("ws://{addr}/"))
+        .namespaces(namespaces())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.id(), "goid");
+    let ns = client.wait_server_connect("chat", T).await.unwrap();
+    assert_eq!(ns.namespace(), "chat");
+    let (_ws, reply) = server.await.unwrap();
+    // The empty reply to the request's wait token accepts the connection.
+    assert_eq!(reply.into_text().unwrap().as_str(), "1795487474372343598;;;;;;");
+}

@@ -42,6 +42,17 @@ pub fn classify_client_frame(frame: &[u8]) -> Result<ClientHello, HandshakeError
     }
 }
 
+/// Whether a frame a server sent before its acknowledgement is a message to keep for after
+/// it (PROTOCOL.md §1.5: Go neffos may write the namespace connection its `OnConnect`
+/// starts before `A`). `A`, `H`, and anything that cannot be a neffos message (empty, or
+/// `M`, as from a peer that echoes) are not: they are the answer, or the wrong peer.
+pub fn is_early_server_message(frame: &[u8]) -> bool {
+    !matches!(
+        frame.first(),
+        None | Some(&(ACK_REQUEST | ACK_ACCEPTED | ACK_REJECTED))
+    )
+}
+
 /// Checks that a connection ID can travel on the wire: IDs appear unescaped in `A<id>` and
 /// in exclusion markers, so they must not contain `;`.
 pub fn validate_id(id: &str) -> Result<(), HandshakeError> {
@@ -120,6 +131,17 @@ mod tests {
             decode_server_ack(reject),
             Ok(ServerAck::Rejected("not allowed: missing token".into()))
         );
+    }
+
+    #[test]
+    fn messages_a_server_sent_before_its_acknowledgement() {
+        assert!(is_early_server_message(
+            b"123;chat;;_OnNamespaceConnect;0;0;"
+        ));
+        assert!(is_early_server_message(b";chat;;chat;0;0;hi"));
+        for not in [&b"Aid"[..], b"Hno", b"M", b"", b"A"] {
+            assert!(!is_early_server_message(not), "{not:?}");
+        }
     }
 
     #[test]

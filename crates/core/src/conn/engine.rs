@@ -69,16 +69,18 @@ pub(crate) fn serve<S: Socket>(
     }
 }
 
-/// Client side: serves the connection (acknowledged already) until it closes.
+/// Client side: serves the connection (acknowledged already) until it closes, starting
+/// with the messages the server sent before its acknowledgement.
 #[cfg(feature = "client")]
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn run<S: Socket>(
     inner: Arc<ConnInner>,
     mut link: Link<S>,
+    early: VecDeque<Incoming>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         {
-            let run = run_loop(&inner, &mut link, VecDeque::new());
+            let run = run_loop(&inner, &mut link, early);
             tokio::pin!(run);
             publishing(&inner, run).await;
         }
@@ -242,12 +244,19 @@ async fn read_ack_request<S: Socket>(
     }
 }
 
-/// Client side: send `M` and wait for `A<id>` or `H<reason>`. Returns the ID.
+/// Messages a server may send before its acknowledgement that the client keeps for after it.
+#[cfg(feature = "client")]
+const MAX_EARLY_FROM_SERVER: usize = 16;
+
+/// Client side: send `M` and wait for `A<id>` or `H<reason>`. Returns the ID, and the
+/// messages the server sent before `A` (Go neffos can write the namespace connection it
+/// starts from its `OnConnect` before `A`: its acknowledged flag is set before `A` is
+/// written), to be handled first; a few at most.
 #[cfg(feature = "client")]
 pub(crate) async fn client_handshake<S: Socket>(
     link: &mut Link<S>,
     timeout: std::time::Duration,
-) -> Result<String, crate::error::DialError> {
+) -> Result<(String, VecDeque<Incoming>), crate::error::DialError> {
     use crate::error::{DialError, DialErrorKind, RemoteError};
     use neffos_protocol::handshake::ServerAck;
 
@@ -267,6 +276,7 @@ pub(crate) async fn client_handshake<S: Socket>(
         )
     })?
     .map_err(|e| DialError::new(DialErrorKind::Transport, context).with_source(e))?;
+    let mut early = VecDeque::new();
     loop {
         let item = tokio::time::timeout_at(deadline, link.read())
             .await
@@ -276,8 +286,9 @@ pub(crate) async fn client_handshake<S: Socket>(
                     format!("{context}: no acknowledgement within {timeout:?}"),
                 )
             })?;
-        let bytes = match item {
-            Some(Ok(WsIn::Text(b) | WsIn::Binary(b))) => b,
+        let (bytes, binary) = match item {
+            Some(Ok(WsIn::Text(b))) => (b, false),
+            Some(Ok(WsIn::Binary(b))) => (b, true),
             Some(Ok(WsIn::Control)) => continue,
             Some(Ok(WsIn::Close(_))) | None => {
                 return Err(DialError::new(
@@ -289,8 +300,12 @@ pub(crate) async fn client_handshake<S: Socket>(
                 return Err(DialError::new(DialErrorKind::Transport, context).with_source(e));
             }
         };
+        if handshake::is_early_server_message(&bytes) && early.len() < MAX_EARLY_FROM_SERVER {
+            early.push_back(Incoming { bytes, binary });
+            continue;
+        }
         return match handshake::decode_server_ack(bytes) {
-            Ok(ServerAck::Accepted(id)) => Ok(id.to_string()),
+            Ok(ServerAck::Accepted(id)) => Ok((id.to_string(), early)),
             Ok(ServerAck::Rejected(reason)) => Err(DialError::new(DialErrorKind::Refused, context)
                 .with_source(RemoteError::new(reason.to_string()))),
             Ok(_) => Err(DialError::new(
