@@ -107,6 +107,11 @@ pub struct Config {
     /// over this budget, or one over twice it, the connection of that handler stops being
     /// read until they caught up (at most the stall timeout), and TCP pushes back on the
     /// publisher. Counted in [`StatsSnapshot::publisher_pushbacks`](crate::StatsSnapshot::publisher_pushbacks).
+    /// Well before that, under either [`OverloadPolicy`]: a handler's broadcast that finds most
+    /// of its recipients with frames still waiting for their writers makes that connection read
+    /// on only once the writers had their turn (at most 10 ms), so that what the client sent
+    /// meanwhile reaches each recipient as one burst; counted in
+    /// [`StatsSnapshot::publisher_paces`](crate::StatsSnapshot::publisher_paces).
     pub outbound_budget: usize,
     /// Frames that may wait in one connection's outbound queue, on top of
     /// [`outbound_budget`](Self::outbound_budget). Default 16,384.
