@@ -295,5 +295,8 @@ async fn a_message_sent_before_the_acknowledgement_is_handled_after_it() {
     assert_eq!(ns.namespace(), "chat");
     let (_ws, reply) = server.await.unwrap();
     // The empty reply to the request's wait token accepts the connection.
-    assert_eq!(reply.into_text().unwrap().as_str(), "1795487474372343598;;;;;;");
+    assert_eq!(
+        reply.into_text().unwrap().as_str(),
+        "1795487474372343598;;;;;;"
+    );
 }
