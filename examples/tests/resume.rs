@@ -25,10 +25,17 @@ const DOWN: Duration = Duration::from_secs(2);
 /// The target: delivery resumes at most this long after the broker answers again.
 const BOUND: Duration = Duration::from_millis(300);
 
-/// `RUST_LOG=neffos_redis=debug,neffos_nats=debug` shows every attempt, with its time.
+/// Every connection attempt of the exchanges and their clients, with its time: captured,
+/// so shown only when a test fails (an outage that took seconds once, in a full-suite
+/// run, could not be explained from the errors alone). `RUST_LOG` overrides it.
 fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "neffos_redis=debug,neffos_nats=debug,async_nats=debug,redis=debug",
+        )
+    });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_test_writer()
         .try_init();
 }
