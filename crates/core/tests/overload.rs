@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use neffos::testkit::{TestServer, eventually, serve};
-use neffos::{Config, Events, Namespaces, Server};
+use neffos::{Config, Events, Namespaces, Server, StatsSnapshot};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -62,38 +62,9 @@ async fn a_flooding_publisher_is_pushed_back_instead_of_closing_its_readers() {
     let ts = start(Config::default().outbound_budget(64 * 1024)).await;
     let mut readers = Vec::new();
     for _ in 0..READERS {
-        let mut tcp = small_window_client(ts.addr).await;
-        readers.push(tokio::spawn(async move {
-            let mut got = 0;
-            while got < MESSAGES {
-                let Some(frame) = next_text(&mut tcp).await else {
-                    return Err(format!("closed after {got} messages"));
-                };
-                let n: usize = frame[";chat;;chat;0;0;".len()..][..5].parse().unwrap();
-                if n != got {
-                    return Err(format!("message {got} lost (got {n})"));
-                }
-                got += 1;
-            }
-            Ok(())
-        }));
+        readers.push(small_window_client(ts.addr).await);
     }
-    let mut publisher = wire::acked(ts.addr, "chat").await;
-    let flood = flood(MESSAGES, 2000);
-    let publishing = tokio::spawn(async move {
-        publisher.write_all(&flood).await.unwrap();
-        publisher
-    });
-    let mut results = Vec::new();
-    for reader in readers {
-        results.push(tokio::time::timeout(T, reader).await.unwrap().unwrap());
-    }
-    let stats = ts.server.stats();
-    eprintln!("measured: {stats:?}");
-    for result in results {
-        result.unwrap();
-    }
-    let _publisher = publishing.await.unwrap();
+    let stats = publish_to_all(&ts, readers, flood(MESSAGES, 2000), MESSAGES).await;
     assert_eq!(stats.slow_consumer_closes, 0);
     assert!(stats.publisher_pushbacks > 0, "{stats:?}");
     assert_eq!(neffos::testkit::panics(), 0);
@@ -360,26 +331,21 @@ async fn read_numbered(tcp: &mut TcpStream, messages: usize) -> Result<(), Strin
     Ok(())
 }
 
-/// A publisher that pipelines small messages to 64 readers outruns their writers (the
-/// fan-out of one message is cheap, a write is a system call): its broadcasts find most
-/// recipients with frames still waiting. Its next read then waits for the writers' round,
-/// and what it sent meanwhile reaches each reader as one burst. Every reader still gets
-/// every message in order, and none is closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publisher_ahead_of_the_writers_is_paced_and_every_reader_gets_everything() {
-    const READERS: usize = 64;
-    const MESSAGES: usize = 3000;
-    let ts = start(Config::default()).await;
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        let mut tcp = wire::acked(ts.addr, "chat").await;
-        readers.push(tokio::spawn(async move {
-            read_numbered(&mut tcp, MESSAGES).await
-        }));
-    }
+/// A publisher connected after `readers` writes `flood` (numbered messages) at once; every
+/// reader must get all `messages` of it, in order. Returns the server's counters after.
+async fn publish_to_all(
+    ts: &TestServer,
+    readers: Vec<TcpStream>,
+    flood: Vec<u8>,
+    messages: usize,
+) -> StatsSnapshot {
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|mut tcp| tokio::spawn(async move { read_numbered(&mut tcp, messages).await }))
+        .collect();
     let mut publisher = wire::acked(ts.addr, "chat").await;
     let publishing = tokio::spawn(async move {
-        publisher.write_all(&flood(MESSAGES, 64)).await.unwrap();
+        publisher.write_all(&flood).await.unwrap();
         publisher
     });
     let mut results = Vec::new();
@@ -392,6 +358,24 @@ async fn a_publisher_ahead_of_the_writers_is_paced_and_every_reader_gets_everyth
         result.unwrap();
     }
     let _publisher = publishing.await.unwrap();
+    stats
+}
+
+/// A publisher that pipelines small messages to 64 readers outruns their writers (the
+/// fan-out of one message is cheap, a write is a system call): its broadcasts find most
+/// recipients with frames still waiting. Its next read then waits for the writers' round,
+/// and what it sent meanwhile reaches each reader as one burst. Every reader still gets
+/// every message in order, and none is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_ahead_of_the_writers_is_paced_and_every_reader_gets_everything() {
+    const READERS: usize = 64;
+    const MESSAGES: usize = 3000;
+    let ts = start(Config::default()).await;
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(wire::acked(ts.addr, "chat").await);
+    }
+    let stats = publish_to_all(&ts, readers, flood(MESSAGES, 64), MESSAGES).await;
     assert!(stats.publisher_paces > 0, "{stats:?}");
     assert_eq!(stats.slow_consumer_closes, 0);
     assert_eq!(neffos::testkit::panics(), 0);
