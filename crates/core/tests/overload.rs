@@ -331,6 +331,15 @@ async fn read_numbered(tcp: &mut TcpStream, messages: usize) -> Result<(), Strin
     Ok(())
 }
 
+/// `n` clients connected to namespace `chat`.
+async fn chat_clients(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(wire::acked(addr, "chat").await);
+    }
+    clients
+}
+
 /// A publisher connected after `readers` writes `flood` (numbered messages) at once; every
 /// reader must get all `messages` of it, in order. Returns the server's counters after.
 async fn publish_to_all(
@@ -371,10 +380,7 @@ async fn a_publisher_ahead_of_the_writers_is_paced_and_every_reader_gets_everyth
     const READERS: usize = 64;
     const MESSAGES: usize = 3000;
     let ts = start(Config::default()).await;
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        readers.push(wire::acked(ts.addr, "chat").await);
-    }
+    let readers = chat_clients(ts.addr, READERS).await;
     let stats = publish_to_all(&ts, readers, flood(MESSAGES, 64), MESSAGES).await;
     assert!(stats.publisher_paces > 0, "{stats:?}");
     assert_eq!(stats.slow_consumer_closes, 0);
@@ -389,10 +395,7 @@ async fn a_publisher_the_writers_keep_up_with_is_not_paced() {
     const READERS: usize = 64;
     const MESSAGES: usize = 50;
     let ts = start(Config::default()).await;
-    let mut readers = Vec::new();
-    for _ in 0..READERS {
-        readers.push(wire::acked(ts.addr, "chat").await);
-    }
+    let mut readers = chat_clients(ts.addr, READERS).await;
     let mut publisher = wire::acked(ts.addr, "chat").await;
     for n in 0..MESSAGES {
         publisher
